@@ -1,0 +1,65 @@
+"""Hydra/OmegaConf helpers: the project-root resolver, config printing, config hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.tree import Tree
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+def register_resolvers() -> None:
+    """``${project_root:}``: the folder holding ``conf/``, whatever the working directory."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+
+def print_config_tree(
+    cfg: DictConfig, order: Sequence[str] = ("stage", "dataset", "features", "generator",
+                                            "filter", "student", "ema", "trainer", "logger"),
+    console: Console | None = None,
+) -> None:
+    """Print the composed config as a rich tree, one branch per top-level group."""
+    tree = Tree("config", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
+    for key in keys:
+        branch = tree.add(f"[bold]{key}[/bold]")
+        value = cfg[key]
+        text = (
+            OmegaConf.to_yaml(value, resolve=True)
+            if isinstance(value, DictConfig)
+            else str(value)
+        )
+        branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    (console or Console()).print(tree)
+
+
+def to_plain(cfg: Any) -> Any:
+    """Resolved plain-Python copy of a config node (dicts, lists, scalars)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def config_hash(*parts: Any, length: int = 12) -> str:
+    """Stable content hash of JSON-serializable config parts."""
+    text = json.dumps([to_plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def arange_thresholds(spec: Any) -> np.ndarray:
+    """``{start, stop, step}`` -> ``np.arange(start, stop, step)``; a list is taken as is."""
+    spec = to_plain(spec)
+    if isinstance(spec, dict):
+        return np.arange(spec["start"], spec["stop"], spec["step"])
+    return np.asarray(spec, dtype=np.float64)

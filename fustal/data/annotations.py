@@ -1,0 +1,204 @@
+"""Temporal action annotations in the ActivityNet schema and its variants.
+
+One loader reads every annotation file the method uses:
+
+- ActivityNet schema (``{"database": {vid: {"subset", "duration", "fps", "annotations":
+  [{"label", "segment"}]}}}``): THUMOS'14 ``thumos14.json`` (ActionFormer/TriDet) and the official
+  ActivityNet v1.3 ``activity_net.v1-3.min.json``;
+- the WTAL ``gt.json`` (segments stored as strings, no duration or fps) with optional
+  ``split_<subset>.txt`` files that list the videos of each subset.
+
+Classes are ordered alphabetically unless a class list is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fustal.errors import FustalError
+from fustal.io import read_json
+
+log = logging.getLogger(__name__)
+
+AMBIGUOUS_LABELS = frozenset({"Ambiguous"})
+
+
+@dataclass
+class Video:
+    """One annotated video: segments in seconds and their class indices."""
+
+    id: str
+    subset: str
+    duration: float | None
+    fps: float | None
+    segments: np.ndarray  # [M, 2] float64 seconds
+    labels: np.ndarray  # [M] int64 class indices
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.labels.shape[0])
+
+    def video_label(self, num_classes: int) -> np.ndarray:
+        """Multi-hot video-level label ``[C]`` float32."""
+        y = np.zeros(num_classes, dtype=np.float32)
+        y[self.labels] = 1.0
+        return y
+
+
+@dataclass
+class Annotations:
+    """All videos of one annotation file, with the class list they index into."""
+
+    classes: list[str]
+    videos: dict[str, Video]
+    source: str = ""
+    clipped_segments: int = 0
+    subsets: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def has_subset(self, name: str) -> bool:
+        return name.lower() in {s.lower() for s in self.subsets}
+
+    def subset(self, name: str) -> list[Video]:
+        """Videos of a subset (case-insensitive name), in file order."""
+        if not self.has_subset(name):
+            known = ", ".join(sorted(self.subsets)) or "none"
+            raise FustalError(f"{self.source}: unknown subset '{name}' (subsets: {known})")
+        key = name.lower()
+        return [v for v in self.videos.values() if v.subset.lower() == key]
+
+
+def _as_float(value: Any, where: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise FustalError(f"{where}: not a number: {value!r}") from None
+    if not np.isfinite(out):
+        raise FustalError(f"{where}: not a finite number: {value!r}")
+    return out
+
+
+def _read_split(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FustalError(f"split file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _collect_labels(database: Mapping[str, Any], source: str) -> list[str]:
+    names: set[str] = set()
+    for vid, entry in database.items():
+        for ann in entry.get("annotations", []) or []:
+            if not isinstance(ann, Mapping) or "label" not in ann:
+                raise FustalError(f"{source}: video {vid}: annotation without a 'label'")
+            names.add(str(ann["label"]))
+    return sorted(names - AMBIGUOUS_LABELS)
+
+
+def load_annotations(
+    path: str | Path,
+    fmt: str = "auto",
+    split_files: Mapping[str, str | Path] | None = None,
+    classes: Sequence[str] | None = None,
+    clip_to_duration: bool = True,
+) -> Annotations:
+    """Load an annotation file.
+
+    Args:
+        path: ActivityNet-schema JSON (``thumos14.json``, ActivityNet v1.3) or WTAL ``gt.json``.
+        fmt: ``"activitynet"``, ``"wtal"`` or ``"auto"`` (WTAL when no video has a duration).
+        split_files: optional ``{subset: file}``; each file lists the video ids of that subset
+            (one per line) and overrides the subset stored in the JSON.
+        classes: class names in index order; default: all labels in the file, alphabetical.
+            A label outside the list is an error naming the video.
+        clip_to_duration: clip segments that end after the video's duration (counted, logged).
+    """
+    path = Path(path)
+    data = read_json(path, "annotation file")
+    source = str(path)
+    if not isinstance(data, Mapping):
+        raise FustalError(f"{source}: expected a JSON object with a 'database' key")
+    database = data.get("database")
+    if not isinstance(database, Mapping):
+        raise FustalError(f"{source}: no 'database' object (not the ActivityNet schema)")
+    for vid, entry in database.items():
+        if not isinstance(entry, Mapping):
+            raise FustalError(f"{source}: video {vid}: entry is not an object")
+    if fmt == "auto":
+        has_duration = any("duration" in e for e in database.values())
+        fmt = "activitynet" if has_duration else "wtal"
+    if fmt not in ("activitynet", "wtal"):
+        raise FustalError(f"{source}: unknown annotation format '{fmt}'")
+
+    subset_of = {vid: str(entry.get("subset", "")) for vid, entry in database.items()}
+    order = list(database)
+    if split_files:
+        subset_of = {}
+        order = []
+        for subset, split_path in split_files.items():
+            for vid in _read_split(Path(split_path)):
+                if vid not in database:
+                    raise FustalError(
+                        f"{split_path}: video {vid} is not in the annotation file {source}"
+                    )
+                subset_of[vid] = subset
+                order.append(vid)
+
+    class_list = list(classes) if classes is not None else _collect_labels(database, source)
+    index = {name: i for i, name in enumerate(class_list)}
+    videos: dict[str, Video] = {}
+    clipped = 0
+    for vid in order:
+        entry = database[vid]
+        where = f"{source}: video {vid}"
+        duration = _as_float(entry["duration"], f"{where}: duration") if "duration" in entry else None
+        fps = _as_float(entry["fps"], f"{where}: fps") if "fps" in entry else None
+        if duration is not None and duration <= 0:
+            raise FustalError(f"{where}: duration must be positive, got {duration}")
+        segs: list[tuple[float, float]] = []
+        labels: list[int] = []
+        annotations = entry.get("annotations", []) or []
+        if not isinstance(annotations, list):
+            raise FustalError(f"{where}: 'annotations' is not a list")
+        for ann in annotations:
+            label = str(ann.get("label"))
+            if label in AMBIGUOUS_LABELS:
+                continue
+            if label not in index:
+                raise FustalError(f"{where}: class '{label}' is not in the class list")
+            seg = ann.get("segment")
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                raise FustalError(f"{where}: segment must be [start, end], got {seg!r}")
+            start = _as_float(seg[0], f"{where}: segment start")
+            end = _as_float(seg[1], f"{where}: segment end")
+            if start < 0:
+                raise FustalError(f"{where}: segment [{start}, {end}] has a negative start")
+            if end < start:
+                raise FustalError(f"{where}: segment [{start}, {end}] ends before it starts")
+            if clip_to_duration and duration is not None and end > duration:
+                # kept even when it starts after the end (zero length): the instance still
+                # counts as ground truth, as in the official evaluation
+                clipped += 1
+                start, end = min(start, duration), duration
+            segs.append((start, end))
+            labels.append(index[label])
+        videos[vid] = Video(
+            id=vid,
+            subset=subset_of[vid],
+            duration=duration,
+            fps=fps,
+            segments=np.asarray(segs, dtype=np.float64).reshape(-1, 2),
+            labels=np.asarray(labels, dtype=np.int64),
+        )
+    if clipped:
+        log.warning("%s: clipped %d segments that end after the video's duration", source, clipped)
+    subsets = sorted({v.subset for v in videos.values()})
+    return Annotations(class_list, videos, source, clipped, subsets)

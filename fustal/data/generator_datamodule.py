@@ -1,0 +1,117 @@
+"""Video-level data for the stage-1 generator: non-overlapping features resampled to a fixed
+number of steps, multi-hot video labels, and the original length for time conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
+from fustal.data.features import resample_indices
+
+
+class GeneratorVideos(Dataset):
+    """One item per video: ``features [N, D]`` (N = num_segments when training, else the uniform
+    resampling), ``labels [C]``, ``length`` (original T), ``seconds_per_step`` (of the returned
+    steps), ``index`` (position in ``videos``) and ``video_id``."""
+
+    def __init__(
+        self, data: StageData, videos: Sequence[Video], num_segments: int, train: bool
+    ) -> None:
+        self.data = data
+        self.videos = list(videos)
+        self.num_segments = num_segments
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.videos[index]
+        feats = self.data.features.load(video)
+        length = feats.shape[0]
+        rng = (
+            np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+            if self.train
+            else None
+        )
+        idx = resample_indices(length, self.num_segments, rng)
+        timing = self.data.features.timing(video, length)
+        return {
+            "features": torch.from_numpy(np.ascontiguousarray(feats[idx])),
+            "labels": torch.from_numpy(video.video_label(self.data.num_classes)),
+            "length": length,
+            "seconds_per_step": timing.stride_s * length / len(idx),
+            "index": index,
+            "video_id": video.id,
+        }
+
+
+def collate_videos(items: list[dict]) -> dict:
+    """Stack items, zero-padding ``features`` to the longest; ``valid [B]`` holds each video's
+    number of returned steps (zero padding leaves the generator's valid outputs unchanged: its
+    only temporal op is a zero-padded kernel-3 convolution)."""
+    steps = [item["features"].shape[0] for item in items]
+    feats = torch.zeros(len(items), max(steps), items[0]["features"].shape[1])
+    for i, item in enumerate(items):
+        feats[i, : steps[i]] = item["features"]
+    return {
+        "features": feats,
+        "valid": torch.tensor(steps),
+        "labels": torch.stack([item["labels"] for item in items]),
+        "length": torch.tensor([item["length"] for item in items]),
+        "seconds_per_step": torch.tensor([item["seconds_per_step"] for item in items],
+                                         dtype=torch.float64),
+        "index": torch.tensor([item["index"] for item in items]),
+        "video_id": [item["video_id"] for item in items],
+    }
+
+
+class GeneratorDataModule(pl.LightningDataModule):
+    """Training videos (random-perturb sampling, shuffled) and evaluation loaders over the test
+    videos (validation: test mAP) and the training videos (prediction: pseudo labels)."""
+
+    def __init__(
+        self,
+        data: StageData,
+        num_segments: int = 750,
+        batch_size: int = 16,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.num_segments = num_segments
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.train_videos = data.train_videos()
+        self.test_videos = data.test_videos()
+
+    def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
+        dataset = GeneratorVideos(self.data, videos, self.num_segments, train)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_videos,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_videos, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_videos, train=False)
+
+    def predict_loader(self, subset: str) -> DataLoader:
+        """Uniformly sampled loader over ``"train"`` or ``"test"`` videos (for inference)."""
+        return self._loader(self.train_videos if subset == "train" else self.test_videos,
+                            train=False)

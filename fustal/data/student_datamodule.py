@@ -1,0 +1,206 @@
+"""Segment-level data for the stage-3 student: overlapping features with, per training video,
+target segments in feature-grid units (pseudo labels, or ground truth with supervision=full)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
+from fustal.data.features import seconds_to_grid
+
+Targets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # vid -> (segments_s [M, 2], labels [M])
+
+
+def random_crop(
+    length: int,
+    segments: np.ndarray,
+    crop_len: int,
+    rng: np.random.Generator,
+    min_keep: float = 0.5,
+    tries: int = 200,
+) -> tuple[int, np.ndarray]:
+    """Pick a window ``[start, start + crop_len)`` of a ``length``-step sequence.
+
+    A segment (grid units, ``[M, 2]``) survives when at least ``min_keep`` of its length lies in
+    the window. Up to ``tries`` windows are drawn (all at once); the first that keeps a segment
+    wins, else the last draw. Returns the start and the kept mask ``[M]``.
+    """
+    starts = rng.integers(0, length - crop_len + 1, size=tries)
+    if segments.shape[0] == 0:
+        return int(starts[0]), np.zeros(0, dtype=bool)
+    left = np.maximum(starts[:, None], segments[None, :, 0])
+    right = np.minimum(starts[:, None] + crop_len, segments[None, :, 1])
+    area = np.maximum(segments[:, 1] - segments[:, 0], 1e-8)
+    keep = (np.clip(right - left, 0, None) / area) >= min_keep  # [tries, M]
+    hits = np.flatnonzero(keep.any(axis=1))
+    pick = int(hits[0]) if hits.size else tries - 1
+    return int(starts[pick]), keep[pick]
+
+
+class StudentVideos(Dataset):
+    """One item per video: ``features [D, T]``, ``segments [M, 2]`` (grid units) and ``labels
+    [M]`` of the targets, ``video_label [C]``, and timing for conversion back to seconds.
+
+    Training applies METHOD.md's augmentation: a random crop to ``[0.9 T, T]`` steps (or a
+    ``max_seq_len`` window), keeping segments with >= 50% of their length (clipped to the
+    window), and Gaussian input noise.
+    """
+
+    def __init__(
+        self,
+        data: StageData,
+        videos: Sequence[Video],
+        targets: Targets | None,
+        train: bool,
+        max_seq_len: int,
+        crop_ratio: Sequence[float] = (0.9, 1.0),
+        crop_tries: int = 200,
+        crop_min_keep: float = 0.5,
+        noise_std: float = 0.0005,
+    ) -> None:
+        self.data = data
+        self.videos = list(videos)
+        self.targets = targets
+        self.train = train
+        self.max_seq_len = max_seq_len
+        self.crop_ratio = tuple(crop_ratio)
+        self.crop_tries = crop_tries
+        self.crop_min_keep = crop_min_keep
+        self.noise_std = noise_std
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _targets(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
+        if self.targets is None:
+            return video.segments, video.labels
+        segs, labels = self.targets.get(video.id, (np.zeros((0, 2)), np.zeros(0, np.int64)))
+        return np.asarray(segs, np.float64).reshape(-1, 2), np.asarray(labels, np.int64)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.videos[index]
+        feats = self.data.features.load(video)
+        length = feats.shape[0]
+        timing = self.data.features.timing(video, length)
+        segs_s, labels = self._targets(video)
+        positive = segs_s[:, 1] > segs_s[:, 0]
+        segs = np.maximum(seconds_to_grid(segs_s[positive], timing), 0.0)
+        labels = labels[positive]
+        start = 0
+        if self.train:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+            lo = max(int(round(self.crop_ratio[0] * length)), 1)
+            hi = min(int(round(self.crop_ratio[1] * length)), length)
+            crop_len = min(int(rng.integers(lo, hi + 1)), self.max_seq_len)
+            if crop_len < length:
+                start, keep = random_crop(
+                    length, segs, crop_len, rng, self.crop_min_keep, self.crop_tries
+                )
+                segs = np.clip(segs[keep], start, start + crop_len) - start
+                labels = labels[keep]
+                feats = feats[start : start + crop_len]
+        tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
+        if self.train and self.noise_std > 0:
+            tensor = tensor + self.noise_std * torch.randn_like(tensor)
+        return {
+            "features": tensor,
+            "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
+            "labels": torch.from_numpy(labels.astype(np.int64)),
+            "video_label": torch.from_numpy(video.video_label(self.data.num_classes)),
+            "video_id": video.id,
+            "index": index,
+            "offset": start,
+            "stride_s": timing.stride_s,
+            "window_s": timing.window_s,
+            "duration": video.duration if video.duration is not None else float("inf"),
+        }
+
+
+def make_collate(pad_to: int | None, stride: int):
+    """Collate that pads ``features`` to ``pad_to`` steps (training) or to a multiple of
+    ``stride`` (inference) and builds the ``mask [B, T]``; longer inputs are an error upstream
+    (training crops to ``max_seq_len``)."""
+
+    def collate(items: list[dict]) -> dict:
+        lengths = [item["features"].shape[1] for item in items]
+        target = max(lengths)
+        target = max(target, pad_to) if pad_to is not None else target
+        target = int(np.ceil(target / stride) * stride)
+        feats = torch.zeros(len(items), items[0]["features"].shape[0], target)
+        mask = torch.zeros(len(items), target, dtype=torch.bool)
+        for i, item in enumerate(items):
+            feats[i, :, : lengths[i]] = item["features"]
+            mask[i, : lengths[i]] = True
+        return {
+            "features": feats,
+            "mask": mask,
+            "segments": [item["segments"] for item in items],
+            "labels": [item["labels"] for item in items],
+            "video_labels": torch.stack([item["video_label"] for item in items]),
+            "video_id": [item["video_id"] for item in items],
+            "index": torch.tensor([item["index"] for item in items]),
+            "offset": torch.tensor([item["offset"] for item in items]),
+            "stride_s": torch.tensor([item["stride_s"] for item in items], dtype=torch.float64),
+            "window_s": torch.tensor([item["window_s"] for item in items], dtype=torch.float64),
+            "duration": torch.tensor([item["duration"] for item in items], dtype=torch.float64),
+        }
+
+    return collate
+
+
+class PseudoLabelDataModule(pl.LightningDataModule):
+    """Student data: training videos with ``targets`` (pseudo labels in seconds; ``None`` means
+    ground truth, i.e. supervision=full) and the test videos for evaluation."""
+
+    def __init__(
+        self,
+        data: StageData,
+        targets: Targets | None,
+        max_seq_len: int,
+        max_stride: int,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        augment: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.targets = targets
+        self.max_seq_len = max_seq_len
+        self.max_stride = max_stride
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.augment = dict(augment or {})
+        self.train_videos = data.train_videos()
+        self.test_videos = data.test_videos()
+
+    def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
+        dataset = StudentVideos(
+            self.data, videos, self.targets if train else None, train, self.max_seq_len,
+            **self.augment,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            collate_fn=make_collate(self.max_seq_len if train else None, self.max_stride),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_videos, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_videos, train=False)
+
+    def predict_loader(self, subset: str) -> DataLoader:
+        return self._loader(self.train_videos if subset == "train" else self.test_videos, False)
