@@ -25,8 +25,18 @@ def register_resolvers() -> None:
 
 
 def print_config_tree(
-    cfg: DictConfig, order: Sequence[str] = ("stage", "dataset", "features", "generator",
-                                            "filter", "student", "ema", "trainer", "logger"),
+    cfg: DictConfig,
+    order: Sequence[str] = (
+        "stage",
+        "dataset",
+        "features",
+        "generator",
+        "filter",
+        "student",
+        "ema",
+        "trainer",
+        "logger",
+    ),
     console: Console | None = None,
 ) -> None:
     """Print the composed config as a rich tree, one branch per top-level group."""
@@ -36,9 +46,7 @@ def print_config_tree(
         branch = tree.add(f"[bold]{key}[/bold]")
         value = cfg[key]
         text = (
-            OmegaConf.to_yaml(value, resolve=True)
-            if isinstance(value, DictConfig)
-            else str(value)
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         )
         branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     (console or Console()).print(tree)

@@ -40,8 +40,10 @@ def convert(anno_path: Path, info_path: Path) -> dict:
                 "duration": float(entry["duration_second"]),
                 "fps": float(row["fps"]),
                 "annotations": [
-                    {"label": a["label"], "segment": [float(a["segment"][0]),
-                                                      float(a["segment"][1])]}
+                    {
+                        "label": a["label"],
+                        "segment": [float(a["segment"][0]), float(a["segment"][1])],
+                    }
                     for a in entry.get("annotations", [])
                 ],
             }

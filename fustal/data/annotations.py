@@ -159,7 +159,9 @@ def load_annotations(
     for vid in order:
         entry = database[vid]
         where = f"{source}: video {vid}"
-        duration = _as_float(entry["duration"], f"{where}: duration") if "duration" in entry else None
+        duration = (
+            _as_float(entry["duration"], f"{where}: duration") if "duration" in entry else None
+        )
         fps = _as_float(entry["fps"], f"{where}: fps") if "fps" in entry else None
         if duration is not None and duration <= 0:
             raise FustalError(f"{where}: duration must be positive, got {duration}")

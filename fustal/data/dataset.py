@@ -87,8 +87,9 @@ def load_stage_data(
     test_subset = str(features_cfg["test_subset"])
     for subset in (train_subset, test_subset):
         annotations.subset(subset)
-    data = StageData(annotations, FeatureSpec.from_config(features_cfg, root), train_subset,
-                     test_subset)
+    data = StageData(
+        annotations, FeatureSpec.from_config(features_cfg, root), train_subset, test_subset
+    )
     skip_missing = bool(dataset_cfg.get("skip_missing", False))
     for subset in (train_subset, test_subset):
         missing = [v for v in annotations.subset(subset) if data.features.missing(v)]
@@ -102,7 +103,9 @@ def load_stage_data(
         if missing:
             log.warning(
                 "%s: skipping %d '%s' videos without feature files",
-                annotations.source, len(missing), subset,
+                annotations.source,
+                len(missing),
+                subset,
             )
             data.skipped[subset.lower()] = [v.id for v in missing]
     return data

@@ -117,7 +117,9 @@ class FeatureSpec:
         arrays = [_read_npy(f) for f in self.files(video)]
         lengths = {a.shape[0] for a in arrays}
         if len(lengths) > 1:
-            names = ", ".join(f"{f.name}: {a.shape[0]}" for f, a in zip(self.files(video), arrays))
+            names = ", ".join(
+                f"{f.name}: {a.shape[0]}" for f, a in zip(self.files(video), arrays, strict=True)
+            )
             raise FustalError(f"video {video.id}: streams have different lengths ({names})")
         feats = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
         if self.dim is not None and feats.shape[1] != self.dim:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
+from fustal.data.sampling import EpochSampler, item_rng, split_key
 
 
 class GeneratorVideos(Dataset):
@@ -21,9 +22,15 @@ class GeneratorVideos(Dataset):
     steps), ``index`` (position in ``videos``) and ``video_id``."""
 
     def __init__(
-        self, data: StageData, videos: Sequence[Video], num_segments: int, train: bool
+        self,
+        data: StageData,
+        videos: Sequence[Video],
+        num_segments: int,
+        train: bool,
+        seed: int = 0,
     ) -> None:
         self.data = data
+        self.seed = seed
         self.videos = list(videos)
         self.num_segments = num_segments
         self.train = train
@@ -31,15 +38,12 @@ class GeneratorVideos(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int) -> dict:
+        epoch, index = split_key(key, len(self.videos))
         video = self.videos[index]
         feats = self.data.features.load(video)
         length = feats.shape[0]
-        rng = (
-            np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-            if self.train
-            else None
-        )
+        rng = item_rng(self.seed, epoch, index) if self.train else None
         idx = resample_indices(length, self.num_segments, rng)
         timing = self.data.features.timing(video, length)
         return {
@@ -54,8 +58,7 @@ class GeneratorVideos(Dataset):
 
 def collate_videos(items: list[dict]) -> dict:
     """Stack items, zero-padding ``features`` to the longest; ``valid [B]`` holds each video's
-    number of returned steps (zero padding leaves the generator's valid outputs unchanged: its
-    only temporal op is a zero-padded kernel-3 convolution)."""
+    number of returned steps (pass it to the generator so video scores ignore the padding)."""
     steps = [item["features"].shape[0] for item in items]
     feats = torch.zeros(len(items), max(steps), items[0]["features"].shape[1])
     for i, item in enumerate(items):
@@ -65,8 +68,9 @@ def collate_videos(items: list[dict]) -> dict:
         "valid": torch.tensor(steps),
         "labels": torch.stack([item["labels"] for item in items]),
         "length": torch.tensor([item["length"] for item in items]),
-        "seconds_per_step": torch.tensor([item["seconds_per_step"] for item in items],
-                                         dtype=torch.float64),
+        "seconds_per_step": torch.tensor(
+            [item["seconds_per_step"] for item in items], dtype=torch.float64
+        ),
         "index": torch.tensor([item["index"] for item in items]),
         "video_id": [item["video_id"] for item in items],
     }
@@ -83,9 +87,11 @@ class GeneratorDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         eval_batch_size: int = 16,
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.data = data
+        self.seed = seed
         self.num_segments = num_segments
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -94,11 +100,11 @@ class GeneratorDataModule(pl.LightningDataModule):
         self.test_videos = data.test_videos()
 
     def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
-        dataset = GeneratorVideos(self.data, videos, self.num_segments, train)
+        dataset = GeneratorVideos(self.data, videos, self.num_segments, train, self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_videos,
@@ -113,5 +119,6 @@ class GeneratorDataModule(pl.LightningDataModule):
 
     def predict_loader(self, subset: str) -> DataLoader:
         """Uniformly sampled loader over ``"train"`` or ``"test"`` videos (for inference)."""
-        return self._loader(self.train_videos if subset == "train" else self.test_videos,
-                            train=False)
+        return self._loader(
+            self.train_videos if subset == "train" else self.test_videos, train=False
+        )

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
+from fustal.data.sampling import EpochSampler, item_rng, split_key
 
 Targets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # vid -> (segments_s [M, 2], labels [M])
 
@@ -63,8 +64,10 @@ class StudentVideos(Dataset):
         crop_tries: int = 200,
         crop_min_keep: float = 0.5,
         noise_std: float = 0.0005,
+        seed: int = 0,
     ) -> None:
         self.data = data
+        self.seed = seed
         self.videos = list(videos)
         self.targets = targets
         self.train = train
@@ -83,7 +86,8 @@ class StudentVideos(Dataset):
         segs, labels = self.targets.get(video.id, (np.zeros((0, 2)), np.zeros(0, np.int64)))
         return np.asarray(segs, np.float64).reshape(-1, 2), np.asarray(labels, np.int64)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int) -> dict:
+        epoch, index = split_key(key, len(self.videos))
         video = self.videos[index]
         feats = self.data.features.load(video)
         length = feats.shape[0]
@@ -94,7 +98,7 @@ class StudentVideos(Dataset):
         labels = labels[positive]
         start = 0
         if self.train:
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+            rng = item_rng(self.seed, epoch, index)
             lo = max(int(round(self.crop_ratio[0] * length)), 1)
             hi = min(int(round(self.crop_ratio[1] * length)), length)
             crop_len = min(int(rng.integers(lo, hi + 1)), self.max_seq_len)
@@ -105,9 +109,9 @@ class StudentVideos(Dataset):
                 segs = np.clip(segs[keep], start, start + crop_len) - start
                 labels = labels[keep]
                 feats = feats[start : start + crop_len]
-        tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
         if self.train and self.noise_std > 0:
-            tensor = tensor + self.noise_std * torch.randn_like(tensor)
+            feats = feats + rng.normal(0.0, self.noise_std, feats.shape).astype(np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
         return {
             "features": tensor,
             "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
@@ -168,9 +172,11 @@ class PseudoLabelDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 0,
         augment: Mapping | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.data = data
+        self.seed = seed
         self.targets = targets
         self.max_seq_len = max_seq_len
         self.max_stride = max_stride
@@ -183,13 +189,18 @@ class PseudoLabelDataModule(pl.LightningDataModule):
 
     def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
         dataset = StudentVideos(
-            self.data, videos, self.targets if train else None, train, self.max_seq_len,
+            self.data,
+            videos,
+            self.targets if train else None,
+            train,
+            self.max_seq_len,
             **self.augment,
+            seed=self.seed,
         )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
             drop_last=False,
             num_workers=self.num_workers,
             collate_fn=make_collate(self.max_seq_len if train else None, self.max_stride),

@@ -53,14 +53,29 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
 def summary_table(name: str, data: StageData, summaries: list[SubsetSummary]) -> Table:
     """A rich table: videos, instances, classes and feature statistics per subset."""
     table = Table(title=f"{name}: {data.annotations.source} + {data.features.layout} features")
-    for col in ("subset", "videos", "instances", "classes", "T min", "T mean", "T max", "dim",
-                "skipped"):
+    for col in (
+        "subset",
+        "videos",
+        "instances",
+        "classes",
+        "T min",
+        "T mean",
+        "T max",
+        "dim",
+        "skipped",
+    ):
         table.add_column(col, justify="left" if col == "subset" else "right")
     for s in summaries:
         lengths = s.lengths if s.lengths.size else np.zeros(1, dtype=np.int64)
         table.add_row(
-            s.subset, str(s.videos), str(s.instances), f"{s.classes_present}/{data.num_classes}",
-            str(int(lengths.min())), f"{lengths.mean():.1f}", str(int(lengths.max())), str(s.dim),
+            s.subset,
+            str(s.videos),
+            str(s.instances),
+            f"{s.classes_present}/{data.num_classes}",
+            str(int(lengths.min())),
+            f"{lengths.mean():.1f}",
+            str(int(lengths.max())),
+            str(s.dim),
             str(s.skipped),
         )
     return table

@@ -1,0 +1,693 @@
+"""Deterministic synthetic THUMOS-like dataset, written in the real on-disk layouts.
+
+The default dataset of the project is synthetic because real I3D features cannot be shipped.
+It is written in exactly the two layouts of METHOD.md section 1, so the real loaders read it::
+
+    <root>/annotations/thumos14.json             ActivityNet/ActionFormer schema
+    <root>/gt.json, split_train.txt, split_test.txt  WTAL schema (segments as strings)
+    <root>/i3d_features/<vid>.npy                 overlapping layout [T_ov, D]: rgb | flow
+    <root>/features/{train,test}/{rgb,flow}/<vid>.npy  non-overlapping layout [T_no, D/2]
+    <root>/synthetic.json                         parameters + format version, written last
+
+Generative model
+----------------
+Every video has ONE latent timeline ``z(t)`` in ``R^D`` sampled every ``timeline_step`` seconds
+(bin ``k`` covers ``[k dt, (k+1) dt)`` and is evaluated at its centre). A feature step of either
+layout is the exact mean of the piecewise-constant timeline over its window, so both layouts
+agree in time:
+
+- overlapping: step ``i`` covers frames ``[s i, s i + w)`` at the video's fps
+  (``w = snippet_frames``, ``s = overlap_stride_frames``),
+  ``T_ov = floor((duration fps - w) / s) + 1``;
+- non-overlapping: step ``i`` covers ``[i w / f, (i + 1) w / f)`` seconds with
+  ``f = nonoverlap_fps``, ``T_no = floor(duration f / w)``.
+
+Directions (shared by all videos, drawn from ``(seed, 0)``): a unit prototype ``p_c`` per class
+whose energy is split ``prototype_rgb_share`` / rest between the rgb and flow halves; a unit
+class-agnostic motion direction ``m`` with ``motion_flow_share`` of its energy in the flow half;
+a bank of ``distractors_per_class * C`` random unit directions.
+
+Per video (drawn from ``(seed, split, index)``): fps from ``fps_choices``; duration uniform in
+``[min_duration, max_duration]``; 1..3 classes (``class_count_weights``; the first class cycles
+through all classes so small datasets cover them); one instance per present class plus
+``Poisson(instance_rate * duration)`` more, lengths log-normal (``action_length_median``,
+``action_length_sigma``, clipped), laid out in order with background gaps of at least
+``min_gap`` seconds. Then
+
+``z(t) = sum_instances a_i * env_i(t) * u_i``                 class signal
+``     + sum_present_classes presence_level * p_c``          weak video-level class signal
+``     + motion_strength * a_i * [t inside instance i] * m``   class-agnostic motion
+``     + sum_distractors b_j * [t in interval j] * v_j``      background distractors
+``     + scene + AR(1) noise + white noise``
+
+- ``a_i ~ class_strength * U[1 - amplitude_spread, 1 + amplitude_spread]``;
+  ``u_i = normalize(p_c + intra_class_spread * g / sqrt(D))`` varies each instance.
+- ``env_i`` is 1 in the middle of the instance and falls linearly to ``edge_level`` over the
+  outer ``edge_fraction`` of its length at both ends (a classifier under-covers); outside it is
+  the context ``context_level * exp(-d / context_decay)`` for a distance ``d <= context_span``
+  seconds (a classifier also over-covers).
+- Distractors: ``Poisson(distractor_rate * duration)`` intervals anywhere in the video, with
+  amplitude ``distractor_strength * U[1 - amplitude_spread, 1 + amplitude_spread]``; a fraction
+  ``confuser_prob`` point along ``confuser_similarity * p_c + sqrt(1 - s^2) * r`` (partial
+  resemblance to a class), the rest along a bank direction; a fraction
+  ``distractor_motion_prob`` also carries the motion direction.
+- ``scene ~ N(0, scene_std^2 I)`` is constant per video; the AR(1) noise has stationary
+  standard deviation ``ar_std`` per dimension and time constant ``ar_time_constant`` seconds;
+  the white noise has ``white_std`` per dimension and timeline bin (a window of ``n`` bins
+  averages it down by ``sqrt(n)``).
+
+With ``annotation_file`` the videos, durations, fps, segments and class names come from a real
+ActivityNet-schema file instead (the first ``train_videos`` "validation" and ``test_videos``
+"test" videos in sorted id order that keep a segment after clipping to the duration); only the
+features are synthetic.
+
+Everything is deterministic: the same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.signal import lfilter
+
+from fustal.errors import FustalError, exit_on_error
+from fustal.io import atomic_open, read_json, write_json, write_with
+
+FORMAT_VERSION = 1
+MARKER_NAME = "synthetic.json"
+HASH_LENGTH = 12
+STEP_EPS = 1e-6
+TRAIN, TEST = "train", "test"
+ANNOTATION_SUBSETS = {TRAIN: "validation", TEST: "test"}
+VIDEO_PREFIXES = {TRAIN: "video_validation_", TEST: "video_test_"}
+SPLIT_STREAMS = {TRAIN: 1, TEST: 2}
+PLAN_STREAM, RENDER_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the synthetic dataset (see the module docstring for the model)."""
+
+    num_classes: int = 5
+    train_videos: int = 40
+    test_videos: int = 20
+    min_duration: float = 40.0
+    max_duration: float = 100.0
+    feature_dim: int = 64
+    seed: int = 0
+    annotation_file: str | None = None
+    # time grid and the two feature layouts
+    timeline_step: float = 0.04
+    snippet_frames: int = 16
+    overlap_stride_frames: int = 4
+    nonoverlap_fps: float = 25.0
+    fps_choices: tuple[float, ...] = (30.0, 29.97, 25.0, 24.0)
+    fps_weights: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)
+    # video composition
+    class_count_weights: tuple[float, ...] = (0.8, 0.15, 0.05)
+    instance_rate: float = 0.05
+    action_length_median: float = 4.0
+    action_length_sigma: float = 0.5
+    min_action_length: float = 1.0
+    max_action_length: float = 15.0
+    min_gap: float = 1.0
+    # class signal
+    class_strength: float = 1.0
+    amplitude_spread: float = 0.25
+    intra_class_spread: float = 0.5
+    prototype_rgb_share: float = 0.6
+    edge_level: float = 0.3
+    edge_fraction: float = 0.25
+    context_level: float = 0.3
+    context_decay: float = 1.5
+    context_span: float = 4.0
+    presence_level: float = 0.2
+    # class-agnostic motion
+    motion_strength: float = 0.8
+    motion_flow_share: float = 0.9
+    # background distractors
+    distractor_rate: float = 0.04
+    distractor_length_median: float = 3.0
+    distractor_strength: float = 0.8
+    distractors_per_class: int = 2
+    confuser_prob: float = 0.3
+    confuser_similarity: float = 0.6
+    distractor_motion_prob: float = 0.3
+    # nuisance
+    scene_std: float = 0.2
+    ar_std: float = 0.35
+    ar_time_constant: float = 1.0
+    white_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            if isinstance(field.default, tuple):
+                value = getattr(self, field.name)
+                try:
+                    object.__setattr__(self, field.name, tuple(float(x) for x in value))
+                except (TypeError, ValueError):
+                    raise FustalError(f"SyntheticConfig: {field.name} must be numbers") from None
+        checks = [
+            (self.num_classes >= 1, "num_classes must be >= 1"),
+            (self.train_videos >= 1 and self.test_videos >= 1, "need >= 1 train and test video"),
+            (self.feature_dim >= 2 and self.feature_dim % 2 == 0, "feature_dim must be even >= 2"),
+            (0 < self.min_duration <= self.max_duration, "need 0 < min_duration <= max_duration"),
+            (self.timeline_step > 0, "timeline_step must be > 0"),
+            (self.snippet_frames >= 1 and self.overlap_stride_frames >= 1, "frames must be >= 1"),
+            (self.nonoverlap_fps > 0, "nonoverlap_fps must be > 0"),
+            (len(self.fps_choices) == len(self.fps_weights) >= 1, "fps_weights != fps_choices"),
+            (min(self.fps_choices) > 0, "fps_choices must be > 0"),
+            (min(self.fps_weights) >= 0 < sum(self.fps_weights), "bad fps_weights"),
+            (len(self.class_count_weights) >= 1, "class_count_weights must not be empty"),
+            (min(self.class_count_weights) >= 0 < sum(self.class_count_weights), "bad weights"),
+            (0 < self.min_action_length <= self.max_action_length, "bad action length range"),
+            (self.action_length_median > 0 and self.distractor_length_median > 0, "bad medians"),
+            (self.min_gap >= 0 and self.instance_rate >= 0, "min_gap/instance_rate must be >= 0"),
+            (0 <= self.prototype_rgb_share <= 1, "prototype_rgb_share must be in [0, 1]"),
+            (0 <= self.motion_flow_share <= 1, "motion_flow_share must be in [0, 1]"),
+            (0 <= self.confuser_similarity <= 1, "confuser_similarity must be in [0, 1]"),
+            (0 < self.edge_fraction <= 0.5, "edge_fraction must be in (0, 0.5]"),
+            (self.context_decay > 0 and self.ar_time_constant > 0, "time constants must be > 0"),
+            (self.distractors_per_class >= 1, "distractors_per_class must be >= 1"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise FustalError(f"SyntheticConfig: {what}")
+        window = self.snippet_frames / min(self.fps_choices)
+        if self.annotation_file is None and self.min_duration < max(
+            window, self.snippet_frames / self.nonoverlap_fps
+        ):
+            raise FustalError("SyntheticConfig: min_duration shorter than one feature window")
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Latent directions shared by all videos of one dataset."""
+
+    prototypes: np.ndarray  # [C, D] unit class prototypes
+    motion: np.ndarray  # [D] unit class-agnostic motion direction
+    distractors: np.ndarray  # [K, D] unit background distractor directions
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """One video: id, split (``train``/``test``), position in the split, duration (s), fps and
+    its action instances."""
+
+    video_id: str
+    split: str
+    index: int
+    duration: float
+    fps: float
+    segments: np.ndarray  # [N, 2] float64 seconds, rounded to 0.01
+    labels: np.ndarray  # [N] int64 class indices
+
+
+def num_overlapping_steps(
+    duration: float, fps: float, snippet_frames: int = 16, stride_frames: int = 4
+) -> int:
+    """Steps of the overlapping layout: ``floor((duration * fps - w) / s) + 1`` (at least 0)."""
+    steps = math.floor((duration * fps - snippet_frames) / stride_frames + STEP_EPS) + 1
+    return max(steps, 0)
+
+
+def num_nonoverlapping_steps(duration: float, snippet_frames: int = 16, fps: float = 25.0) -> int:
+    """Steps of the non-overlapping layout: ``floor(duration * fps / w)``."""
+    return max(math.floor(duration * fps / snippet_frames + STEP_EPS), 0)
+
+
+def config_hash(cfg: SyntheticConfig) -> str:
+    """Short hex hash of the parameters, the format version and the annotation file content."""
+    return hashlib.sha256(json.dumps(_identity(cfg), sort_keys=True).encode()).hexdigest()[
+        :HASH_LENGTH
+    ]
+
+
+def _identity(cfg: SyntheticConfig) -> dict[str, Any]:
+    """JSON-ready description of everything that determines the generated files."""
+    digest = None
+    if cfg.annotation_file is not None:
+        path = Path(cfg.annotation_file)
+        if not path.is_file():
+            raise FustalError(f"{path}: annotation file not found")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    params = json.loads(json.dumps(asdict(cfg)))
+    return {"format_version": FORMAT_VERSION, "params": params, "annotation_sha256": digest}
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    """PCG64 generator seeded from ``(seed, *stream)``."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *stream])))
+
+
+def unit_directions(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    """``[count, dim]`` unit vectors, orthonormal when ``count <= dim``."""
+    gauss = rng.standard_normal((dim, max(count, 1)))
+    if count <= dim:
+        q, r = np.linalg.qr(gauss)
+        return (q * np.sign(np.diag(r)))[:, :count].T
+    return (gauss / np.linalg.norm(gauss, axis=0)).T[:count]
+
+
+def split_halves(rgb: np.ndarray, flow: np.ndarray, rgb_share: float) -> np.ndarray:
+    """Join unit rgb ``[N, D/2]`` and flow ``[N, D/2]`` parts into unit ``[N, D]`` vectors."""
+    return np.concatenate([math.sqrt(rgb_share) * rgb, math.sqrt(1 - rgb_share) * flow], axis=1)
+
+
+def make_directions(cfg: SyntheticConfig, num_classes: int) -> Directions:
+    """The shared latent directions of a dataset with ``num_classes`` classes."""
+    rng = _rng(cfg.seed, 0)
+    half = cfg.feature_dim // 2
+    prototypes = split_halves(
+        unit_directions(rng, num_classes, half),
+        unit_directions(rng, num_classes, half),
+        cfg.prototype_rgb_share,
+    )
+    motion = split_halves(
+        unit_directions(rng, 1, half), unit_directions(rng, 1, half), 1 - cfg.motion_flow_share
+    )[0]
+    distractors = unit_directions(rng, cfg.distractors_per_class * num_classes, cfg.feature_dim)
+    return Directions(prototypes, motion, distractors)
+
+
+def class_names(num_classes: int) -> list[str]:
+    """``Class00``, ``Class01``, ... (alphabetical order equals index order)."""
+    width = max(2, len(str(num_classes - 1)))
+    return [f"Class{i:0{width}d}" for i in range(num_classes)]
+
+
+def _layout_instances(
+    rng: np.random.Generator, lengths: np.ndarray, duration: float, min_gap: float
+) -> np.ndarray:
+    """Place ``[N]`` lengths in order with random gaps >= ``min_gap``; ``[N', 2]`` segments.
+
+    Instances that do not fit are dropped from the end of the list.
+    """
+    need = np.cumsum(lengths) + min_gap * (np.arange(lengths.size) + 2)
+    keep = max(int(np.sum(need <= duration)), 1)
+    lengths = lengths[:keep]
+    spare = max(duration - lengths.sum() - min_gap * (keep + 1), 0.0)
+    gaps = min_gap + spare * rng.dirichlet(np.ones(keep + 1))
+    starts = np.cumsum(gaps[:keep]) + np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    return np.stack([starts, starts + lengths], axis=1)
+
+
+def plan_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
+    """Draw fps, duration and action instances of synthetic video ``index`` of ``split``."""
+    rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
+    fps = float(rng.choice(cfg.fps_choices, p=np.asarray(cfg.fps_weights) / sum(cfg.fps_weights)))
+    duration = round(float(rng.uniform(cfg.min_duration, cfg.max_duration)), 2)
+    weights = np.asarray(cfg.class_count_weights) / sum(cfg.class_count_weights)
+    n_present = min(int(rng.choice(weights.size, p=weights)) + 1, cfg.num_classes)
+    first = index % cfg.num_classes
+    others = rng.permutation(np.delete(np.arange(cfg.num_classes), first))[: n_present - 1]
+    present = np.concatenate([[first], others]).astype(np.int64)
+    count = n_present + int(rng.poisson(cfg.instance_rate * duration))
+    lengths = np.clip(
+        cfg.action_length_median * np.exp(cfg.action_length_sigma * rng.standard_normal(count)),
+        cfg.min_action_length,
+        min(cfg.max_action_length, duration / 2),
+    )
+    segments = _layout_instances(rng, lengths, duration, cfg.min_gap)
+    segments = np.round(np.clip(segments, 0.0, duration), 2)
+    labels = np.concatenate([present, rng.choice(present, size=count - n_present)])
+    labels = rng.permutation(labels[: segments.shape[0]])
+    video_id = f"{VIDEO_PREFIXES[split]}{index + 1:07d}"
+    return VideoPlan(video_id, split, index, duration, fps, segments, labels)
+
+
+def plans_from_annotations(cfg: SyntheticConfig) -> tuple[list[str], list[VideoPlan]]:
+    """Class names and video plans taken from the real ActivityNet-schema ``annotation_file``."""
+    path = Path(str(cfg.annotation_file))
+    database = read_json(path, "annotation file").get("database")
+    if not isinstance(database, dict):
+        raise FustalError(f"{path}: no 'database' object")
+    chosen: list[tuple[str, str, float, float | None, list[tuple[str, float, float]]]] = []
+    for split, wanted in ((TRAIN, cfg.train_videos), (TEST, cfg.test_videos)):
+        taken = 0
+        for vid in sorted(database):
+            entry = database[vid]
+            if taken == wanted or str(entry.get("subset", "")).lower() != ANNOTATION_SUBSETS[split]:
+                continue
+            try:
+                duration = float(entry["duration"])
+                fps = float(entry["fps"]) if entry.get("fps") is not None else None
+                segs = [
+                    (str(a["label"]), float(a["segment"][0]), float(a["segment"][1]))
+                    for a in entry.get("annotations", [])
+                ]
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise FustalError(f"{path}: {vid}: malformed entry") from None
+            segs = [
+                (label, round(max(s, 0.0), 2), round(min(e, duration), 2)) for label, s, e in segs
+            ]
+            segs = [seg for seg in segs if seg[2] > seg[1]]
+            if segs and duration > 0:
+                chosen.append((vid, split, duration, fps, segs))
+                taken += 1
+        if taken < wanted:
+            raise FustalError(
+                f"{path}: only {taken} usable '{ANNOTATION_SUBSETS[split]}' videos, "
+                f"{wanted} requested"
+            )
+    names = sorted({label for *_, segs in chosen for label, _, _ in segs})
+    label_index = {name: i for i, name in enumerate(names)}
+    plans = []
+    for vid, split, duration, fps, segs in chosen:
+        index = sum(plan.split == split for plan in plans)
+        if fps is None:
+            rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
+            weights = np.asarray(cfg.fps_weights) / sum(cfg.fps_weights)
+            fps = float(rng.choice(cfg.fps_choices, p=weights))
+        segments = np.array([[s, e] for _, s, e in segs], dtype=np.float64)
+        labels = np.array([label_index[label] for label, _, _ in segs], dtype=np.int64)
+        plans.append(VideoPlan(vid, split, index, duration, fps, segments, labels))
+    return names, plans
+
+
+def plan_dataset(cfg: SyntheticConfig) -> tuple[list[str], list[VideoPlan]]:
+    """Class names and all video plans (train first, then test)."""
+    if cfg.annotation_file is not None:
+        return plans_from_annotations(cfg)
+    plans = [plan_video(cfg, TRAIN, i) for i in range(cfg.train_videos)]
+    plans += [plan_video(cfg, TEST, i) for i in range(cfg.test_videos)]
+    return class_names(cfg.num_classes), plans
+
+
+def action_envelopes(
+    t: np.ndarray,
+    segments: np.ndarray,
+    edge_level: float = 0.3,
+    edge_fraction: float = 0.25,
+    context_level: float = 0.3,
+    context_decay: float = 1.5,
+    context_span: float = 4.0,
+) -> np.ndarray:
+    """Class-signal envelope ``[N, L]`` of ``[N, 2]`` segments at times ``t [L]``.
+
+    Inside: 1 in the middle, linear down to ``edge_level`` at the boundaries over the outer
+    ``edge_fraction`` of the length. Outside: ``context_level * exp(-d / context_decay)`` for
+    distance ``d <= context_span``, else 0.
+    """
+    start, end = segments[:, :1], segments[:, 1:]
+    depth = np.minimum(t - start, end - t)
+    ramp = np.maximum(edge_fraction * (end - start), np.finfo(np.float64).tiny)
+    inside = edge_level + (1 - edge_level) * np.clip(depth / ramp, 0.0, 1.0)
+    outside = context_level * np.exp(depth / context_decay) * (-depth <= context_span)
+    return np.where(depth >= 0, inside, outside)
+
+
+def interval_masks(t: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """``[N, L]`` float mask of ``t [L]`` inside each of the ``[N, 2]`` half-open segments."""
+    return ((t >= segments[:, :1]) & (t < segments[:, 1:])).astype(np.float64)
+
+
+def ar1_noise(rng: np.random.Generator, length: int, dim: int, phi: float) -> np.ndarray:
+    """Stationary unit-variance AR(1) noise ``[length, dim]`` with coefficient ``phi``."""
+    white = rng.standard_normal((length, dim))
+    initial = phi * rng.standard_normal((1, dim))
+    noise, _ = lfilter([math.sqrt(1 - phi**2)], [1.0, -phi], white, axis=0, zi=initial)
+    return noise
+
+
+def render_timeline(cfg: SyntheticConfig, plan: VideoPlan, directions: Directions) -> np.ndarray:
+    """Latent timeline ``[L, D]`` float64 of one video, bin ``k`` covering ``[k dt, (k+1) dt)``."""
+    rng = _rng(cfg.seed, SPLIT_STREAMS[plan.split], plan.index, RENDER_STREAM)
+    dim, dt = cfg.feature_dim, cfg.timeline_step
+    length = math.ceil(plan.duration / dt - STEP_EPS)
+    t = (np.arange(length) + 0.5) * dt
+    n = plan.labels.size
+    spread = cfg.amplitude_spread
+    amps = cfg.class_strength * rng.uniform(1 - spread, 1 + spread, n)
+    jitter = rng.standard_normal((n, dim)) / math.sqrt(dim)
+    inst_dirs = directions.prototypes[plan.labels] + cfg.intra_class_spread * jitter
+    inst_dirs /= np.linalg.norm(inst_dirs, axis=1, keepdims=True)
+    envelopes = action_envelopes(
+        t,
+        plan.segments,
+        cfg.edge_level,
+        cfg.edge_fraction,
+        cfg.context_level,
+        cfg.context_decay,
+        cfg.context_span,
+    )
+    timeline = envelopes.T @ (amps[:, None] * inst_dirs)
+    timeline += cfg.presence_level * directions.prototypes[np.unique(plan.labels)].sum(0)
+    motion = (interval_masks(t, plan.segments) * amps[:, None]).max(0, initial=0.0)
+
+    count = int(rng.poisson(cfg.distractor_rate * plan.duration))
+    lengths = np.minimum(
+        cfg.distractor_length_median * np.exp(cfg.action_length_sigma * rng.standard_normal(count)),
+        plan.duration,
+    )
+    starts = rng.uniform(0.0, 1.0, count) * (plan.duration - lengths)
+    intervals = np.stack([starts, starts + lengths], axis=1)
+    d_amps = cfg.distractor_strength * rng.uniform(1 - spread, 1 + spread, count)
+    bank = directions.distractors[rng.integers(0, directions.distractors.shape[0], count)]
+    similar = directions.prototypes[rng.integers(0, directions.prototypes.shape[0], count)]
+    other = bank - (bank * similar).sum(1, keepdims=True) * similar
+    other /= np.maximum(np.linalg.norm(other, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    sim = cfg.confuser_similarity
+    confuser = sim * similar + math.sqrt(1 - sim**2) * other
+    d_dirs = np.where((rng.uniform(size=count) < cfg.confuser_prob)[:, None], confuser, bank)
+    d_masks = interval_masks(t, intervals) * d_amps[:, None]
+    timeline += d_masks.T @ d_dirs
+    with_motion = rng.uniform(size=count) < cfg.distractor_motion_prob
+    motion = np.maximum(motion, (d_masks * with_motion[:, None]).max(0, initial=0.0))
+    timeline += cfg.motion_strength * motion[:, None] * directions.motion
+
+    timeline += cfg.scene_std * rng.standard_normal(dim)
+    phi = math.exp(-dt / cfg.ar_time_constant)
+    timeline += cfg.ar_std * ar1_noise(rng, length, dim, phi)
+    timeline += cfg.white_std * rng.standard_normal((length, dim))
+    return timeline
+
+
+def window_means(
+    timeline: np.ndarray, step: float, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """Exact means ``[T, D]`` of a piecewise-constant timeline ``[L, D]`` over ``[starts, ends)``.
+
+    Bin ``k`` holds ``timeline[k]`` on ``[k step, (k+1) step)``; windows are clipped to the
+    timeline and must have positive length.
+    """
+    length = timeline.shape[0]
+    integral = np.concatenate([np.zeros((1, timeline.shape[1])), np.cumsum(timeline, 0) * step])
+
+    def antiderivative(x: np.ndarray) -> np.ndarray:
+        pos = np.clip(x / step, 0.0, length)
+        k = np.minimum(np.floor(pos).astype(np.int64), length - 1)
+        return integral[k] + ((pos - k) * step)[:, None] * timeline[k]
+
+    a = np.clip(starts, 0.0, length * step)
+    b = np.clip(ends, 0.0, length * step)
+    return (antiderivative(b) - antiderivative(a)) / (b - a)[:, None]
+
+
+def video_features(
+    cfg: SyntheticConfig, plan: VideoPlan, timeline: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping ``[T_ov, D]`` and non-overlapping ``[T_no, D]`` float32 features of a video."""
+    w, s = cfg.snippet_frames, cfg.overlap_stride_frames
+    t_ov = num_overlapping_steps(plan.duration, plan.fps, w, s)
+    t_no = num_nonoverlapping_steps(plan.duration, w, cfg.nonoverlap_fps)
+    if t_ov < 1 or t_no < 1:
+        raise FustalError(f"{plan.video_id}: duration {plan.duration} s is shorter than a window")
+    ov_start = np.arange(t_ov) * s / plan.fps
+    overlapping = window_means(timeline, cfg.timeline_step, ov_start, ov_start + w / plan.fps)
+    no_step = w / cfg.nonoverlap_fps
+    no_start = np.arange(t_no) * no_step
+    nonoverlapping = window_means(timeline, cfg.timeline_step, no_start, no_start + no_step)
+    return overlapping.astype(np.float32), nonoverlapping.astype(np.float32)
+
+
+def _annotation_json(version: str, names: list[str], plans: list[VideoPlan]) -> dict[str, Any]:
+    """ActivityNet/ActionFormer-schema annotation object."""
+    database = {}
+    for plan in plans:
+        order = np.lexsort((plan.labels, plan.segments[:, 0]))
+        database[plan.video_id] = {
+            "subset": ANNOTATION_SUBSETS[plan.split],
+            "duration": plan.duration,
+            "fps": plan.fps,
+            "annotations": [
+                {
+                    "label": names[plan.labels[i]],
+                    "segment": [float(plan.segments[i, 0]), float(plan.segments[i, 1])],
+                    "segment(frames)": [
+                        round(float(plan.segments[i, 0]) * plan.fps, 4),
+                        round(float(plan.segments[i, 1]) * plan.fps, 4),
+                    ],
+                    "label_id": int(plan.labels[i]),
+                }
+                for i in order
+            ],
+        }
+    return {"version": version, "database": database}
+
+
+def _wtal_json(names: list[str], plans: list[VideoPlan]) -> dict[str, Any]:
+    """WTAL ``gt.json`` object (segments as strings, no duration or fps)."""
+    database = {}
+    for plan in plans:
+        order = np.lexsort((plan.labels, plan.segments[:, 0]))
+        database[plan.video_id] = {
+            "subset": plan.split,
+            "annotations": [
+                {
+                    "segment": [str(float(plan.segments[i, 0])), str(float(plan.segments[i, 1]))],
+                    "label": names[plan.labels[i]],
+                }
+                for i in order
+            ],
+        }
+    return {"database": database}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Atomically write one ``.npy`` file."""
+    write_with(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+
+def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
+    """Write the whole dataset into ``root`` (created if needed); ``synthetic.json`` last.
+
+    An existing marker is removed first, so an interrupted run never looks complete. Files of
+    another dataset already in ``root`` are not deleted.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER_NAME).unlink(missing_ok=True)
+    identity = _identity(cfg)
+    digest = config_hash(cfg)
+    names, plans = plan_dataset(cfg)
+    directions = make_directions(cfg, len(names))
+    half = cfg.feature_dim // 2
+    for plan in plans:
+        overlapping, nonoverlapping = video_features(
+            cfg, plan, render_timeline(cfg, plan, directions)
+        )
+        _save_npy(root / "i3d_features" / f"{plan.video_id}.npy", overlapping)
+        base = root / "features" / plan.split
+        _save_npy(base / "rgb" / f"{plan.video_id}.npy", nonoverlapping[:, :half])
+        _save_npy(base / "flow" / f"{plan.video_id}.npy", nonoverlapping[:, half:])
+    write_json(
+        root / "annotations" / "thumos14.json",
+        _annotation_json(f"Synthetic-{digest}", names, plans),
+    )
+    write_json(root / "gt.json", _wtal_json(names, plans))
+    for split in (TRAIN, TEST):
+        with atomic_open(root / f"split_{split}.txt") as handle:
+            handle.writelines(f"{p.video_id}\n" for p in plans if p.split == split)
+    marker = {
+        **identity,
+        "hash": digest,
+        "classes": names,
+        "videos": {split: sum(p.split == split for p in plans) for split in (TRAIN, TEST)},
+    }
+    write_json(root / MARKER_NAME, marker)
+    return root
+
+
+def _is_complete(root: Path, identity: dict[str, Any]) -> bool:
+    """Whether ``root`` holds a finished dataset with exactly this identity."""
+    marker = root / MARKER_NAME
+    if not marker.is_file():
+        return False
+    try:
+        stored = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(stored, dict) and all(stored.get(k) == v for k, v in identity.items())
+
+
+def ensure_synthetic(cfg: SyntheticConfig, base_dir: str | Path) -> Path:
+    """Return ``base_dir / <hash>``, generating it atomically unless a matching copy exists.
+
+    Generation happens in a temp dir beside the target, renamed into place; when two processes
+    race, the loser discards its copy and uses the winner's.
+    """
+    base = Path(base_dir)
+    digest = config_hash(cfg)
+    identity = _identity(cfg)
+    root = base / digest
+    if _is_complete(root, identity):
+        return root
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=base))
+    try:
+        generate(cfg, tmp)
+        if root.exists() and not _is_complete(root, identity):
+            stale = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".stale", dir=base))
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(root, stale / digest)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not _is_complete(root, identity):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _parse_tuple(text: str) -> tuple[float, ...]:
+    """``"30,29.97"`` -> ``(30.0, 29.97)``."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line parser with one ``--option`` per :class:`SyntheticConfig` field."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fustal.data.synthetic",
+        description="Write the deterministic synthetic THUMOS-like dataset.",
+    )
+    parser.add_argument("--out", required=True, help="output directory (see --cache)")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="treat --out as a cache base dir: write (or reuse) <out>/<hash>",
+    )
+    for field in fields(SyntheticConfig):
+        default = field.default
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(default, tuple):
+            kind: Any = _parse_tuple
+            shown = ",".join(str(x) for x in default)
+        elif default is None:
+            kind, shown = str, "none"
+        else:
+            kind, shown = type(default), default
+        parser.add_argument(flag, type=kind, default=default, help=f"default: {shown}")
+    return parser
+
+
+@exit_on_error
+def main(argv: Sequence[str] | None = None) -> Path:
+    """CLI entry point; prints and returns the dataset root."""
+    args = vars(build_parser().parse_args(argv))
+    out, cache = args.pop("out"), args.pop("cache")
+    cfg = SyntheticConfig(**args)
+    root = ensure_synthetic(cfg, out) if cache else generate(cfg, out)
+    print(root)
+    return root
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stage 1: the cross-video contrastive pseudo-label generator (CoLA-style)."""
+
+from fustal.generator.losses import (
+    action_loss,
+    cross_video_contrast,
+    info_nce,
+    info_nce_per_sample,
+    same_label_pairs,
+    snippet_contrast,
+)
+from fustal.generator.mining import (
+    Snippets,
+    binary_dilation_1d,
+    binary_erosion_1d,
+    hard_regions,
+    median_binarize,
+    mine_snippets,
+    snippet_count,
+)
+from fustal.generator.module import GeneratorModule
+from fustal.generator.network import GeneratorNet, GeneratorOutput, video_scores_from_cas
+
+__all__ = [
+    "GeneratorModule",
+    "GeneratorNet",
+    "GeneratorOutput",
+    "Snippets",
+    "action_loss",
+    "binary_dilation_1d",
+    "binary_erosion_1d",
+    "cross_video_contrast",
+    "hard_regions",
+    "info_nce",
+    "info_nce_per_sample",
+    "median_binarize",
+    "mine_snippets",
+    "same_label_pairs",
+    "snippet_contrast",
+    "snippet_count",
+    "video_scores_from_cas",
+]

@@ -1,0 +1,109 @@
+"""LightningModule for stage 1: trains the cross-video contrastive generator."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from fustal.errors import FustalError
+from fustal.generator.losses import (
+    action_loss,
+    cross_video_contrast,
+    same_label_pairs,
+    snippet_contrast,
+)
+from fustal.generator.mining import mine_snippets
+from fustal.generator.network import GeneratorNet, GeneratorOutput
+
+LOG_PREFIX = "generator/train/"
+
+
+def check_batch(batch: dict, num_classes: int) -> None:
+    """Raise :class:`FustalError` unless ``batch`` has features ``[B, N, D]`` and multi-hot
+    labels ``[B, num_classes]`` with at least one positive class per video."""
+    features, labels = batch["features"], batch["labels"]
+    video_ids = list(batch.get("video_id", range(features.shape[0])))
+    if features.dim() != 3:
+        raise FustalError(f"features: expected [B, N, D], got shape {tuple(features.shape)}")
+    if labels.shape != (features.shape[0], num_classes):
+        raise FustalError(
+            f"labels: expected [{features.shape[0]}, {num_classes}], got {tuple(labels.shape)}"
+        )
+    empty = (labels.sum(dim=1) <= 0).nonzero().flatten().tolist()
+    if empty:
+        names = ", ".join(str(video_ids[i]) for i in empty)
+        raise FustalError(f"{names}: video label has no positive class")
+
+
+class GeneratorModule(pl.LightningModule):
+    """Stage-1 generator: :class:`GeneratorNet` trained with the action loss plus snippet and
+    (optionally) cross-video contrast; ``cross_video=False`` is plain CoLA."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        hidden_dim: int = 2048,
+        dropout: float = 0.7,
+        r_easy: int = 5,
+        r_hard: int = 20,
+        m: int = 3,
+        M: int = 6,
+        mining_dropout: float = 0.6,
+        temperature: float = 0.07,
+        contrast_weight: float = 0.01,
+        cross_video_weight: float = 0.2,
+        cross_video: bool = True,
+        lr: float = 1e-4,
+        betas: tuple = (0.9, 0.999),
+        weight_decay: float = 5e-4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = GeneratorNet(feature_dim, num_classes, hidden_dim, dropout, r_easy)
+
+    def forward(self, features: Tensor, valid: Tensor | None = None) -> GeneratorOutput:
+        """features ``[B, N, D]`` (``valid [B]``: unpadded steps) -> :class:`GeneratorOutput`."""
+        return self.net(features, valid)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Total loss ``action + contrast_weight * (snippet_contrast + cross_video)``."""
+        hp = self.hparams
+        check_batch(batch, hp.num_classes)
+        labels = batch["labels"].float()
+        out = self(batch["features"])
+        snippets = mine_snippets(
+            out.emb, out.actionness, hp.r_easy, hp.r_hard, hp.m, hp.M, hp.mining_dropout
+        )
+        action = action_loss(out.video_scores, labels)
+        contrast = snippet_contrast(snippets, hp.temperature)
+        if hp.cross_video:
+            pairs = same_label_pairs(labels)
+            cross = cross_video_contrast(snippets, pairs, hp.cross_video_weight, hp.temperature)
+        else:
+            pairs = labels.new_zeros((0, 2), dtype=torch.long)
+            cross = contrast.new_zeros(())
+        loss = action + hp.contrast_weight * (contrast + cross)
+
+        terms = {
+            "loss": loss,
+            "action": action,
+            "snippet_contrast": contrast,
+            "cross_video": cross,
+            "num_pairs": float(pairs.shape[0]),
+        }
+        batch_size = labels.shape[0]
+        for name, value in terms.items():
+            self.log(LOG_PREFIX + name, value, batch_size=batch_size, prog_bar=name == "loss")
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with the configured lr, betas and weight decay."""
+        hp = self.hparams
+        return torch.optim.Adam(
+            self.parameters(),
+            lr=hp.lr,
+            betas=tuple(float(b) for b in hp.betas),
+            weight_decay=hp.weight_decay,
+        )

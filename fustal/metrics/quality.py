@@ -1,0 +1,38 @@
+"""Quality of a pseudo-label set against the ground truth of the same (training) videos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fustal.metrics.detection import Detections, detection_map, match_predictions
+
+
+def pseudo_label_quality(
+    gt: Detections,
+    pred: Detections,
+    num_classes: int,
+    tiou_thresholds: Sequence[float],
+    match_tiou: float = 0.5,
+) -> dict:
+    """Count, precision, recall and detection mAP of pseudo labels ``pred``.
+
+    Precision and recall come from the class-aware greedy one-to-one matching of
+    :func:`~fustal.metrics.detection.match_predictions` at ``match_tiou``: precision = matched
+    predictions / all predictions (any class), recall = matched GT / all GT.
+    Raises :class:`FustalError` when ``gt`` is empty.
+
+    Returns ``{"count": int, f"precision@{match_tiou:g}": float, f"recall@{match_tiou:g}": float,
+    "avg_mAP": float, "mAP@t": float for each threshold}``.
+    """
+    maps = detection_map(gt, pred, tiou_thresholds, num_classes)
+    matched = int(match_predictions(gt, pred, [match_tiou], num_classes).sum())
+    count = len(pred)
+    key = f"{round(float(match_tiou), 4):g}"
+    out: dict = {
+        "count": count,
+        f"precision@{key}": matched / count if count else 0.0,
+        f"recall@{key}": matched / len(gt),
+        "avg_mAP": maps.pop("avg"),
+    }
+    out.update(maps)
+    return out

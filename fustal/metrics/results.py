@@ -1,0 +1,154 @@
+"""ActivityNet results files and conversions to flat :class:`Detections`.
+
+A results file is ``{"results": {vid: [{"label": name, "score": s, "segment": [start, end]}]}}``
+(extra top-level keys such as ``"version"`` or ``"external_data"`` are ignored); a top-level
+object without ``"results"`` is read as the ``{vid: [...]}`` mapping itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fustal.data.annotations import Video
+from fustal.errors import FustalError
+from fustal.io import read_json
+from fustal.metrics.detection import Detections
+
+RESULT_KEYS = ("label", "score", "segment")
+
+
+def _check_entries(results: Any, where: str) -> None:
+    """Raise a :class:`FustalError` naming the video when ``results`` breaks the schema."""
+    if not isinstance(results, Mapping):
+        raise FustalError(f"{where}: 'results' must be an object mapping video ids to lists")
+    for vid, entries in results.items():
+        if not isinstance(entries, list):
+            raise FustalError(f"{where}: video {vid}: expected a list of detections")
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                raise FustalError(f"{where}: video {vid}: detection is not an object: {entry!r}")
+            missing = [k for k in RESULT_KEYS if k not in entry]
+            if missing:
+                raise FustalError(f"{where}: video {vid}: detection without {', '.join(missing)}")
+            seg = entry["segment"]
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                raise FustalError(f"{where}: video {vid}: segment must be [start, end]: {seg!r}")
+
+
+def read_results(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """Read an ActivityNet results file -> ``{video_id: [detection dicts]}``.
+
+    Raises :class:`FustalError` for a missing file, invalid JSON or a schema violation.
+    """
+    data = read_json(path, "results file")
+    if not isinstance(data, Mapping):
+        raise FustalError(f"{path}: expected a JSON object with a 'results' key")
+    results = data.get("results", data)
+    _check_entries(results, str(path))
+    return {str(vid): list(entries) for vid, entries in results.items()}
+
+
+def _as_floats(values: list[Any], vids: list[str], what: str) -> np.ndarray:
+    """Convert numbers or numeric strings to float64, naming the first bad video on failure."""
+    try:
+        out = np.asarray(values, dtype=np.float64)
+        if np.isfinite(out).all():
+            return out
+    except (TypeError, ValueError):
+        pass
+    for value, vid in zip(values, vids, strict=True):
+        try:
+            ok = bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise FustalError(f"results: video {vid}: {what} is not a finite number: {value!r}")
+    raise FustalError(f"results: {what} values are not numbers")
+
+
+def results_to_detections(
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    classes: list[str],
+    video_ids: list[str],
+) -> Detections:
+    """Flatten ``{vid: [{"label", "score", "segment"}]}`` into :class:`Detections`.
+
+    Args:
+        results: results mapping (as from :func:`read_results`; a ``{"results": ...}`` wrapper
+            is unwrapped).
+        classes: class names in index order; detections with another label are dropped.
+        video_ids: video ids in index order; detections on other videos get video index -1
+            (the evaluation counts them as false positives).
+    """
+    if isinstance(results, Mapping) and isinstance(results.get("results"), Mapping):
+        results = results["results"]
+    _check_entries(results, "results")
+    class_index = {name: i for i, name in enumerate(classes)}
+    video_index = {vid: i for i, vid in enumerate(video_ids)}
+    vids, labels, videos, scores, segments = [], [], [], [], []
+    for vid, entries in results.items():
+        v = video_index.get(str(vid), -1)
+        for entry in entries:
+            label = entry["label"]
+            c = class_index.get(label) if isinstance(label, str) else None
+            if c is None:
+                continue
+            vids.append(str(vid))
+            videos.append(v)
+            labels.append(c)
+            scores.append(entry["score"])
+            segments.append(entry["segment"])
+    return Detections(
+        video=np.asarray(videos, dtype=np.int64),
+        label=np.asarray(labels, dtype=np.int64),
+        segment=_as_floats(segments, vids, "segment").reshape(-1, 2),
+        score=_as_floats(scores, vids, "score"),
+    )
+
+
+def gt_to_detections(videos: Sequence[Video]) -> tuple[Detections, list[str]]:
+    """Ground-truth :class:`Detections` of ``videos`` and the video id list they index into."""
+    video_ids = [v.id for v in videos]
+    if len(set(video_ids)) != len(video_ids):
+        raise FustalError("ground truth: duplicate video ids")
+    counts = [v.num_segments for v in videos]
+    segments = [np.asarray(v.segments, dtype=np.float64).reshape(-1, 2) for v in videos]
+    labels = [np.asarray(v.labels, dtype=np.int64).reshape(-1) for v in videos]
+    gt = Detections(
+        video=np.repeat(np.arange(len(videos), dtype=np.int64), counts),
+        label=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
+        segment=np.concatenate(segments) if segments else np.zeros((0, 2)),
+    )
+    return gt, video_ids
+
+
+def proposals_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> dict:
+    """``{vid: [K, 4] rows (class_index, score, start_s, end_s)}`` -> ``{"results": {...}}``."""
+    out: dict[str, list[dict]] = {}
+    for vid, rows in per_video.items():
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.size == 0:
+            out[str(vid)] = []
+            continue
+        if rows.ndim != 2 or rows.shape[1] != 4:
+            raise FustalError(f"proposals: video {vid}: expected [K, 4] rows, got {rows.shape}")
+        cls = rows[:, 0].astype(np.int64)
+        if (cls != rows[:, 0]).any() or (cls < 0).any() or (cls >= len(classes)).any():
+            raise FustalError(
+                f"proposals: video {vid}: class index outside [0, {len(classes)}) or not integral"
+            )
+        out[str(vid)] = [
+            {"label": classes[c], "score": score, "segment": [start, end]}
+            for c, score, start, end in zip(
+                cls.tolist(),
+                rows[:, 1].tolist(),
+                rows[:, 2].tolist(),
+                rows[:, 3].tolist(),
+                strict=True,
+            )
+        ]
+    return {"results": out}

@@ -1,0 +1,196 @@
+"""Shared pieces of the stage runners: run context, trainer construction, DDP gathering,
+periodic evaluation, per-epoch reseeding, stage-dir lookup."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from rich.console import Console
+
+from fustal.config import config_hash, to_plain
+from fustal.data.sampling import world
+from fustal.io import write_json
+from fustal.pipeline.cache import StageDir
+
+log = logging.getLogger(__name__)
+
+# Trainer options that change nothing a stage computes (kept out of cache keys).
+COSMETIC_TRAINER_KEYS = ("enable_progress_bar", "log_every_n_steps")
+
+
+def is_global_zero() -> bool:
+    """Rank 0 of the (possibly not yet initialized) process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+@dataclass
+class RunContext:
+    """The run dir, the console and the run's metrics (``metrics.json``, rank 0 writes)."""
+
+    cfg: DictConfig
+    output_dir: Path
+    console: Console
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, key: str, value: Any) -> None:
+        """Set ``metrics[key]`` (dotted keys nest) and rewrite ``metrics.json`` atomically."""
+        node = self.metrics
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        if is_global_zero():
+            write_json(self.output_dir / "metrics.json", self.metrics)
+
+    def write_json(self, name: str, data: Any) -> None:
+        if is_global_zero():
+            write_json(self.output_dir / name, data)
+
+
+def dataset_identity(cfg: DictConfig) -> dict:
+    """What identifies the data of a run: the dataset config (synthetic parameters included)."""
+    return to_plain(cfg.dataset)
+
+
+def trainer_identity(cfg: DictConfig) -> dict:
+    plain = to_plain(cfg.trainer)
+    return {k: v for k, v in plain.items() if k not in COSMETIC_TRAINER_KEYS}
+
+
+def stage_dir(ctx: RunContext, stage: str, *parts: Any) -> StageDir:
+    """The artifact folder of a stage: a shared cache entry keyed by ``parts`` when
+    ``cache=true``, else a folder of the run dir."""
+    key = config_hash(stage, *parts)
+    if ctx.cfg.cache:
+        return StageDir(Path(ctx.cfg.paths.cache_dir) / stage / key, stage, key)
+    return StageDir(ctx.output_dir / stage, stage, key, reusable=False)
+
+
+@contextmanager
+def stage_lock(sdir: StageDir) -> Iterator[None]:
+    """Serialize runs sharing a stage dir; DDP worker processes (launched while rank 0 holds the
+    lock) do not take it."""
+    with sdir.lock() if is_global_zero() else nullcontext():
+        yield
+
+
+class EpochReseed(pl.Callback):
+    """Seed the global RNGs from ``(seed, epoch)`` at every epoch start, so that dropout and
+    snippet mining replay identically after resuming from an epoch-boundary checkpoint."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rank, _ = world()
+        pl.seed_everything(self.seed * 1_000 + trainer.current_epoch * 7 + rank, verbose=False)
+
+
+class PeriodicEvaluation(pl.Callback):
+    """Run ``evaluate(module) -> {name: value}`` every ``every_n_steps`` optimizer steps and at
+    the end of training, and log the results under ``prefix``."""
+
+    def __init__(
+        self,
+        evaluate: Callable[[pl.LightningModule], dict[str, float]],
+        every_n_steps: int,
+        prefix: str,
+    ) -> None:
+        self.evaluate = evaluate
+        self.every_n_steps = every_n_steps
+        self.prefix = prefix
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(pl_module)
+        pl_module.train(was_training)
+        self.history.append((trainer.global_step, metrics))
+        if trainer.logger is not None and trainer.is_global_zero:
+            trainer.logger.log_metrics(
+                {f"{self.prefix}/{k}": v for k, v in metrics.items()}, step=trainer.global_step
+            )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step < trainer.max_steps:
+            self._run(trainer, pl_module)
+
+
+def gather_dict(local: dict) -> dict:
+    """Merge per-rank dicts on every rank (identity without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    parts: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(parts, local)
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def make_loggers(cfg: DictConfig, stage: str) -> list:
+    """Instantiate the ``logger`` group (csv / tensorboard / wandb) for one stage."""
+    loggers = []
+    for name, spec in (cfg.get("logger") or {}).items():
+        kwargs: dict[str, Any] = {}
+        if name == "wandb":
+            kwargs["offline"] = (
+                spec.get("offline")
+                if spec.get("offline") is not None
+                else (
+                    os.environ.get("WANDB_MODE") == "offline" or not os.environ.get("WANDB_API_KEY")
+                )
+            )
+            kwargs["name"] = spec.get("name") or wandb_run_name(cfg)
+            kwargs["config"] = to_plain(cfg)
+            kwargs["job_type"] = stage
+        else:
+            kwargs["version"] = stage
+        loggers.append(hydra.utils.instantiate(spec, **kwargs))
+    return loggers
+
+
+def wandb_run_name(cfg: DictConfig) -> str | None:
+    """The sweep job's overrides as the run name (None outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    overrides = HydraConfig.get().overrides.task
+    return ",".join(overrides) if overrides else None
+
+
+def make_trainer(cfg: DictConfig, stage: str, callbacks: list, **kwargs: Any) -> pl.Trainer:
+    """A Trainer from the ``trainer`` group plus stage-specific arguments."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    options = to_plain(cfg.trainer)
+    if options.get("enable_progress_bar", True):
+        callbacks = [*callbacks, RichProgressBar(leave=True)]
+    return pl.Trainer(
+        **options,
+        callbacks=callbacks,
+        logger=make_loggers(cfg, stage) or False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kwargs,
+    )

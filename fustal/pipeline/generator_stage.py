@@ -1,0 +1,211 @@
+"""Stage 1: train the cross-video contrastive generator, then turn its CAS into proposals on the
+training videos (pseudo labels) and the test videos (the generator's own detections)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from fustal.config import arange_thresholds, to_plain
+from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
+from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.generator.module import GeneratorModule
+from fustal.io import read_json, write_json
+from fustal.metrics.quality import pseudo_label_quality
+from fustal.metrics.results import gt_to_detections, proposals_to_results, results_to_detections
+from fustal.metrics.torchmetric import DetectionMAP
+from fustal.pipeline.context import (
+    EpochReseed,
+    PeriodicEvaluation,
+    RunContext,
+    dataset_identity,
+    gather_dict,
+    is_global_zero,
+    make_trainer,
+    stage_dir,
+    stage_lock,
+    trainer_identity,
+)
+from fustal.pseudo.proposals import cas_to_proposals
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = ["generator.ckpt", "pseudo_labels.json", "generator_test.json", "metrics.json"]
+
+
+def proposal_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``generator.proposals`` config -> keyword arguments of :func:`cas_to_proposals`."""
+    params = dict(to_plain(cfg))
+    params["cas_thresholds"] = arange_thresholds(params["cas_thresholds"])
+    params["actionness_thresholds"] = arange_thresholds(params["actionness_thresholds"])
+    return params
+
+
+@torch.no_grad()
+def generator_proposals(
+    module: GeneratorModule, loader: DataLoader, params: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Proposals ``[K, 4]`` (class, score, start_s, end_s) for every video of ``loader``
+    (this rank's shard)."""
+    out: dict[str, np.ndarray] = {}
+    for batch in loader:
+        valid = batch["valid"].to(module.device)
+        pred = module(batch["features"].to(module.device), valid=valid)
+        cas, act, scores = pred.cas.cpu(), pred.actionness.cpu(), pred.video_scores.cpu()
+        for i, vid in enumerate(batch["video_id"]):
+            n = int(batch["valid"][i])
+            out[vid] = cas_to_proposals(
+                cas[i, :n], act[i, :n], scores[i], float(batch["seconds_per_step"][i]), **params
+            )
+    return out
+
+
+def test_map(
+    module: GeneratorModule,
+    loader: DataLoader,
+    videos: Sequence[Video],
+    num_classes: int,
+    tiou: Sequence[float],
+    params: Mapping[str, Any],
+) -> dict[str, float]:
+    """Test mAP of the generator's proposals, accumulated per rank and synced by the metric."""
+    gt, video_ids = gt_to_detections(videos)
+    metric = DetectionMAP(gt, num_classes, tiou).to(module.device)
+    props = generator_proposals(module, loader, params)
+    index = {vid: i for i, vid in enumerate(video_ids)}
+    for vid, p in props.items():
+        metric.update(
+            torch.full((len(p),), index[vid], dtype=torch.long),
+            torch.as_tensor(p[:, 0], dtype=torch.long),
+            torch.as_tensor(p[:, 1], dtype=torch.float64),
+            torch.as_tensor(p[:, 2:4], dtype=torch.float64),
+        )
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def score_results(
+    results: dict, videos: Sequence[Video], classes: list[str], tiou: Sequence[float]
+) -> dict[str, float]:
+    """Pseudo-label quality (count, precision/recall@0.5, mAP) against ground truth."""
+    gt, video_ids = gt_to_detections(videos)
+    pred = results_to_detections(results["results"], classes, video_ids)
+    return pseudo_label_quality(gt, pred, len(classes), tiou)
+
+
+def feature_dim(data: StageData) -> int:
+    return int(data.features.load(data.train_videos()[0]).shape[1])
+
+
+def run_generator_stage(ctx: RunContext, data: StageData) -> dict[str, Any]:
+    """Train (or reuse) the generator; write pseudo labels and test detections; return paths
+    and metrics. Artifacts: generator.ckpt, pseudo_labels.json, generator_test.json."""
+    cfg = ctx.cfg
+    gcfg = cfg.generator
+    sdir = stage_dir(
+        ctx,
+        "generator",
+        gcfg,
+        cfg.features.generator,
+        dataset_identity(cfg),
+        cfg.seed,
+        trainer_identity(cfg),
+    )
+    tiou = list(cfg.dataset.tiou_thresholds)
+    with stage_lock(sdir):
+        if sdir.complete():
+            ctx.console.print(f"[green]generator: reusing {sdir.path}[/green]")
+        else:
+            _train_generator(ctx, data, sdir.path, tiou)
+            if is_global_zero():
+                sdir.commit(ARTIFACTS, {"generator": to_plain(gcfg), "seed": cfg.seed})
+    if is_global_zero():
+        sdir.export(["pseudo_labels.json", "generator_test.json"], ctx.output_dir)
+    metrics = read_json(sdir / "metrics.json")
+    ctx.record("generator.test", metrics["generator.test"])
+    ctx.record("pseudo_labels.raw", metrics["pseudo_labels.raw"])
+    ctx.record("generator.key", sdir.key)
+    return {"dir": sdir.path, "pseudo_labels": sdir / "pseudo_labels.json", "key": sdir.key}
+
+
+def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[float]) -> None:
+    cfg = ctx.cfg
+    gcfg = cfg.generator
+    dm = GeneratorDataModule(
+        data,
+        gcfg.num_segments,
+        gcfg.batch_size,
+        gcfg.eval_batch_size,
+        cfg.num_workers,
+        seed=cfg.seed,
+    )
+    module = GeneratorModule(
+        feature_dim=feature_dim(data),
+        num_classes=data.num_classes,
+        hidden_dim=gcfg.hidden_dim,
+        dropout=gcfg.dropout,
+        r_easy=gcfg.r_easy,
+        r_hard=gcfg.r_hard,
+        m=gcfg.m,
+        M=gcfg.M,
+        mining_dropout=gcfg.mining_dropout,
+        temperature=gcfg.temperature,
+        contrast_weight=gcfg.contrast_weight,
+        cross_video_weight=gcfg.cross_video_weight,
+        cross_video=gcfg.cross_video,
+        lr=gcfg.lr,
+        betas=tuple(gcfg.betas),
+        weight_decay=gcfg.weight_decay,
+    )
+    params = proposal_params(gcfg.proposals)
+    test_videos = dm.test_videos
+
+    def evaluate(m: GeneratorModule) -> dict[str, float]:
+        return test_map(m, dm.val_dataloader(), test_videos, data.num_classes, tiou, params)
+
+    steps_per_epoch = max(len(dm.train_dataloader()), 1)
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        save_last=True,
+        save_top_k=0,
+        every_n_epochs=max(1, round(gcfg.val_every / steps_per_epoch)),
+    )
+    trainer = make_trainer(
+        cfg,
+        "generator",
+        [
+            ckpt,
+            EpochReseed(cfg.seed),
+            PeriodicEvaluation(evaluate, gcfg.val_every, "generator/test"),
+        ],
+        max_steps=gcfg.max_steps,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        ctx.console.print(f"generator: resuming from {last}")
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+
+    tmp = out / ".generator.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    if is_global_zero():
+        os.replace(tmp, out / "generator.ckpt")
+    module.eval()
+    test_metrics = evaluate(module)
+    pseudo = gather_dict(generator_proposals(module, dm.predict_loader("train"), params))
+    test_props = gather_dict(generator_proposals(module, dm.predict_loader("test"), params))
+    if not is_global_zero():
+        return
+    pseudo_results = proposals_to_results(pseudo, data.classes)
+    test_results = proposals_to_results(test_props, data.classes)
+    quality = score_results(pseudo_results, dm.train_videos, data.classes, tiou)
+    write_json(out / "pseudo_labels.json", pseudo_results)
+    write_json(out / "generator_test.json", test_results)
+    write_json(out / "metrics.json", {"generator.test": test_metrics, "pseudo_labels.raw": quality})

@@ -1,0 +1,243 @@
+"""Stages 2 and 3: filter the pseudo labels, train the TriDet student on them (or on ground
+truth with ``supervision=full``) with EMA-teacher distillation, and evaluate raw and EMA models."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from fustal.config import to_plain
+from fustal.data.dataset import StageData
+from fustal.data.features import Timing, grid_to_seconds
+from fustal.data.student_datamodule import PseudoLabelDataModule
+from fustal.errors import FustalError
+from fustal.io import read_json, write_json
+from fustal.metrics.detection import detection_map
+from fustal.metrics.results import (
+    gt_to_detections,
+    proposals_to_results,
+    read_results,
+    results_to_detections,
+)
+from fustal.pipeline.cache import file_digest
+from fustal.pipeline.context import (
+    EpochReseed,
+    RunContext,
+    dataset_identity,
+    gather_dict,
+    is_global_zero,
+    make_trainer,
+    stage_dir,
+    stage_lock,
+    trainer_identity,
+)
+from fustal.pipeline.generator_stage import feature_dim, score_results
+from fustal.pseudo.filters import filter_results
+from fustal.student.module import StudentModule
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = ["student.ckpt", "student_test.json", "student_ema_test.json", "metrics.json"]
+
+
+def run_filter_stage(ctx: RunContext, data: StageData, pseudo_path: Path) -> dict:
+    """Filter the pseudo labels (METHOD.md section 4), write ``pseudo_labels.filtered.json`` and
+    score raw and filtered labels against training ground truth (diagnostics only)."""
+    cfg = ctx.cfg
+    raw = {"results": read_results(pseudo_path)}
+    unknown = sorted(set(raw["results"]) - {v.id for v in data.train_videos()})
+    if unknown:
+        raise FustalError(
+            f"{pseudo_path}: {len(unknown)} videos are not training videos of the dataset"
+            f" (first: {unknown[0]})"
+        )
+    classes = set(data.classes)
+    for vid, entries in raw["results"].items():
+        for entry in entries:
+            if entry["label"] not in classes:
+                raise FustalError(f"{pseudo_path}: video {vid}: unknown class '{entry['label']}'")
+    filtered, stats = filter_results(raw, cfg.filter.min_density, cfg.filter.min_score)
+    if stats["before"] and not stats["after"]:
+        raise FustalError(
+            f"filter={cfg.filter.name}: no pseudo label passes (min_density={cfg.filter.min_density},"
+            f" min_score={cfg.filter.min_score}) out of {stats['before']}; lower filter.min_score"
+            " or filter.min_density, or use filter=none"
+        )
+    ctx.write_json("pseudo_labels.filtered.json", filtered)
+    tiou = list(cfg.dataset.tiou_thresholds)
+    if "pseudo_labels.raw" not in ctx.metrics.get("pseudo_labels", {}):
+        ctx.record("pseudo_labels.raw", score_results(raw, data.train_videos(), data.classes, tiou))
+    ctx.record(
+        "pseudo_labels.filtered", score_results(filtered, data.train_videos(), data.classes, tiou)
+    )
+    ctx.record("pseudo_labels.filter_stats", stats)
+    return filtered
+
+
+def results_to_targets(results: dict, data: StageData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ActivityNet results -> per-video (segments [M, 2] seconds, class indices [M])."""
+    videos = data.train_videos()
+    ids = [v.id for v in videos]
+    dets = results_to_detections(results["results"], data.classes, ids)
+    out = {}
+    for i, vid in enumerate(ids):
+        sel = dets.video == i
+        out[vid] = (dets.segment[sel], dets.label[sel])
+    return out
+
+
+@torch.no_grad()
+def student_detections(
+    module: StudentModule, loader: DataLoader, use_ema: bool
+) -> dict[str, np.ndarray]:
+    """Detections ``[K, 4]`` (class, score, start_s, end_s) for this rank's videos."""
+    out: dict[str, np.ndarray] = {}
+    for batch in loader:
+        batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        for i, det in enumerate(module.predict_batch(batch, use_ema=use_ema)):
+            timing = Timing(float(batch["stride_s"][i]), float(batch["window_s"][i]))
+            duration = float(batch["duration"][i])
+            det = det.astype(np.float64).copy()
+            det[:, 2:4] = grid_to_seconds(
+                det[:, 2:4] + float(batch["offset"][i]),
+                timing,
+                None if np.isinf(duration) else duration,
+            )
+            out[batch["video_id"][i]] = det[det[:, 3] > det[:, 2]]
+    return out
+
+
+def test_metrics(results: dict, data: StageData, tiou: Sequence[float]) -> dict[str, float]:
+    """Detection mAP of a results dict on the test subset."""
+    gt, video_ids = gt_to_detections(data.test_videos())
+    pred = results_to_detections(results["results"], data.classes, video_ids)
+    return detection_map(gt, pred, tiou, data.num_classes)
+
+
+def run_student_stage(
+    ctx: RunContext, data: StageData, pseudo: dict | None, upstream: Any
+) -> dict[str, Any]:
+    """Train (or reuse) the student on ``pseudo`` (filtered results; None = ground truth)."""
+    cfg = ctx.cfg
+    full = cfg.supervision == "full"
+    sdir = stage_dir(
+        ctx,
+        "student",
+        cfg.student,
+        cfg.ema,
+        cfg.supervision,
+        upstream,
+        cfg.features.student,
+        dataset_identity(cfg),
+        cfg.seed,
+        trainer_identity(cfg),
+    )
+    with stage_lock(sdir):
+        if sdir.complete():
+            ctx.console.print(f"[green]student: reusing {sdir.path}[/green]")
+        else:
+            targets = None if full else results_to_targets(pseudo, data)
+            _train_student(ctx, data, targets, sdir.path, full)
+            if is_global_zero():
+                sdir.commit(
+                    ARTIFACTS,
+                    {"student": to_plain(cfg.student), "ema": to_plain(cfg.ema), "seed": cfg.seed},
+                )
+    if is_global_zero():
+        sdir.export(["student_test.json", "student_ema_test.json"], ctx.output_dir)
+    metrics = read_json(sdir / "metrics.json")
+    for key, value in metrics.items():
+        ctx.record(key, value)
+    return {"dir": sdir.path, "key": sdir.key}
+
+
+def _train_student(
+    ctx: RunContext, data: StageData, targets: dict | None, out: Path, full: bool
+) -> None:
+    cfg = ctx.cfg
+    scfg = cfg.student
+    ema_decay = cfg.ema.decay
+    if full:
+        epochs, epochs_pseudo, schedule = scfg.full_epochs, scfg.full_epochs, scfg.full_schedule
+    else:
+        distill = scfg.epochs_distill if ema_decay is not None else 0
+        epochs, epochs_pseudo, schedule = (
+            scfg.epochs_pseudo + distill,
+            scfg.epochs_pseudo,
+            scfg.schedule,
+        )
+    max_stride = 2 ** int(scfg.model.arch[2])
+    dm = PseudoLabelDataModule(
+        data,
+        targets,
+        scfg.model.max_seq_len,
+        max_stride,
+        scfg.batch_size,
+        scfg.eval_batch_size,
+        cfg.num_workers,
+        augment=to_plain(scfg.augment),
+        seed=cfg.seed,
+    )
+    module = StudentModule(
+        feature_dim=feature_dim(data),
+        num_classes=data.num_classes,
+        model=to_plain(scfg.model),
+        lr=scfg.lr,
+        weight_decay=scfg.weight_decay,
+        warmup_epochs=scfg.warmup_epochs,
+        schedule=schedule,
+        max_epochs=epochs,
+        epochs_pseudo=epochs_pseudo,
+        ema_decay=ema_decay,
+        teacher_score_thresh=cfg.ema.score_thresh,
+        video_loss_weight=scfg.video_loss_weight,
+        inference=to_plain(scfg.inference),
+    )
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    )
+    trainer = make_trainer(
+        cfg,
+        "student",
+        [ckpt, EpochReseed(cfg.seed)],
+        max_epochs=epochs,
+        gradient_clip_val=scfg.gradient_clip_val,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        ctx.console.print(f"student: resuming from {last}")
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    tmp = out / ".student.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    if is_global_zero():
+        os.replace(tmp, out / "student.ckpt")
+    module.eval()
+    tiou = list(cfg.dataset.tiou_thresholds)
+    metrics = {}
+    variants = [("student", False)] + ([("student_ema", True)] if ema_decay is not None else [])
+    for name, use_ema in variants:
+        dets = gather_dict(student_detections(module, dm.predict_loader("test"), use_ema))
+        if not is_global_zero():
+            continue
+        results = proposals_to_results(dets, data.classes)
+        write_json(out / f"{name}_test.json", results)
+        metrics[f"{name}.test"] = test_metrics(results, data, tiou)
+    if is_global_zero():
+        if ema_decay is None:
+            write_json(out / "student_ema_test.json", {"results": {}})
+        write_json(out / "metrics.json", metrics)
+
+
+def pseudo_label_file_key(path: Path) -> str:
+    """Identity of a user-given pseudo-label file (its content hash)."""
+    if not path.is_file():
+        raise FustalError(f"pseudo_labels: file not found: {path}")
+    return file_digest(path)

@@ -1,0 +1,76 @@
+"""Score an ActivityNet results file against ground truth.
+
+Usage::
+
+    python -m fustal.score GT_JSON PRED_JSON [--subset test] [--tiou 0.1 0.2 ...] [--json]
+
+Prints a table of mAP per tIoU threshold and their mean, or with ``--json`` the object
+``{"mAP@0.1": ..., ..., "avg": ...}``. Bad input: one line ``error: ...`` on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from fustal.data.annotations import load_annotations
+from fustal.errors import exit_on_error
+from fustal.metrics.detection import detection_map
+from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
+
+DEFAULT_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+DEFAULT_SUBSET = "test"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of ``python -m fustal.score``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fustal.score", description="ActivityNet detection mAP of a results file."
+    )
+    parser.add_argument("gt", help="ground-truth annotations (ActivityNet schema or WTAL gt.json)")
+    parser.add_argument("pred", help='results file {"results": {vid: [{label, score, segment}]}}')
+    parser.add_argument("--subset", default=DEFAULT_SUBSET, help="GT subset to evaluate on")
+    parser.add_argument(
+        "--tiou", type=float, nargs="+", default=list(DEFAULT_TIOU), help="tIoU thresholds"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser.parse_args(argv)
+
+
+def score(gt_path: str, pred_path: str, subset: str, tiou: Sequence[float]) -> dict[str, float]:
+    """mAP of ``pred_path`` against the ``subset`` videos of ``gt_path`` (GT segments unclipped)."""
+    annotations = load_annotations(gt_path, clip_to_duration=False)
+    gt, video_ids = gt_to_detections(annotations.subset(subset))
+    pred = results_to_detections(read_results(pred_path), annotations.classes, video_ids)
+    return detection_map(gt, pred, tiou, annotations.num_classes)
+
+
+def print_table(result: dict[str, float], title: str) -> None:
+    """Rich table: one row per threshold, then the average, in percent."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("tIoU")
+    table.add_column("mAP (%)", justify="right")
+    for key, value in result.items():
+        name = "avg" if key == "avg" else key.removeprefix("mAP@")
+        table.add_row(name, f"{100 * value:.2f}")
+    Console().print(table)
+
+
+@exit_on_error
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point."""
+    args = parse_args(argv)
+    result = score(args.gt, args.pred, args.subset, args.tiou)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result, f"{Path(args.pred).name} ({args.subset})")
+
+
+if __name__ == "__main__":
+    main()

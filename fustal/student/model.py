@@ -1,0 +1,202 @@
+"""The TriDet student network and input batching."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fustal.errors import FustalError
+from fustal.student.assign import assign_targets, make_points
+from fustal.student.backbone import IdentityNeck, SGPBackbone
+from fustal.student.decode import decode_video
+from fustal.student.heads import ClassHead, OffsetHead
+
+DEFAULT_RANGES = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
+
+
+@dataclass
+class TriDetOutput:
+    """Per-level outputs (level l has ``T_l = T / stride_l`` points).
+
+    ``cls_logits``, ``start_logits``, ``end_logits``: ``[B, T_l, C]``; ``offsets``:
+    ``[B, T_l, 2, num_bins + 1]`` (left, right); ``masks``: ``[B, T_l]`` bool;
+    ``video_logits``: ``[B, T, C]`` level-0 class logits after the video-level dropout.
+    """
+
+    cls_logits: list[Tensor]
+    start_logits: list[Tensor]
+    end_logits: list[Tensor]
+    offsets: list[Tensor]
+    masks: list[Tensor]
+    video_logits: Tensor
+
+
+def pad_batch(
+    features: Sequence[Tensor], max_seq_len: int | None, stride: int
+) -> tuple[Tensor, Tensor]:
+    """Batch videos ``[D, T_i]`` into ``features [B, D, T]`` (zero padded) and ``mask [B, T]``.
+
+    ``T`` is the longest ``T_i`` (at least ``max_seq_len`` when given) rounded up to a multiple
+    of ``stride``. Training passes ``max_seq_len`` (clips are already cropped to it); inference
+    may pass ``None`` to pad only to a multiple of the largest stride.
+    """
+    if len(features) == 0:
+        raise FustalError("pad_batch: no videos to batch")
+    dims = {f.shape[0] for f in features}
+    if any(f.dim() != 2 for f in features) or len(dims) != 1:
+        shapes = [tuple(f.shape) for f in features]
+        raise FustalError(f"pad_batch: expected [D, T_i] features with one D, got {shapes}")
+    lengths = torch.tensor([f.shape[1] for f in features])
+    if int(lengths.min()) == 0:
+        raise FustalError("pad_batch: a video has no feature step")
+    longest = max(int(lengths.max()), max_seq_len or 0)
+    total = -(-longest // stride) * stride
+    batch = features[0].new_zeros(len(features), dims.pop(), total)
+    for row, feat in zip(batch, features, strict=True):
+        row[:, : feat.shape[1]] = feat
+    mask = torch.arange(total)[None, :] < lengths[:, None]
+    return batch, mask.to(batch.device)
+
+
+class TriDet(nn.Module):
+    """TriDet: SGP backbone, identity neck with LayerNorm, class / start / end / offset heads.
+
+    Every number of the reference configuration is a keyword argument with its default.
+    ``regression_ranges`` needs ``arch[2] + 1`` rows (one per pyramid level).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        embd_dim: int = 512,
+        fpn_dim: int = 512,
+        head_dim: int = 512,
+        arch: Sequence[int] = (2, 2, 5),
+        embd_kernel: int = 3,
+        sgp_mlp_dim: int = 768,
+        sgp_kernel: int = 1,
+        k: float = 5,
+        scale_factor: int = 2,
+        downsample_kernel: int = 3,
+        num_bins: int = 16,
+        head_num_layers: int = 3,
+        head_kernel: int = 3,
+        max_seq_len: int = 2304,
+        drop_path: float = 0.1,
+        layer_scale_init: float = 1e-4,
+        init_conv_vars: float = 0.0,
+        group_norm_groups: int = 16,
+        prior_prob: float = 0.01,
+        regression_ranges: Sequence[Sequence[float]] = DEFAULT_RANGES,
+        center_sample_radius: float = 1.5,
+        video_dropout: float = 0.7,
+    ):
+        super().__init__()
+        if fpn_dim != embd_dim:
+            raise FustalError(f"fpn_dim: the identity neck needs fpn_dim == embd_dim ({embd_dim})")
+        if len(arch) != 3:
+            raise FustalError(f"arch: expected (n_embed, n_stem, n_branch), got {tuple(arch)}")
+        num_levels = int(arch[2]) + 1
+        if len(regression_ranges) != num_levels:
+            raise FustalError(
+                f"regression_ranges: {len(regression_ranges)} rows for {num_levels} pyramid "
+                f"levels (arch {tuple(arch)})"
+            )
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.num_bins = num_bins
+        self.max_seq_len = max_seq_len
+        self.strides = [scale_factor**i for i in range(num_levels)]
+        self.max_stride = self.strides[-1]
+        self.regression_ranges = [tuple(float(v) for v in r) for r in regression_ranges]
+        self.center_sample_radius = center_sample_radius
+        self.backbone = SGPBackbone(
+            feature_dim,
+            embd_dim,
+            arch,
+            embd_kernel,
+            sgp_mlp_dim,
+            sgp_kernel,
+            k,
+            scale_factor,
+            downsample_kernel,
+            drop_path,
+            layer_scale_init,
+            init_conv_vars,
+            group_norm_groups,
+        )
+        self.neck = IdentityNeck(fpn_dim, num_levels)
+        head = {"num_layers": head_num_layers, "kernel": head_kernel}
+        cls = {"num_classes": num_classes, "prior_prob": prior_prob, **head}
+        self.cls_head = ClassHead(fpn_dim, head_dim, **cls)
+        self.start_head = ClassHead(fpn_dim, head_dim, detach=True, **cls)
+        self.end_head = ClassHead(fpn_dim, head_dim, detach=True, **cls)
+        self.offset_head = OffsetHead(fpn_dim, head_dim, num_levels, num_bins, **head)
+        self.video_dropout = nn.Dropout(video_dropout)
+
+    def forward(self, features: Tensor, mask: Tensor) -> TriDetOutput:
+        """``features [B, D, T]`` (T a multiple of ``max_stride``), ``mask [B, T]`` bool."""
+        if features.dim() != 3 or features.shape[1] != self.feature_dim:
+            raise FustalError(
+                f"features: expected [B, {self.feature_dim}, T], got {tuple(features.shape)}"
+            )
+        if mask.shape != (features.shape[0], features.shape[2]):
+            raise FustalError(
+                f"mask: expected {(features.shape[0], features.shape[2])}, got {tuple(mask.shape)}"
+            )
+        if features.shape[2] % self.max_stride != 0:
+            raise FustalError(
+                f"features: length {features.shape[2]} is not a multiple of {self.max_stride}"
+            )
+        feats, masks = self.backbone(features, mask.bool())
+        feats = self.neck(feats)
+        cls_logits = self.cls_head(feats, masks)
+        return TriDetOutput(
+            cls_logits=cls_logits,
+            start_logits=self.start_head(feats, masks),
+            end_logits=self.end_head(feats, masks),
+            offsets=self.offset_head(feats, masks),
+            masks=masks,
+            video_logits=self.video_dropout(cls_logits[0]),
+        )
+
+    def points(
+        self, length: int, device: torch.device | str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Points ``[P, 2]`` (t, stride) and ranges ``[P, 2]`` for an input of ``length`` steps."""
+        lengths = [length // s for s in self.strides]
+        return make_points(lengths, self.strides, self.regression_ranges, device)
+
+    def targets(
+        self, output: TriDetOutput, segments: Sequence[Tensor], labels: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Assigned ``cls_targets [B, P, C]`` and ``reg_targets [B, P, 2]`` of a batch."""
+        points, ranges = self.points(output.video_logits.shape[1], output.video_logits.device)
+        radius = self.center_sample_radius
+        assigned = [
+            assign_targets(points, seg, lab, self.num_classes, ranges, radius)
+            for seg, lab in zip(segments, labels, strict=True)
+        ]
+        return torch.stack([a[0] for a in assigned]), torch.stack([a[1] for a in assigned])
+
+    @torch.no_grad()
+    def detect(self, output: TriDetOutput, **decode_kwargs: float) -> list[np.ndarray]:
+        """Per video ``[K, 4]`` detections ``(class_index, score, start_grid, end_grid)``."""
+        return [
+            decode_video(
+                [x[b] for x in output.cls_logits],
+                [x[b] for x in output.start_logits],
+                [x[b] for x in output.end_logits],
+                [x[b] for x in output.offsets],
+                [x[b] for x in output.masks],
+                self.strides,
+                self.num_bins,
+                **decode_kwargs,
+            )
+            for b in range(output.video_logits.shape[0])
+        ]

@@ -1,0 +1,115 @@
+"""Prior-based pseudo-label filter (METHOD.md section 4)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from fustal.errors import FustalError
+from fustal.pseudo.filters import filter_results, iou_density_mask, overlap_density, pairwise_tiou
+
+# tIoU: (0, 1) = 5 / 15, (0, 3) = 2 / 10 = 0.2 exactly, every other pair 0.
+SEGMENTS = np.array([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0], [0.0, 2.0]])
+DENSITY = np.array([1 / 3 + 0.2, 1 / 3, 0.0, 0.2])
+SCORES = np.array([0.9, 0.4, 0.95, 0.41])  # 0.4 fails "score > 0.4"
+
+
+def test_pairwise_tiou_and_density_by_hand() -> None:
+    tiou = pairwise_tiou(SEGMENTS)
+    assert tiou[0, 1] == pytest.approx(1 / 3) and tiou[0, 3] == pytest.approx(0.2)
+    np.testing.assert_allclose(tiou, tiou.T)
+    np.testing.assert_allclose(np.diag(tiou), 1.0)
+    np.testing.assert_allclose(overlap_density(SEGMENTS), DENSITY)
+
+
+def test_density_is_class_agnostic_sum_without_diagonal() -> None:
+    segments = np.array([[0.0, 4.0], [0.0, 4.0], [0.0, 4.0], [1.0, 3.0]])
+    # three identical segments: 1 + 1 from the other two, plus 2 / 4 from the inner one
+    np.testing.assert_allclose(overlap_density(segments), [2.5, 2.5, 2.5, 1.5])
+
+
+@pytest.mark.parametrize(
+    ("min_density", "min_score", "expected"),
+    [
+        (0.2, 0.4, [True, False, False, True]),  # fustal: both; density 0.2 passes (>=)
+        (None, 0.4, [True, False, True, True]),  # score only
+        (0.2, None, [True, True, False, True]),  # density only
+        (None, None, [True, True, True, True]),  # none
+        (0.21, 0.4, [True, False, False, False]),
+    ],
+)
+def test_filter_modes(min_density, min_score, expected) -> None:
+    mask = iou_density_mask(SEGMENTS, SCORES, min_density, min_score)
+    assert mask.dtype == bool
+    assert mask.tolist() == expected
+
+
+def test_defaults_are_fustal_mode() -> None:
+    assert iou_density_mask(SEGMENTS, SCORES).tolist() == [True, False, False, True]
+
+
+def test_empty_and_zero_length_segments() -> None:
+    assert iou_density_mask(np.zeros((0, 2)), np.zeros(0)).shape == (0,)
+    mask = iou_density_mask([[1.0, 1.0], [1.0, 1.0], [0.0, 2.0]], [0.9, 0.9, 0.9])
+    assert mask.tolist() == [False, False, False]  # no NaN: empty unions count as 0
+    assert iou_density_mask([[0.0, 1.0]], [0.9], min_density=0.0).tolist() == [True]
+
+
+def test_mask_bad_input() -> None:
+    with pytest.raises(FustalError, match="segments"):
+        iou_density_mask(np.zeros((3, 3)), np.zeros(3))
+    with pytest.raises(FustalError, match="scores"):
+        iou_density_mask(SEGMENTS, SCORES[:2])
+    with pytest.raises(FustalError, match="ends before it starts"):
+        iou_density_mask([[2.0, 1.0]], [0.5])
+
+
+def _results() -> dict:
+    labels = ["A", "B", "A", "C"]
+    return {
+        "version": "x",
+        "results": {
+            "v1": [
+                {"label": lab, "score": float(s), "segment": seg.tolist()}
+                for lab, s, seg in zip(labels, SCORES, SEGMENTS, strict=True)
+            ],
+            "v2": [{"label": "A", "score": 0.9, "segment": [0.0, 1.0]}],  # isolated: dropped
+            "v3": [],
+        },
+    }
+
+
+def test_filter_results_keeps_every_video_and_counts() -> None:
+    results = _results()
+    original = copy.deepcopy(results)
+    filtered, stats = filter_results(results, 0.2, 0.4)
+    assert results == original  # input untouched
+    assert filtered["version"] == "x"
+    assert list(filtered["results"]) == ["v1", "v2", "v3"]
+    assert [e["label"] for e in filtered["results"]["v1"]] == ["A", "C"]
+    assert filtered["results"]["v1"][1] == original["results"]["v1"][3]
+    assert filtered["results"]["v2"] == [] and filtered["results"]["v3"] == []
+    assert stats == {"videos": 3, "before": 5, "after": 2, "videos_without_labels": 2}
+
+
+def test_filter_results_mode_none_keeps_everything() -> None:
+    filtered, stats = filter_results(_results(), None, None)
+    assert filtered == _results()
+    assert stats == {"videos": 3, "before": 5, "after": 5, "videos_without_labels": 1}
+
+
+@pytest.mark.parametrize(
+    ("results", "message"),
+    [
+        ({"database": {}}, "'results' mapping"),
+        ({"results": {"v": {"score": 1}}}, "results/v: expected a list"),
+        ({"results": {"v": [{"score": 0.5}]}}, r"results/v\[0\]: 'segment'"),
+        ({"results": {"v": [{"score": "hi", "segment": [0, 1]}]}}, r"results/v\[0\]: 'segment'"),
+        ({"results": {"v": [{"score": 0.5, "segment": [2, 1]}]}}, "ends before it starts"),
+    ],
+)
+def test_filter_results_bad_input(results, message) -> None:
+    with pytest.raises(FustalError, match=message):
+        filter_results(results, 0.2, 0.4)

@@ -1,0 +1,224 @@
+"""StudentModule: real Lightning training, targets before/after distillation, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from fustal.errors import FustalError
+from fustal.student import StudentModule, pad_batch
+from fustal.student.module import lr_factor, weight_decay_groups
+
+FEATURE_DIM, NUM_CLASSES, MAX_LEN = 16, 3, 64
+MODEL = {
+    "embd_dim": 32,
+    "fpn_dim": 32,
+    "head_dim": 32,
+    "arch": (2, 2, 3),
+    "sgp_mlp_dim": 48,
+    "regression_ranges": [[0, 4], [4, 8], [8, 16], [16, 10000]],
+    "max_seq_len": MAX_LEN,
+}
+
+
+def make_videos(num: int, seed: int = 0) -> list[dict]:
+    """Synthetic videos whose class-c actions light up feature channel c."""
+    gen = torch.Generator().manual_seed(seed)
+    videos = []
+    for i in range(num):
+        length = int(torch.randint(40, MAX_LEN + 1, (1,), generator=gen))
+        feats = 0.1 * torch.randn(FEATURE_DIM, length, generator=gen)
+        label = i % NUM_CLASSES
+        start = int(torch.randint(0, length - 20, (1,), generator=gen))
+        end = start + int(torch.randint(6, 20, (1,), generator=gen))
+        feats[label, start:end] += 2.0
+        videos.append(
+            {
+                "features": feats,
+                "segments": torch.tensor([[float(start), float(end)]]),
+                "labels": torch.tensor([label]),
+                "video_id": f"v{i}",
+            }
+        )
+    return videos
+
+
+def collate(videos: list[dict]) -> dict:
+    features, mask = pad_batch([v["features"] for v in videos], MAX_LEN, 8)
+    video_labels = torch.zeros(len(videos), NUM_CLASSES)
+    for row, v in zip(video_labels, videos, strict=True):
+        row[v["labels"]] = 1.0
+    return {
+        "features": features,
+        "mask": mask,
+        "segments": [v["segments"] for v in videos],
+        "labels": [v["labels"] for v in videos],
+        "video_labels": video_labels,
+        "video_id": [v["video_id"] for v in videos],
+    }
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models on a shared CPU run far faster without intra-op threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_module(**kwargs) -> StudentModule:
+    torch.manual_seed(0)
+    defaults = {"model": MODEL, "lr": 5e-3, "warmup_epochs": 0.5, "max_epochs": 10}
+    return StudentModule(FEATURE_DIM, NUM_CLASSES, **{**defaults, **kwargs})
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def fit(module: StudentModule, epochs: int, tmp_path: Path) -> tuple[pl.Trainer, LossRecorder]:
+    recorder = LossRecorder()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
+    )
+    loader = DataLoader(make_videos(8), batch_size=4, shuffle=True, collate_fn=collate)
+    trainer.fit(module, loader)
+    return trainer, recorder
+
+
+def test_fit_loss_drops_and_ema_and_normalizer_survive_checkpoint(tmp_path: Path) -> None:
+    # the normalizer starts near this data's positives per batch, so losses are comparable
+    module = make_module(epochs_pseudo=100, init_loss_norm=16.0)
+    trainer, recorder = fit(module, 10, tmp_path)
+    first, last = recorder.losses[:4], recorder.losses[-4:]
+    assert sum(last) / 4 < 0.7 * sum(first) / 4
+    assert all(math.isfinite(x) for x in recorder.losses)
+    for key in ("loss", "cls", "reg", "video", "num_pos", "norm"):
+        assert f"student/train/{key}" in trainer.callback_metrics
+    assert int(module.ema.n_averaged) == trainer.global_step == 20
+    norm = float(module.loss_normalizer)
+    assert norm != 16.0
+    assert norm == pytest.approx(float(trainer.callback_metrics["student/train/norm"]))
+    ema_w = module.ema.module.cls_head.tower.out.conv.weight
+    assert not torch.equal(ema_w, module.model.cls_head.tower.out.conv.weight)
+
+    path = tmp_path / "student.ckpt"
+    trainer.save_checkpoint(path)
+    restored = StudentModule.load_from_checkpoint(path)
+    assert float(restored.loss_normalizer) == norm
+    assert int(restored.ema.n_averaged) == 20
+    for (name, a), b in zip(
+        module.ema.module.state_dict().items(),
+        restored.ema.module.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), name
+    batch = collate(make_videos(2, seed=5))
+    for x, y in zip(
+        module.predict_batch(batch, use_ema=True),
+        restored.predict_batch(batch, use_ema=True),
+        strict=True,
+    ):
+        assert x.shape == y.shape and (x == y).all()
+
+
+def _set_teacher_bias(module: StudentModule, bias: list[float]) -> None:
+    out = module.ema.module.cls_head.tower.out.conv
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor(bias))
+
+
+def test_targets_before_pseudo_epochs_are_the_batch_targets() -> None:
+    module = make_module(epochs_pseudo=1)
+    batch = collate(make_videos(3))
+    _set_teacher_bias(module, [-20.0, -20.0, 5.0])
+    segments, labels = module.targets_for(batch)
+    assert all(s is b for s, b in zip(segments, batch["segments"], strict=True))
+    assert all(lab is b for lab, b in zip(labels, batch["labels"], strict=True))
+    no_ema = make_module(epochs_pseudo=0, ema_decay=None)
+    segments, _ = no_ema.targets_for(batch)
+    assert all(s is b for s, b in zip(segments, batch["segments"], strict=True))
+
+
+def test_targets_after_pseudo_epochs_come_from_the_ema_teacher() -> None:
+    module = make_module(epochs_pseudo=0, teacher_score_thresh=0.4)
+    batch = collate(make_videos(3))
+    _set_teacher_bias(module, [-20.0, -20.0, 5.0])  # the teacher sees class 2 everywhere
+    segments, labels = module.targets_for(batch)
+    detections = module.predict_batch(batch, use_ema=True)
+    assert [lab.tolist() for lab in batch["labels"]] == [[0], [1], [2]]
+    assert any((det[:, 2] < 0).any() for det in detections)  # clamping is exercised
+    for segs, labs, det in zip(segments, labels, detections, strict=True):
+        keep = det[:, 1] > 0.4
+        assert keep.sum() >= 1 and len(labs) == keep.sum()
+        assert (labs == 2).all()
+        expected = torch.as_tensor(det[keep, 2:4], dtype=torch.float32).clamp(min=0)
+        torch.testing.assert_close(segs, expected)
+        assert (segs >= 0).all() and (segs[:, 1] > segs[:, 0]).all()
+
+    _set_teacher_bias(module, [-20.0, -20.0, -2.0])  # nothing passes 0.4: keep the single best
+    segments, labels = module.targets_for(batch)
+    detections = module.predict_batch(batch, use_ema=True)
+    for segs, labs, det in zip(segments, labels, detections, strict=True):
+        assert segs.shape == (1, 2) and labs.tolist() == [2]
+        best = det[det[:, 1].argmax()]
+        torch.testing.assert_close(segs[0], torch.tensor(best[2:4], dtype=torch.float32).clamp(0))
+
+
+def test_distillation_epoch_trains_on_teacher_targets(tmp_path: Path) -> None:
+    module = make_module(epochs_pseudo=1, max_epochs=2)
+    _, recorder = fit(module, 2, tmp_path)
+    assert len(recorder.losses) == 4 and all(math.isfinite(x) for x in recorder.losses)
+
+
+def test_optimizer_groups_and_schedule() -> None:
+    module = make_module()
+    decay, no_decay = weight_decay_groups(module.model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    decay_ids = {id(p) for p in decay["params"]}
+    assert id(module.model.cls_head.tower.out.conv.weight) in decay_ids
+    assert id(module.model.backbone.branch[0].mlp[0].weight) in decay_ids
+    for p in (
+        module.model.cls_head.tower.out.conv.bias,
+        module.model.backbone.embed_norm[0].weight,
+        module.model.backbone.branch[0].gn.weight,
+        module.model.backbone.branch[0].drop_out.scale,
+        module.model.offset_head.scales[0].scale,
+    ):
+        assert id(p) not in decay_ids
+    total = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert total == sum(p.numel() for p in module.model.parameters())
+    assert lr_factor(0, 10, 100, "constant") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "constant") == 1.0 and lr_factor(500, 10, 100, "constant") == 1.0
+    assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
+
+
+def test_bad_configuration_is_a_fustal_error() -> None:
+    with pytest.raises(FustalError):
+        make_module(model={**MODEL, "not_a_key": 1})
+    with pytest.raises(FustalError):
+        make_module(inference={"sigma_typo": 0.5})
+    with pytest.raises(FustalError):
+        make_module(schedule="linear")
+    with pytest.raises(FustalError):
+        make_module(ema_decay=None).predict_batch(collate(make_videos(1)), use_ema=True)
