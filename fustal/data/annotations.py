@@ -159,10 +159,11 @@ def load_annotations(
     for vid in order:
         entry = database[vid]
         where = f"{source}: video {vid}"
+        raw_duration, raw_fps = entry.get("duration"), entry.get("fps")
         duration = (
-            _as_float(entry["duration"], f"{where}: duration") if "duration" in entry else None
+            _as_float(raw_duration, f"{where}: duration") if raw_duration is not None else None
         )
-        fps = _as_float(entry["fps"], f"{where}: fps") if "fps" in entry else None
+        fps = _as_float(raw_fps, f"{where}: fps") if raw_fps is not None else None
         if duration is not None and duration <= 0:
             raise FustalError(f"{where}: duration must be positive, got {duration}")
         segs: list[tuple[float, float]] = []
@@ -171,7 +172,9 @@ def load_annotations(
         if not isinstance(annotations, list):
             raise FustalError(f"{where}: 'annotations' is not a list")
         for ann in annotations:
-            label = str(ann.get("label"))
+            if not isinstance(ann, Mapping) or "label" not in ann:
+                raise FustalError(f"{where}: annotation without a 'label'")
+            label = str(ann["label"])
             if label in AMBIGUOUS_LABELS:
                 continue
             if label not in index:

@@ -127,9 +127,10 @@ class StudentVideos(Dataset):
 
 
 def make_collate(pad_to: int | None, stride: int):
-    """Collate that pads ``features`` to ``pad_to`` steps (training) or to a multiple of
-    ``stride`` (inference) and builds the ``mask [B, T]``; longer inputs are an error upstream
-    (training crops to ``max_seq_len``)."""
+    """Collate that pads ``features`` to at least ``pad_to`` steps, rounded up to a multiple of
+    ``stride``, and builds the ``mask [B, T]``. Training and inference both pad to at least
+    ``max_seq_len`` as the research code does: the SGP blocks' GroupNorm sees the padding, so
+    padding less at test time than in training would shift the statistics."""
 
     def collate(items: list[dict]) -> dict:
         lengths = [item["features"].shape[1] for item in items]
@@ -203,7 +204,7 @@ class PseudoLabelDataModule(pl.LightningDataModule):
             sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
             drop_last=False,
             num_workers=self.num_workers,
-            collate_fn=make_collate(self.max_seq_len if train else None, self.max_stride),
+            collate_fn=make_collate(self.max_seq_len, self.max_stride),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -69,7 +69,7 @@ def generator_proposals(
     return out
 
 
-def test_map(
+def evaluate_generator(
     module: GeneratorModule,
     loader: DataLoader,
     videos: Sequence[Video],
@@ -169,7 +169,9 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     test_videos = dm.test_videos
 
     def evaluate(m: GeneratorModule) -> dict[str, float]:
-        return test_map(m, dm.val_dataloader(), test_videos, data.num_classes, tiou, params)
+        return evaluate_generator(
+            m, dm.val_dataloader(), test_videos, data.num_classes, tiou, params
+        )
 
     steps_per_epoch = max(len(dm.train_dataloader()), 1)
     ckpt = ModelCheckpoint(
@@ -198,7 +200,7 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     if is_global_zero():
         os.replace(tmp, out / "generator.ckpt")
     module.eval()
-    test_metrics = evaluate(module)
+    final_metrics = evaluate(module)
     pseudo = gather_dict(generator_proposals(module, dm.predict_loader("train"), params))
     test_props = gather_dict(generator_proposals(module, dm.predict_loader("test"), params))
     if not is_global_zero():
@@ -208,4 +210,6 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     quality = score_results(pseudo_results, dm.train_videos, data.classes, tiou)
     write_json(out / "pseudo_labels.json", pseudo_results)
     write_json(out / "generator_test.json", test_results)
-    write_json(out / "metrics.json", {"generator.test": test_metrics, "pseudo_labels.raw": quality})
+    write_json(
+        out / "metrics.json", {"generator.test": final_metrics, "pseudo_labels.raw": quality}
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,7 +34,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
         raise FustalError(f"stage: unknown stage '{cfg.stage}' (one of {', '.join(STAGES)})")
     if cfg.supervision not in ("weak", "full"):
         raise FustalError(f"supervision: expected weak or full, got '{cfg.supervision}'")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     print_config_tree(cfg, console=console)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.stage == "data":

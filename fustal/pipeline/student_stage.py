@@ -115,7 +115,7 @@ def student_detections(
     return out
 
 
-def test_metrics(results: dict, data: StageData, tiou: Sequence[float]) -> dict[str, float]:
+def evaluate_results(results: dict, data: StageData, tiou: Sequence[float]) -> dict[str, float]:
     """Detection mAP of a results dict on the test subset."""
     gt, video_ids = gt_to_detections(data.test_videos())
     pred = results_to_detections(results["results"], data.classes, video_ids)
@@ -164,7 +164,7 @@ def _train_student(
 ) -> None:
     cfg = ctx.cfg
     scfg = cfg.student
-    ema_decay = cfg.ema.decay
+    ema_decay = cfg.ema.decay if cfg.ema.enabled else None
     if full:
         epochs, epochs_pseudo, schedule = scfg.full_epochs, scfg.full_epochs, scfg.full_schedule
     else:
@@ -229,7 +229,7 @@ def _train_student(
             continue
         results = proposals_to_results(dets, data.classes)
         write_json(out / f"{name}_test.json", results)
-        metrics[f"{name}.test"] = test_metrics(results, data, tiou)
+        metrics[f"{name}.test"] = evaluate_results(results, data, tiou)
     if is_global_zero():
         if ema_decay is None:
             write_json(out / "student_ema_test.json", {"results": {}})

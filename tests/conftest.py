@@ -1,0 +1,44 @@
+"""Shared fixtures: paths of the bundled annotations, a small synthetic dataset, offline W&B."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+ANNOTATIONS_DIR = REPO_ROOT / "data" / "annotations"
+
+# 3 classes, 8 train / 4 test videos of 20-40 s, 16-dim features: generated in well under 1 s
+SMALL_SYNTHETIC = SyntheticConfig(
+    num_classes=3,
+    train_videos=8,
+    test_videos=4,
+    min_duration=20.0,
+    max_duration=40.0,
+    feature_dim=16,
+)
+
+
+@pytest.fixture(scope="session")
+def synthetic_config() -> SyntheticConfig:
+    """The parameters of :func:`synthetic_root`."""
+    return SMALL_SYNTHETIC
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a small synthetic dataset in both real layouts (read-only: do not modify)."""
+    return ensure_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test talks to the W&B servers: ``WANDB_MODE=offline`` (also for subprocesses)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield

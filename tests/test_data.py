@@ -1,0 +1,819 @@
+"""Data foundation: bundled annotations, time conversions, resampling, feature readers, stage views,
+the generator/student DataModules and the rank-aware epoch sampler."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import fustal.data.sampling as sampling
+from fustal.data.annotations import Annotations, Video, load_annotations
+from fustal.data.dataset import StageData, load_stage_data, validate_stage_data
+from fustal.data.features import (
+    FeatureSpec,
+    Timing,
+    grid_to_seconds,
+    resample_indices,
+    seconds_to_grid,
+)
+from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos
+from fustal.data.sampling import EpochSampler, split_key
+from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, random_crop
+from fustal.errors import FustalError
+from tests.conftest import ANNOTATIONS_DIR, CONF_DIR, REPO_ROOT
+
+THUMOS = ANNOTATIONS_DIR / "thumos14"
+ANET = ANNOTATIONS_DIR / "activitynet13"
+THUMOS_CLASSES = [
+    "BaseballPitch",
+    "BasketballDunk",
+    "Billiards",
+    "CleanAndJerk",
+    "CliffDiving",
+    "CricketBowling",
+    "CricketShot",
+    "Diving",
+    "FrisbeeCatch",
+    "GolfSwing",
+    "HammerThrow",
+    "HighJump",
+    "JavelinThrow",
+    "LongJump",
+    "PoleVault",
+    "Shotput",
+    "SoccerPenalty",
+    "TennisSwing",
+    "ThrowDiscus",
+    "VolleyballSpiking",
+]
+
+
+def features_cfg(name: str) -> dict:
+    """A ``conf/features/<name>.yaml`` group file as a plain dict."""
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "features" / f"{name}.yaml"))
+
+
+def instances(annotations: Annotations, subset: str) -> int:
+    return sum(v.num_segments for v in annotations.subset(subset))
+
+
+@pytest.fixture(scope="module")
+def thumos() -> Annotations:
+    return load_annotations(THUMOS / "thumos14.json")
+
+
+@pytest.fixture(scope="module")
+def wtal() -> Annotations:
+    return load_annotations(
+        THUMOS / "gt.json",
+        split_files={"train": THUMOS / "split_train.txt", "test": THUMOS / "split_test.txt"},
+    )
+
+
+@pytest.fixture(scope="module")
+def anet() -> Annotations:
+    return load_annotations(ANET / "activitynet13.json")
+
+
+@pytest.fixture(scope="module")
+def generator_view(synthetic_root: Path) -> StageData:
+    return load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_nonoverlap"))
+
+
+@pytest.fixture(scope="module")
+def student_view(synthetic_root: Path) -> StageData:
+    return load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_overlap"))
+
+
+# ---------------------------------------------------------------- bundled real annotations
+
+
+def test_thumos14_json_counts_and_classes(thumos: Annotations) -> None:
+    assert thumos.num_classes == 20
+    assert thumos.classes == THUMOS_CLASSES
+    assert thumos.classes.index("BaseballPitch") == 0
+    assert thumos.classes.index("VolleyballSpiking") == 19
+    assert len(thumos.subset("validation")) == 200
+    assert len(thumos.subset("test")) == 212
+    assert instances(thumos, "validation") == 3007
+    assert instances(thumos, "test") == 3358
+    assert thumos.clipped_segments == 30
+
+
+def test_thumos14_label_ids_match_class_indices(thumos: Annotations) -> None:
+    database = json.loads((THUMOS / "thumos14.json").read_text())["database"]
+    for vid, entry in database.items():
+        stored = [a["label_id"] for a in entry["annotations"]]
+        assert thumos.videos[vid].labels.tolist() == stored, vid
+
+
+def test_thumos14_segments_clipped_to_duration(thumos: Annotations) -> None:
+    raw = json.loads((THUMOS / "thumos14.json").read_text())["database"]
+    ends_after = sum(
+        float(a["segment"][1]) > float(e["duration"])
+        for e in raw.values()
+        for a in e["annotations"]
+    )
+    assert ends_after == 30
+    for video in thumos.videos.values():
+        assert video.duration is not None and video.fps is not None
+        if video.num_segments:
+            assert video.segments.max() <= video.duration
+            assert (video.segments[:, 1] >= video.segments[:, 0]).all()
+
+
+@pytest.mark.parametrize("which", ["thumos", "wtal"])
+def test_cliff_diving_is_also_diving(which: str, request: pytest.FixtureRequest) -> None:
+    annotations: Annotations = request.getfixturevalue(which)
+    cliff, diving = (annotations.classes.index(n) for n in ("CliffDiving", "Diving"))
+    count = 0
+    for video in annotations.videos.values():
+        dives = {tuple(s) for s in video.segments[video.labels == diving].tolist()}
+        for seg in video.segments[video.labels == cliff].tolist():
+            assert tuple(seg) in dives, video.id
+            count += 1
+    assert count > 0
+
+
+def test_wtal_gt_with_split_files(wtal: Annotations, thumos: Annotations) -> None:
+    assert wtal.classes == THUMOS_CLASSES
+    assert wtal.subsets == ["test", "train"]
+    assert len(wtal.subset("train")) == 200
+    assert len(wtal.subset("test")) == 210
+    assert instances(wtal, "train") == 3007
+    assert instances(wtal, "test") == 3311
+    split = (THUMOS / "split_test.txt").read_text().split()
+    assert [v.id for v in wtal.subset("test")] == split
+    test_ids = {v.id for v in thumos.subset("test")}
+    assert test_ids - set(split) == {"video_test_0000270", "video_test_0001496"}
+    # no duration or fps in gt.json
+    assert all(v.duration is None and v.fps is None for v in wtal.videos.values())
+
+
+def test_wtal_string_segments_parsed(wtal: Annotations) -> None:
+    raw = json.loads((THUMOS / "gt.json").read_text())["database"]["video_test_0000896"]
+    assert isinstance(raw["annotations"][0]["segment"][0], str)
+    video = wtal.videos["video_test_0000896"]
+    assert video.segments.dtype == np.float64
+    expected = [[float(x) for x in a["segment"]] for a in raw["annotations"]]
+    np.testing.assert_array_equal(video.segments, expected)
+    assert video.segments[0].tolist() == [18.6, 24.8]
+    assert set(video.labels.tolist()) == {THUMOS_CLASSES.index("HighJump")}
+
+
+def test_wtal_and_thumos_annotations_agree(wtal: Annotations) -> None:
+    """Both THUMOS'14 files carry the same instances of every video gt.json lists."""
+    unclipped = load_annotations(THUMOS / "thumos14.json", clip_to_duration=False)
+    assert unclipped.clipped_segments == 0
+    assert {v.id for v in wtal.subset("train")} == {v.id for v in unclipped.subset("validation")}
+    for video in wtal.videos.values():
+        other = unclipped.videos[video.id]
+        mine = sorted(zip(video.labels.tolist(), video.segments.tolist(), strict=True))
+        theirs = sorted(zip(other.labels.tolist(), other.segments.tolist(), strict=True))
+        assert mine == theirs, video.id
+
+
+def test_activitynet13_counts(anet: Annotations) -> None:
+    assert anet.num_classes == 200
+    with open(ANET / "action_name.csv", newline="") as handle:
+        names = [row["action"] for row in csv.DictReader(handle)]
+    assert anet.classes == sorted(names)
+    assert len(anet.subset("training")) == 9649
+    assert instances(anet, "training") == 14859
+    assert len(anet.subset("validation")) == 4728
+    assert instances(anet, "validation") == 7293
+
+
+def test_convert_activitynet_reproduces_bundled_file(tmp_path: Path) -> None:
+    out = tmp_path / "anet.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/convert_activitynet.py"), str(ANET)]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == json.loads((ANET / "activitynet13.json").read_text())
+
+
+def test_subset_names_case_insensitive(thumos: Annotations, wtal: Annotations) -> None:
+    assert thumos.subsets == ["Test", "Validation"]
+    ids = [v.id for v in thumos.subset("validation")]
+    assert len(ids) == 200
+    for name in ("Validation", "VALIDATION", "vAlIdAtIoN"):
+        assert [v.id for v in thumos.subset(name)] == ids
+    assert thumos.has_subset("TEST") and not thumos.has_subset("training")
+    assert len(wtal.subset("Train")) == 200
+
+
+def test_unknown_subset_names_the_file(thumos: Annotations) -> None:
+    with pytest.raises(FustalError, match="thumos14.json") as err:
+        thumos.subset("training")
+    assert "training" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "what"),
+    [
+        ({"duration": 10, "annotations": [{"label": "A", "segment": [5, 2]}]}, "ends before"),
+        ({"duration": 10, "annotations": [{"label": "A", "segment": [-1, 2]}]}, "negative"),
+        ({"duration": 10, "annotations": [{"label": "A", "segment": ["x", 2]}]}, "not a number"),
+        ({"duration": 0, "annotations": []}, "duration"),
+    ],
+)
+def test_bad_annotation_names_file_and_video(tmp_path: Path, entry: dict, what: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"database": {"vid1": {"subset": "train", **entry}}}))
+    with pytest.raises(FustalError, match=what) as err:
+        load_annotations(path)
+    assert "bad.json" in str(err.value) and "vid1" in str(err.value)
+
+
+@pytest.mark.parametrize("classes", [None, ["A"]])
+@pytest.mark.parametrize("annotation", ["oops", {"segment": [1, 2]}])
+def test_annotation_without_label(tmp_path: Path, classes: list | None, annotation) -> None:
+    """Also with a given class list (the generator view gets the student's classes)."""
+    entry = {"subset": "train", "duration": 10, "annotations": [annotation]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"database": {"vid1": entry}}))
+    with pytest.raises(FustalError, match="vid1: annotation without a 'label'"):
+        load_annotations(path, classes=classes)
+
+
+def test_label_outside_given_classes(tmp_path: Path) -> None:
+    entry = {"subset": "train", "annotations": [{"label": "A", "segment": ["1", "2"]}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"database": {"vid1": entry}}))
+    with pytest.raises(FustalError, match="vid1: class 'A' is not in the class list"):
+        load_annotations(path, classes=["B"])
+    assert load_annotations(path, classes=["B", "A"]).videos["vid1"].labels.tolist() == [1]
+
+
+def test_null_fps_and_ambiguous_label(tmp_path: Path) -> None:
+    annotations = [
+        {"label": "Ambiguous", "segment": [0, 1]},
+        {"label": "A", "segment": [2, 12]},
+    ]
+    entry = {"subset": "test", "duration": 10, "fps": None, "annotations": annotations}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"database": {"vid1": entry}}))
+    loaded = load_annotations(path)
+    video = loaded.videos["vid1"]
+    assert loaded.classes == ["A"] and video.fps is None and video.duration == 10.0
+    assert video.segments.tolist() == [[2.0, 10.0]] and loaded.clipped_segments == 1
+
+
+def test_video_label_multi_hot() -> None:
+    video = Video("v", "train", 10.0, 30.0, np.zeros((3, 2)), np.array([2, 0, 2]))
+    np.testing.assert_array_equal(video.video_label(4), [1, 0, 1, 0])
+    assert video.video_label(4).dtype == np.float32
+
+
+# ---------------------------------------------------------------- time conversions
+
+
+@pytest.mark.parametrize("fps", [30.0, 29.97])
+def test_overlap_grid_matches_method_formula(fps: float) -> None:
+    spec = FeatureSpec.from_config(features_cfg("i3d_overlap"), "/unused")
+    duration = 120.0
+    video = Video("v", "test", duration, fps, np.zeros((0, 2)), np.zeros(0, np.int64))
+    timing = spec.timing(video, 800)
+    assert timing == Timing(4 / fps, 16 / fps)
+    t = np.linspace(0.0, duration, 997)
+    np.testing.assert_allclose(seconds_to_grid(t, timing), (t * fps - 0.5 * 16) / 4, atol=1e-9)
+    g = np.arange(0, 800, 0.25)
+    expected = np.clip((g * 4 + 0.5 * 16) / fps, 0.0, duration)
+    np.testing.assert_allclose(grid_to_seconds(g, timing, duration), expected, atol=1e-9)
+    # step centres: (4 i + 8) / fps
+    np.testing.assert_allclose(
+        grid_to_seconds(np.arange(10), timing), (4 * np.arange(10) + 8) / fps
+    )
+    # round trips: seconds inside the video, and grid points that map inside it
+    np.testing.assert_allclose(grid_to_seconds(seconds_to_grid(t, timing), timing, duration), t)
+    inside = g[(g * 4 + 8) / fps <= duration]
+    np.testing.assert_allclose(
+        seconds_to_grid(grid_to_seconds(inside, timing, duration), timing), inside
+    )
+
+
+def test_grid_to_seconds_clips_to_duration() -> None:
+    timing = Timing(stride_s=4 / 30, window_s=16 / 30)
+    assert grid_to_seconds(-10.0, timing, 50.0) == 0.0
+    assert grid_to_seconds(1e6, timing, 50.0) == 50.0
+    assert grid_to_seconds(1e6, timing) == pytest.approx(1e6 * 4 / 30 + 8 / 30)
+    assert grid_to_seconds(np.array([[-3.0, 10.0]]), timing, 50.0).shape == (1, 2)
+
+
+def test_nonoverlap_and_resized_timing() -> None:
+    nonoverlap = FeatureSpec.from_config(features_cfg("i3d_nonoverlap"), "/unused")
+    video = Video("v", "train", None, None, np.zeros((0, 2)), np.zeros(0, np.int64))
+    assert nonoverlap.timing(video, 100) == Timing(16 / 25, 16 / 25)
+    resized = FeatureSpec.from_config(features_cfg("resized"), "/unused")
+    video = Video("v", "training", 50.0, None, np.zeros((0, 2)), np.zeros(0, np.int64))
+    timing = resized.timing(video, 100)
+    assert timing == Timing(0.5, 0.5)
+    np.testing.assert_allclose(grid_to_seconds([0, 99], timing, 50.0), [0.25, 49.75])
+    overlap = FeatureSpec.from_config(features_cfg("i3d_overlap"), "/unused")
+    with pytest.raises(FustalError, match="fps"):
+        overlap.timing(video, 100)
+    no_duration = Video("w", "training", None, None, np.zeros((0, 2)), np.zeros(0, np.int64))
+    with pytest.raises(FustalError, match="duration"):
+        resized.timing(no_duration, 100)
+
+
+# ---------------------------------------------------------------- resampling
+
+
+@pytest.mark.parametrize(("length", "num"), [(1000, 750), (751, 750), (2, 7)])
+def test_resample_test_mode_uniform(length: int, num: int) -> None:
+    idx = resample_indices(length, num)
+    expected = np.floor(np.arange(num) * length / num) if length > num else np.arange(length)
+    np.testing.assert_array_equal(idx, expected)
+    assert idx.dtype == np.int64
+
+
+@pytest.mark.parametrize("length", [300, 750])
+def test_resample_test_mode_keeps_short_videos(length: int) -> None:
+    np.testing.assert_array_equal(resample_indices(length, 750), np.arange(length))
+
+
+def bin_bounds(length: int, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """First step of each bin and the largest index the bin may return (inclusive)."""
+    starts = np.array([math.floor(i * length / num) for i in range(num)])
+    highs = np.append(starts[1:], length - 1)
+    return starts, np.maximum(highs, starts)
+
+
+@pytest.mark.parametrize(("length", "num"), [(1000, 750), (3000, 750), (200, 750), (31, 10)])
+def test_resample_training_one_index_per_bin(length: int, num: int) -> None:
+    starts, highs = bin_bounds(length, num)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = resample_indices(length, num, rng)
+        assert idx.shape == (num,) and idx.dtype == np.int64
+        assert (idx >= starts).all() and (idx <= highs).all()
+        assert (np.diff(idx) >= 0).all()
+
+
+def test_resample_training_reaches_both_bin_ends() -> None:
+    length, num = 30, 10  # bins of 3 steps: each may return start..start+3
+    starts, highs = bin_bounds(length, num)
+    rng = np.random.default_rng(1)
+    draws = np.stack([resample_indices(length, num, rng) for _ in range(400)])
+    for i in range(num):
+        assert set(draws[:, i].tolist()) == set(range(starts[i], highs[i] + 1))
+
+
+def test_resample_training_identity_and_determinism() -> None:
+    np.testing.assert_array_equal(
+        resample_indices(750, 750, np.random.default_rng(3)), np.arange(750)
+    )
+    a = resample_indices(1234, 750, np.random.default_rng(7))
+    b = resample_indices(1234, 750, np.random.default_rng(7))
+    c = resample_indices(1234, 750, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+# ---------------------------------------------------------------- feature readers
+
+
+def test_feature_spec_nonoverlap_concatenates_streams(
+    generator_view: StageData, synthetic_root: Path
+) -> None:
+    durations = {
+        vid: e["duration"]
+        for vid, e in json.loads((synthetic_root / "annotations/thumos14.json").read_text())[
+            "database"
+        ].items()
+    }
+    for video in generator_view.train_videos() + generator_view.test_videos():
+        feats = generator_view.features.load(video)
+        rgb, flow = (
+            np.load(synthetic_root / f"features/{video.subset}/{s}/{video.id}.npy")
+            for s in ("rgb", "flow")
+        )
+        assert feats.dtype == np.float32
+        assert feats.shape == (math.floor(durations[video.id] * 25 / 16 + 1e-6), 16)
+        np.testing.assert_array_equal(feats, np.concatenate([rgb, flow], axis=1))
+
+
+def test_feature_spec_overlap_reads_one_file(student_view: StageData, synthetic_root: Path) -> None:
+    for video in student_view.train_videos() + student_view.test_videos():
+        feats = student_view.features.load(video)
+        steps = math.floor((video.duration * video.fps - 16) / 4 + 1e-6) + 1
+        assert feats.shape == (steps, 16)
+        np.testing.assert_array_equal(
+            feats, np.load(synthetic_root / f"i3d_features/{video.id}.npy")
+        )
+
+
+@pytest.mark.parametrize("layout", ["i3d_nonoverlap", "i3d_overlap"])
+def test_feature_spec_dimension_check(synthetic_root: Path, layout: str) -> None:
+    data = load_stage_data({"root": str(synthetic_root)}, {**features_cfg(layout), "dim": 16})
+    video = data.train_videos()[0]
+    assert data.features.load(video).shape[1] == 16
+    wrong = FeatureSpec.from_config({**features_cfg(layout), "dim": 2048}, synthetic_root)
+    with pytest.raises(FustalError, match="expected 2048") as err:
+        wrong.load(video)
+    assert video.id in str(err.value)
+
+
+def test_feature_spec_bad_files(tmp_path: Path) -> None:
+    spec = FeatureSpec(tmp_path, "overlap", "{video}.npy")
+    video = Video("v", "test", 10.0, 30.0, np.zeros((0, 2)), np.zeros(0, np.int64))
+    with pytest.raises(FustalError, match="not found"):
+        spec.load(video)
+    for bad, what in [
+        (np.zeros(5, np.float32), "expected a \\[T, D\\]"),
+        (np.zeros((3, 4), np.int64), "floating point"),
+        (np.full((3, 4), np.nan, np.float32), "NaN"),
+        (np.zeros((0, 4), np.float32), "empty"),
+    ]:
+        np.save(tmp_path / "v.npy", bad)
+        with pytest.raises(FustalError, match=what) as err:
+            spec.load(video)
+        assert "v.npy" in str(err.value)
+
+
+def test_feature_spec_stream_length_mismatch(tmp_path: Path) -> None:
+    spec = FeatureSpec(tmp_path, "nonoverlap", "{stream}/{video}.npy", streams=("rgb", "flow"))
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "flow").mkdir()
+    np.save(tmp_path / "rgb/v.npy", np.zeros((5, 2), np.float32))
+    np.save(tmp_path / "flow/v.npy", np.zeros((6, 2), np.float32))
+    video = Video("v", "train", None, None, np.zeros((0, 2)), np.zeros(0, np.int64))
+    with pytest.raises(FustalError, match="different lengths"):
+        spec.load(video)
+
+
+# ---------------------------------------------------------------- stage views
+
+
+def test_stage_views_of_synthetic_dataset(
+    generator_view: StageData, student_view: StageData, synthetic_root: Path
+) -> None:
+    assert (generator_view.train_subset, generator_view.test_subset) == ("train", "test")
+    assert (student_view.train_subset, student_view.test_subset) == ("validation", "test")
+    assert generator_view.features.layout == "nonoverlap"
+    assert student_view.features.layout == "overlap"
+    classes = ["Class00", "Class01", "Class02"]
+    assert generator_view.classes == student_view.classes == classes
+    for gen, stu in [
+        (generator_view.train_videos(), student_view.train_videos()),
+        (generator_view.test_videos(), student_view.test_videos()),
+    ]:
+        assert [v.id for v in gen] == [v.id for v in stu]
+        for g, s in zip(gen, stu, strict=True):
+            # gt.json stores the same segments as strings
+            np.testing.assert_allclose(g.segments, s.segments)
+            np.testing.assert_array_equal(g.labels, s.labels)
+    assert len(student_view.train_videos()) == 8 and len(student_view.test_videos()) == 4
+
+
+@pytest.mark.parametrize("view", ["generator_view", "student_view"])
+def test_validate_stage_data_summaries(view: str, request: pytest.FixtureRequest) -> None:
+    data: StageData = request.getfixturevalue(view)
+    train, test = validate_stage_data(data)
+    assert (train.subset, train.videos, test.videos) == (data.train_subset, 8, 4)
+    assert train.instances == sum(v.num_segments for v in data.train_videos())
+    assert train.dim == test.dim == 16
+    assert train.classes_present == 3
+    expected = [data.features.load(v).shape[0] for v in data.test_videos()]
+    assert test.lengths.tolist() == expected
+
+
+def test_load_stage_data_from_composed_features_config(synthetic_root: Path) -> None:
+    """The same files through the OmegaConf nodes the pipeline passes."""
+    dataset = OmegaConf.create({"root": str(synthetic_root), "skip_missing": False})
+    features = OmegaConf.load(CONF_DIR / "features" / "i3d_overlap.yaml")
+    data = load_stage_data(dataset, features)
+    assert len(data.train_videos()) == 8
+
+
+def test_load_stage_data_root_errors(tmp_path: Path) -> None:
+    with pytest.raises(FustalError, match="dataset.root: not set"):
+        load_stage_data({"root": None}, features_cfg("i3d_overlap"))
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FustalError, match=str(missing)):
+        load_stage_data({"root": str(missing)}, features_cfg("i3d_overlap"))
+
+
+def test_missing_features_error_or_skip(synthetic_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    victim = "video_validation_0000003"
+    (root / "i3d_features" / f"{victim}.npy").unlink()
+    with pytest.raises(FustalError, match=victim) as err:
+        load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+    assert "skip_missing" in str(err.value)
+    data = load_stage_data({"root": str(root), "skip_missing": True}, features_cfg("i3d_overlap"))
+    assert data.skipped == {"validation": [victim]}
+    assert victim not in [v.id for v in data.train_videos()]
+    assert len(data.train_videos()) == 7 and len(data.test_videos()) == 4
+    assert validate_stage_data(data)[0].skipped == 1
+
+
+def test_validate_rejects_inconsistent_dimension(synthetic_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    np.save(root / "i3d_features/video_test_0000002.npy", np.zeros((50, 8), np.float32))
+    data = load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+    with pytest.raises(FustalError, match="video_test_0000002.npy"):
+        validate_stage_data(data)
+
+
+# ---------------------------------------------------------------- generator data
+
+
+def matching_rows(sample: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Index in ``feats [T, D]`` of each row of ``sample [N, D]`` (rows are distinct)."""
+    dist = ((sample[:, None, :] - feats[None, :, :]) ** 2).sum(-1)
+    rows = dist.argmin(1)
+    assert np.allclose(dist[np.arange(len(rows)), rows], 0.0)
+    return rows
+
+
+def test_generator_train_batches(generator_view: StageData) -> None:
+    num_segments = 40
+    dm = GeneratorDataModule(generator_view, num_segments=num_segments, batch_size=3, seed=5)
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == 2  # 8 videos, batch 3, last partial batch dropped
+    seen = []
+    for batch in batches:
+        assert batch["features"].shape == (3, num_segments, 16)
+        assert batch["labels"].shape == (3, 3)
+        assert batch["valid"].tolist() == [num_segments] * 3
+        for i, vid in enumerate(batch["video_id"]):
+            video = generator_view.annotations.videos[vid]
+            feats = generator_view.features.load(video)
+            assert batch["length"][i] == feats.shape[0]
+            assert batch["seconds_per_step"][i].item() == pytest.approx(
+                16 / 25 * feats.shape[0] / num_segments
+            )
+            np.testing.assert_array_equal(batch["labels"][i].numpy(), video.video_label(3))
+            rows = matching_rows(batch["features"][i].numpy(), feats)
+            starts, highs = bin_bounds(feats.shape[0], num_segments)
+            assert (rows >= starts).all() and (rows <= highs).all()
+            seen.append(vid)
+    assert len(set(seen)) == 6
+
+
+def test_generator_items_deterministic_per_epoch(generator_view: StageData) -> None:
+    videos = generator_view.train_videos()
+    a = GeneratorVideos(generator_view, videos, 20, train=True, seed=1)
+    b = GeneratorVideos(generator_view, videos, 20, train=True, seed=1)
+    n = len(videos)
+    torch.testing.assert_close(a[n + 2]["features"], b[n + 2]["features"])
+    assert a[n + 2]["video_id"] == a[2]["video_id"] == videos[2].id
+    assert not torch.equal(a[2]["features"], a[n + 2]["features"])
+
+
+def test_generator_eval_batches_pad_and_mark_valid(generator_view: StageData) -> None:
+    num_segments = 45
+    dm = GeneratorDataModule(generator_view, num_segments=num_segments, eval_batch_size=4)
+    lengths = [generator_view.features.load(v).shape[0] for v in dm.test_videos]
+    assert min(lengths) < num_segments < max(lengths)  # both branches of test sampling
+    (batch,) = list(dm.val_dataloader())
+    valid = [min(t, num_segments) for t in lengths]
+    assert batch["video_id"] == [v.id for v in dm.test_videos]
+    assert batch["valid"].tolist() == valid
+    assert batch["features"].shape == (4, max(valid), 16)
+    for i, video in enumerate(dm.test_videos):
+        feats = generator_view.features.load(video)
+        idx = resample_indices(feats.shape[0], num_segments)
+        np.testing.assert_array_equal(batch["features"][i, : valid[i]].numpy(), feats[idx])
+        assert (batch["features"][i, valid[i] :] == 0).all()
+        assert batch["seconds_per_step"][i].item() == pytest.approx(
+            16 / 25 * feats.shape[0] / valid[i]
+        )
+    predicted = [v for b in dm.predict_loader("train") for v in b["video_id"]]
+    assert predicted == [v.id for v in dm.train_videos]
+
+
+# ---------------------------------------------------------------- student data
+
+
+def gt_targets(data: StageData, drop: str | None = None) -> dict:
+    return {v.id: (v.segments.copy(), v.labels.copy()) for v in data.train_videos() if v.id != drop}
+
+
+def test_random_crop_keeps_half_covered_segments() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        length = int(rng.integers(50, 300))
+        crop = int(rng.integers(10, length))
+        starts = rng.uniform(-5, length, 6)
+        segs = np.stack([starts, starts + rng.uniform(0.5, 60, 6)], axis=1)
+        start, keep = random_crop(length, segs, crop, rng)
+        assert 0 <= start <= length - crop
+        inter = np.clip(
+            np.minimum(segs[:, 1], start + crop) - np.maximum(segs[:, 0], start), 0, None
+        )
+        np.testing.assert_array_equal(keep, inter / (segs[:, 1] - segs[:, 0]) >= 0.5)
+
+
+def test_random_crop_searches_for_a_window_with_a_segment() -> None:
+    segs = np.array([[500.0, 504.0]])
+    for seed in range(20):
+        start, keep = random_crop(1000, segs, 100, np.random.default_rng(seed))
+        assert keep.tolist() == [True]
+        assert start <= 502 <= start + 100
+    # a segment that no window can half-cover: nothing kept, still a valid window
+    start, keep = random_crop(1000, np.array([[0.0, 900.0]]), 100, np.random.default_rng(0))
+    assert keep.tolist() == [False] and 0 <= start <= 900
+    start, keep = random_crop(10, np.zeros((0, 2)), 5, np.random.default_rng(0))
+    assert keep.shape == (0,) and 0 <= start <= 5
+
+
+def test_student_training_crop(student_view: StageData) -> None:
+    videos = student_view.train_videos()
+    targets = gt_targets(student_view)
+    dataset = StudentVideos(
+        student_view, videos, targets, train=True, max_seq_len=4096, noise_std=0.0, seed=3
+    )
+    cropped = 0
+    for key in range(4 * len(videos)):
+        item = dataset[key]
+        _, index = split_key(key, len(videos))
+        video = videos[index]
+        feats = student_view.features.load(video)
+        length = feats.shape[0]
+        crop = item["features"].shape[1]
+        assert round(0.9 * length) <= crop <= length
+        offset = item["offset"]
+        np.testing.assert_array_equal(item["features"].numpy(), feats[offset : offset + crop].T)
+        timing = student_view.features.timing(video, length)
+        segs = np.maximum(seconds_to_grid(video.segments, timing), 0.0)
+        if crop == length:
+            np.testing.assert_allclose(item["segments"].numpy(), segs, rtol=1e-6)
+            continue
+        cropped += 1
+        inter = np.clip(
+            np.minimum(segs[:, 1], offset + crop) - np.maximum(segs[:, 0], offset), 0, None
+        )
+        kept = inter / (segs[:, 1] - segs[:, 0]) >= 0.5
+        expected = np.clip(segs[kept], offset, offset + crop) - offset
+        np.testing.assert_allclose(item["segments"].numpy(), expected, rtol=1e-6, atol=1e-5)
+        np.testing.assert_array_equal(item["labels"].numpy(), video.labels[kept])
+        assert (item["segments"].numpy() >= 0).all() and (item["segments"].numpy() <= crop).all()
+    assert cropped > 0
+
+
+def test_student_crop_to_max_seq_len_and_noise(student_view: StageData) -> None:
+    videos = student_view.train_videos()
+    dataset = StudentVideos(student_view, videos, None, train=True, max_seq_len=64, seed=0)
+    item = dataset[0]
+    assert item["features"].shape == (16, 64)
+    clean = student_view.features.load(videos[0])[item["offset"] : item["offset"] + 64].T
+    noise = item["features"].numpy() - clean
+    assert 0.0003 < noise.std() < 0.0007  # N(0, 0.0005^2)
+    again = StudentVideos(student_view, videos, None, train=True, max_seq_len=64, seed=0)[0]
+    torch.testing.assert_close(item["features"], again["features"])
+
+
+def test_student_video_without_targets(student_view: StageData) -> None:
+    victim = student_view.train_videos()[1].id
+    targets = gt_targets(student_view, drop=victim)
+    targets[student_view.train_videos()[2].id] = (np.zeros((0, 2)), np.zeros(0, np.int64))
+    dm = PseudoLabelDataModule(
+        student_view, targets, max_seq_len=512, max_stride=32, batch_size=8, seed=0
+    )
+    (batch,) = list(dm.train_dataloader())
+    for vid in (victim, student_view.train_videos()[2].id):
+        row = batch["video_id"].index(vid)
+        assert batch["segments"][row].shape == (0, 2)
+        assert batch["labels"][row].shape == (0,)
+        assert batch["mask"][row].sum() > 0
+        # the video-level label still comes from the annotations
+        assert batch["video_labels"][row].sum() >= 1
+
+
+def test_student_batches_padding_and_mask(student_view: StageData) -> None:
+    dm = PseudoLabelDataModule(
+        student_view,
+        gt_targets(student_view),
+        max_seq_len=512,
+        max_stride=32,
+        batch_size=3,
+        eval_batch_size=3,
+        augment={"noise_std": 0.0},
+        seed=0,
+    )
+    train = list(dm.train_dataloader())
+    assert [len(b["video_id"]) for b in train] == [3, 3, 2]
+    for batch in train:
+        assert batch["features"].shape[1:] == (16, 512)
+        assert batch["mask"].shape == (len(batch["video_id"]), 512)
+        lengths = batch["mask"].sum(1)
+        for i in range(len(lengths)):
+            assert batch["mask"][i, : lengths[i]].all()
+            assert (batch["features"][i, :, lengths[i] :] == 0).all()
+        assert batch["video_labels"].shape == (len(batch["video_id"]), 3)
+    # inference pads to a multiple of the largest stride (max_seq_len below every test length)
+    dm = PseudoLabelDataModule(student_view, None, 128, 32, eval_batch_size=3)
+    evaluation = list(dm.val_dataloader())
+    assert [v for b in evaluation for v in b["video_id"]] == [v.id for v in dm.test_videos]
+    for batch in evaluation:
+        lengths = [
+            student_view.features.load(student_view.annotations.videos[v]).shape[0]
+            for v in batch["video_id"]
+        ]
+        width = batch["features"].shape[2]
+        assert min(lengths) > 128
+        assert width == math.ceil(max(lengths) / 32) * 32
+        assert batch["mask"].sum(1).tolist() == lengths
+        assert batch["offset"].tolist() == [0] * len(lengths)
+        for i, vid in enumerate(batch["video_id"]):
+            video = student_view.annotations.videos[vid]
+            timing = student_view.features.timing(video, lengths[i])
+            np.testing.assert_allclose(
+                batch["segments"][i].numpy(),
+                np.maximum(seconds_to_grid(video.segments, timing), 0.0),
+                rtol=1e-6,
+            )
+            assert batch["stride_s"][i].item() == pytest.approx(4 / video.fps)
+            assert batch["duration"][i].item() == video.duration
+
+
+# ---------------------------------------------------------------- sampler
+
+
+def keys(sampler: EpochSampler) -> list[int]:
+    return list(iter(sampler))
+
+
+def test_epoch_sampler_determinism() -> None:
+    n = 23
+    a, b = EpochSampler(n, seed=4), EpochSampler(n, seed=4)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert keys(a) == keys(b)
+    assert sorted(k - 3 * n for k in keys(a)) == list(range(n))
+    assert all(split_key(k, n)[0] == 3 for k in keys(a))
+    order3 = [split_key(k, n)[1] for k in keys(a)]
+    a.set_epoch(4)
+    order4 = [split_key(k, n)[1] for k in keys(a)]
+    assert order3 != order4 and sorted(order4) == list(range(n))
+    other = EpochSampler(n, seed=5)
+    other.set_epoch(3)
+    assert [split_key(k, n)[1] for k in keys(other)] != order3
+    assert keys(EpochSampler(n, shuffle=False)) == list(range(n))
+    assert len(a) == n
+
+
+@pytest.mark.parametrize("n", [7, 8, 1])
+def test_epoch_sampler_shards_evaluation_exactly_once(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(sampling, "world", lambda rank=rank: (rank, 2))
+        sampler = EpochSampler(n, seed=0, shuffle=False)
+        shards.append(keys(sampler))
+        assert len(sampler) == len(shards[-1])
+    merged = shards[0] + shards[1]
+    assert sorted(merged) == list(range(n))
+
+
+def test_epoch_sampler_shards_training_equally(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 7
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(sampling, "world", lambda rank=rank: (rank, 2))
+        sampler = EpochSampler(n, seed=2)
+        sampler.set_epoch(1)
+        shards.append([split_key(k, n)[1] for k in keys(sampler)])
+        assert len(sampler) == len(shards[-1]) == 4
+    assert set(shards[0]) | set(shards[1]) == set(range(n))
+    monkeypatch.setattr(sampling, "world", lambda: (0, 1))
+    single = EpochSampler(n, seed=2)
+    single.set_epoch(1)
+    order = [split_key(k, n)[1] for k in keys(single)]
+    # both ranks shard the one permutation every rank agrees on
+    padded = order + order[:1]
+    assert shards[0] == padded[0::2] and shards[1] == padded[1::2]
+
+
+def test_evaluation_loader_shards_videos(
+    generator_view: StageData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dm = GeneratorDataModule(generator_view, num_segments=20, eval_batch_size=2)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(sampling, "world", lambda rank=rank: (rank, 2))
+        seen += [v for batch in dm.predict_loader("train") for v in batch["video_id"]]
+    assert sorted(seen) == sorted(v.id for v in generator_view.train_videos())
