@@ -84,6 +84,7 @@ def student_map(module: StudentModule, dm: PseudoLabelDataModule, data, use_ema:
     return evaluate_results(proposals_to_results(dets, data.classes), data, TIOU)["mAP@0.5"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs", [12])
 def test_student_learns_from_ground_truth(root: Path, epochs: int) -> None:
     torch.manual_seed(0)

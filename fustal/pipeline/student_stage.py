@@ -67,8 +67,9 @@ def run_filter_stage(ctx: RunContext, data: StageData, pseudo_path: Path) -> dic
     filtered, stats = filter_results(raw, cfg.filter.min_density, cfg.filter.min_score)
     if stats["before"] and not stats["after"]:
         raise FustalError(
-            f"filter={cfg.filter.name}: no pseudo label passes (min_density={cfg.filter.min_density},"
-            f" min_score={cfg.filter.min_score}) out of {stats['before']}; lower filter.min_score"
+            f"filter={cfg.filter.name}: no pseudo label passes"
+            f" (min_density={cfg.filter.min_density}, min_score={cfg.filter.min_score})"
+            f" out of {stats['before']}; lower filter.min_score"
             " or filter.min_density, or use filter=none"
         )
     ctx.write_json("pseudo_labels.filtered.json", filtered)
