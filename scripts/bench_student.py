@@ -1,7 +1,7 @@
 """Benchmark: stage-3 student training throughput, plain PyTorch loop vs ``pl.Trainer``.
 
     python scripts/bench_student.py [--steps 2] [--rounds 3] [--warmup 1] [--small]
-        [--device cpu|cuda] [--batch-size B] [--threads 2] [--out docs/benchmarks/student.json]
+        [--device cpu|cuda] [--batch-size B] [--threads 1] [--out docs/benchmarks/student.json]
 
 The same :class:`fustal.student.module.StudentModule` (same seed, same synthetic batches) is
 trained twice per round: by a plain loop (``training_step``, ``backward``, gradient clipping at
@@ -11,7 +11,13 @@ each optimizer step, as the module does) and by a real ``pl.Trainer`` fit. Measu
 steps come first. A step's time is the gap between the ends of consecutive steps (data fetch and
 all per-step framework work included), so the first step of every measurement is not timed.
 Reported: median seconds/step over all timed steps, videos/s, peak memory and Lightning's
-overhead ratio. Default shape is THUMOS'14: D 2048, T 2304, 20 classes, default TriDet.
+overhead ratio, on wall-clock and on process CPU time (robust to other processes where
+intra-op threads do not outnumber the free cores). Default shape is THUMOS'14: D 2048, T 2304,
+20 classes, default TriDet, batch 2 (8 on CUDA).
+
+``--threads`` defaults to 1: on a 2-core machine shared with other jobs, 2 OpenMP threads spin at
+every barrier while one of them is descheduled, and steps of the same shape measured 0.06-7.5 s
+(CPU time tracking wall time); one thread gave steady steps. Use ``--threads 2`` on an idle box.
 """
 
 from __future__ import annotations
@@ -417,7 +423,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="throwaway loop steps first")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--batch-size", type=int, help="videos per batch (cpu 2, cuda 8)")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (see module docstring)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
