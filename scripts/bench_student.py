@@ -1,23 +1,28 @@
 """Benchmark: stage-3 student training throughput, plain PyTorch loop vs ``pl.Trainer``.
 
-    python scripts/bench_student.py [--steps 2] [--rounds 3] [--warmup 1] [--small]
+    python scripts/bench_student.py [--steps 3] [--warmup 2] [--rounds 3] [--small]
         [--device cpu|cuda] [--batch-size B] [--threads 1] [--out docs/benchmarks/student.json]
 
 The same :class:`fustal.student.module.StudentModule` (same seed, same synthetic batches) is
 trained twice per round: by a plain loop (``training_step``, ``backward``, gradient clipping at
 L2 norm 1.0, the optimizer and per-step lr schedule of ``configure_optimizers``, EMA update after
 each optimizer step, as the module does) and by a real ``pl.Trainer`` fit. Measurements alternate
-(loop, lightning, loop, lightning, ...) to spread drift over both; ``--warmup`` throwaway loop
-steps come first. A step's time is the gap between the ends of consecutive steps (data fetch and
-all per-step framework work included), so the first step of every measurement is not timed.
+(loop, lightning, loop, lightning, ...) to spread drift over both; each starts from a fresh
+module with ``--warmup`` untimed steps (at least 1) followed by ``--steps`` timed ones; a
+throwaway loop of ``--warmup`` steps before them absorbs one-time process costs. A step's time is
+the gap between the ends of consecutive steps (data fetch and all per-step framework work
+included). Both runs must do the same work: per-step losses and the final EMA weights of the two
+are compared and reported.
+
 Reported: median seconds/step over all timed steps, videos/s, peak memory and Lightning's
 overhead ratio, on wall-clock and on process CPU time (robust to other processes where
 intra-op threads do not outnumber the free cores). Default shape is THUMOS'14: D 2048, T 2304,
 20 classes, default TriDet, batch 2 (8 on CUDA).
 
 ``--threads`` defaults to 1: on a 2-core machine shared with other jobs, 2 OpenMP threads spin at
-every barrier while one of them is descheduled, and steps of the same shape measured 0.06-7.5 s
-(CPU time tracking wall time); one thread gave steady steps. Use ``--threads 2`` on an idle box.
+every barrier while one of them is descheduled; ``--small`` steps measured 0.06-7.5 s that way
+(CPU time tracking wall time), against a steady 0.08 s with one thread. Use ``--threads 2`` on an
+idle machine.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         },
     },
 }
-DEFAULT_STEPS = {"thumos14": 2, "small": 10}
+DEFAULT_STEPS = {"thumos14": 3, "small": 10}
 DEFAULT_BATCH = {"cpu": 2, "cuda": 8}
 GRAD_CLIP = 1.0
 OVERHEAD_TARGET = 0.05
@@ -327,18 +332,20 @@ def measure(
     runner: Callable[..., tuple[list[tuple[float, float]], list[float]]],
     config: dict[str, Any],
     batches: list[dict[str, Any]],
+    warmup: int,
     steps: int,
     seed: int,
     device: torch.device,
     memory: PeakMemory,
 ) -> dict[str, Any]:
-    """One measurement: fresh module, ``steps + 1`` steps, the last ``steps`` gaps timed in
-    wall-clock and process CPU seconds."""
+    """One measurement: fresh module, ``warmup + steps`` steps, the last ``steps`` timed in
+    wall-clock and process CPU seconds (``warmup >= 1``)."""
     memory.reset()
     baseline = memory.current_mb()
     module = build_module(config, seed)
-    stamps, losses = runner(module, make_loader(batches, steps + 1), device)
-    gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
+    stamps, losses = runner(module, make_loader(batches, warmup + steps), device)
+    timed = stamps[warmup - 1 :]
+    gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(timed[:-1], timed[1:], strict=True)]
     result = {
         "step_s": [wall for wall, _ in gaps],
         "step_cpu_s": [cpu for _, cpu in gaps],
@@ -418,9 +425,9 @@ def quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="smoke config: D 64, T 256, embd 64")
-    parser.add_argument("--steps", type=int, help="timed steps per measurement (2; small: 10)")
+    parser.add_argument("--steps", type=int, help="timed steps per measurement (3; small: 10)")
     parser.add_argument("--rounds", type=int, default=3, help="loop/lightning measurement pairs")
-    parser.add_argument("--warmup", type=int, default=1, help="throwaway loop steps first")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per measurement")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--batch-size", type=int, help="videos per batch (cpu 2, cuda 8)")
     parser.add_argument(
@@ -434,8 +441,8 @@ def main(argv: list[str] | None = None) -> None:
     config = CONFIGS[name]
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[name]
     batch_size = args.batch_size or DEFAULT_BATCH[args.device]
-    if min(steps, args.rounds, batch_size, args.threads) < 1 or args.warmup < 0:
-        raise FustalError("arguments: steps, rounds, batch size, threads >= 1; warmup >= 0")
+    if min(steps, args.warmup, args.rounds, batch_size, args.threads) < 1:
+        raise FustalError("arguments: steps, warmup, rounds, batch size, threads must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FustalError("--device cuda: no CUDA device available on this machine")
     device = torch.device(args.device)
@@ -448,13 +455,13 @@ def main(argv: list[str] | None = None) -> None:
     batches = synthetic_batches(
         2, batch_size, config["feature_dim"], config["seq_len"], config["num_classes"], args.seed
     )
-    if args.warmup:
-        run_loop(build_module(config, args.seed), make_loader(batches, args.warmup), device)
+    run_loop(build_module(config, args.seed), make_loader(batches, args.warmup), device)
     runners = {"loop": run_loop, "lightning": run_lightning}
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in runners}
     for _ in range(args.rounds):
         for key, runner in runners.items():
-            runs[key].append(measure(runner, config, batches, steps, args.seed, device, memory))
+            run = measure(runner, config, batches, args.warmup, steps, args.seed, device, memory)
+            runs[key].append(run)
     results = {key: summarize(value, batch_size) for key, value in runs.items()}
     loop, light = results["loop"], results["lightning"]
     ratio = light["median_s_per_step"] / loop["median_s_per_step"]
@@ -489,9 +496,8 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_count": os.cpu_count(),
         "steps": {
             "timed_per_measurement": steps,
-            "untimed_first_step_per_measurement": 1,
             "rounds": args.rounds,
-            "warmup": args.warmup,
+            "untimed_warmup_per_measurement": args.warmup,
             "order": [key for _ in range(args.rounds) for key in runners],
         },
         "memory_kind": memory.kind,
