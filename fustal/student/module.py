@@ -209,9 +209,12 @@ class StudentModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(weight_decay_groups(self.model, hp.weight_decay), lr=hp.lr)
         stepping = self.trainer.estimated_stepping_batches  # also sets num_training_batches
         batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            raise FustalError("student: the lr schedule needs a training dataloader with a length")
-        steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+        if math.isfinite(batches):
+            steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+        else:
+            # Trainer(max_steps=N) without max_epochs: Lightning does not load the data to count
+            # batches, so spread the step budget over this module's epochs
+            steps_per_epoch = max(1, math.ceil(stepping / hp.max_epochs))
         warmup = round(hp.warmup_epochs * steps_per_epoch)
         total = min(hp.max_epochs * steps_per_epoch, stepping)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
