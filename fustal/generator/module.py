@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -38,7 +41,13 @@ def check_batch(batch: dict, num_classes: int) -> None:
 
 class GeneratorModule(pl.LightningModule):
     """Stage-1 generator: :class:`GeneratorNet` trained with the action loss plus snippet and
-    (optionally) cross-video contrast; ``cross_video=False`` is plain CoLA."""
+    (optionally) cross-video contrast; ``cross_video=False`` is plain CoLA.
+
+    ``classes`` (names in index order), ``feature_timing`` (see
+    :func:`fustal.inference.feature_timing`), ``num_segments`` (inference sampling length) and
+    ``proposals`` (the ``generator.proposals`` config) are metadata only: saved with the
+    hyperparameters, they let ``python -m fustal.predict`` use a checkpoint on its own.
+    """
 
     def __init__(
         self,
@@ -58,6 +67,10 @@ class GeneratorModule(pl.LightningModule):
         lr: float = 1e-4,
         betas: tuple = (0.9, 0.999),
         weight_decay: float = 5e-4,
+        classes: Sequence[str] | None = None,
+        feature_timing: Mapping[str, Any] | None = None,
+        num_segments: int | None = None,
+        proposals: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -160,10 +160,12 @@ def make_loggers(cfg: DictConfig, stage: str) -> list:
                 )
             )
             kwargs["name"] = spec.get("name") or wandb_run_name(cfg)
-            kwargs["config"] = to_plain(cfg)
             kwargs["job_type"] = stage
-        else:
-            kwargs["version"] = stage
+            # ``config`` is also the name of instantiate's first parameter: pass it afterwards
+            make = hydra.utils.instantiate(spec, _partial_=True, **kwargs)
+            loggers.append(make(config=to_plain(cfg)))
+            continue
+        kwargs["version"] = stage
         loggers.append(hydra.utils.instantiate(spec, **kwargs))
     return loggers
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from fustal.config import arange_thresholds, to_plain
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
-from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
 from fustal.generator.module import GeneratorModule
+from fustal.inference import feature_timing
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import pseudo_label_quality
 from fustal.metrics.results import gt_to_detections, proposals_to_results, results_to_detections
@@ -51,22 +53,48 @@ def proposal_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def generator_proposals(
-    module: GeneratorModule, loader: DataLoader, params: Mapping[str, Any]
-) -> dict[str, np.ndarray]:
-    """Proposals ``[K, 4]`` (class, score, start_s, end_s) for every video of ``loader``
-    (this rank's shard)."""
-    out: dict[str, np.ndarray] = {}
+def generator_outputs(
+    module: GeneratorModule, loader: DataLoader
+) -> Iterator[tuple[str, Tensor, Tensor, Tensor, float]]:
+    """Per video of ``loader``: ``(video_id, cas [T, C], actionness [T], video_scores [C],
+    seconds_per_step)`` on the CPU, padding removed."""
     for batch in loader:
         valid = batch["valid"].to(module.device)
         pred = module(batch["features"].to(module.device), valid=valid)
         cas, act, scores = pred.cas.cpu(), pred.actionness.cpu(), pred.video_scores.cpu()
         for i, vid in enumerate(batch["video_id"]):
             n = int(batch["valid"][i])
-            out[vid] = cas_to_proposals(
-                cas[i, :n], act[i, :n], scores[i], float(batch["seconds_per_step"][i]), **params
-            )
-    return out
+            yield vid, cas[i, :n], act[i, :n], scores[i], float(batch["seconds_per_step"][i])
+
+
+def generator_proposals(
+    module: GeneratorModule, loader: DataLoader, params: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Proposals ``[K, 4]`` (class, score, start_s, end_s) for every video of ``loader``
+    (this rank's shard)."""
+    return {
+        vid: cas_to_proposals(cas, act, scores, step_s, **params)
+        for vid, cas, act, scores, step_s in generator_outputs(module, loader)
+    }
+
+
+def picture_cas(
+    checkpoint: Path,
+    data: StageData,
+    videos: Sequence[Video],
+    num_segments: int,
+    device: torch.device,
+) -> dict[str, dict[str, Any]]:
+    """``{vid: {"cas" [T, C], "actionness" [T], "seconds_per_step"}}`` of the generator saved
+    in ``checkpoint`` on ``videos`` (the CAS the pseudo labels of those videos come from)."""
+    module = GeneratorModule.load_from_checkpoint(checkpoint, map_location=device).eval()
+    loader = DataLoader(
+        GeneratorVideos(data, videos, num_segments, train=False), collate_fn=collate_videos
+    )
+    return {
+        vid: {"cas": cas.numpy(), "actionness": act.numpy(), "seconds_per_step": step_s}
+        for vid, cas, act, _, step_s in generator_outputs(module, loader)
+    }
 
 
 def evaluate_generator(
@@ -164,6 +192,10 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         lr=gcfg.lr,
         betas=tuple(gcfg.betas),
         weight_decay=gcfg.weight_decay,
+        classes=data.classes,
+        feature_timing=feature_timing(data),
+        num_segments=gcfg.num_segments,
+        proposals=to_plain(gcfg.proposals),
     )
     params = proposal_params(gcfg.proposals)
     test_videos = dm.test_videos

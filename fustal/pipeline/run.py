@@ -1,12 +1,15 @@
-"""Stage dispatch for ``python -m fustal.train`` and the end-of-run summary table."""
+"""Stage dispatch for ``python -m fustal.train``, the run's pictures (``RUN_DIR/pictures/``) and
+the end-of-run summary table."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
@@ -14,8 +17,11 @@ from rich.table import Table
 
 from fustal.config import print_config_tree
 from fustal.errors import FustalError
-from fustal.pipeline.context import RunContext
-from fustal.pipeline.data import load_pipeline_data, run_data_stage
+from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
+from fustal.pipeline.context import RunContext, is_global_zero, make_loggers
+from fustal.pipeline.data import PipelineData, load_pipeline_data, run_data_stage
+from fustal.viz.pr import pr_summary
+from fustal.viz.rundir import draw_run, segment_entries, write_inputs
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +34,43 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+@dataclass
+class StageOutputs:
+    """What the stages of one run produced (None: that stage did not run)."""
+
+    generator_dir: Path | None = None
+    pseudo_path: Path | None = None
+    filtered: dict | None = None
+    student_dir: Path | None = None
+
+
 def run_pipeline(cfg: DictConfig) -> dict:
-    """Run the stage(s) selected by ``cfg.stage``; return the run's metrics."""
+    """Run the stage(s) selected by ``cfg.stage``; draw the pictures; return the run's
+    metrics."""
     if cfg.stage not in STAGES:
         raise FustalError(f"stage: unknown stage '{cfg.stage}' (one of {', '.join(STAGES)})")
     if cfg.supervision not in ("weak", "full"):
         raise FustalError(f"supervision: expected weak or full, got '{cfg.supervision}'")
+    plot_videos = cfg.plot_videos
+    if isinstance(plot_videos, bool) or not (isinstance(plot_videos, int) and plot_videos >= 0):
+        raise FustalError(f"plot_videos: expected an integer >= 0, got {plot_videos!r}")
     console = Console(width=None if sys.stdout.isatty() else 120)
     print_config_tree(cfg, console=console)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.stage == "data":
         return run_data_stage(cfg, console)
 
+    ctx = RunContext(cfg, output_dir(cfg), console)
+    data = load_pipeline_data(cfg)
+    outputs = run_stages(ctx, data)
+    if plot_videos > 0 and is_global_zero():
+        make_pictures(ctx, data, outputs)
+    console.print(results_table(ctx.metrics, cfg.supervision))
+    return ctx.metrics
+
+
+def run_stages(ctx: RunContext, data: PipelineData) -> StageOutputs:
+    """Run generator, filter and student as far as ``cfg.stage`` asks (metrics go to ctx)."""
     from fustal.pipeline.generator_stage import run_generator_stage
     from fustal.pipeline.student_stage import (
         pseudo_label_file_key,
@@ -47,33 +78,116 @@ def run_pipeline(cfg: DictConfig) -> dict:
         run_student_stage,
     )
 
-    ctx = RunContext(cfg, output_dir(cfg), console)
-    data = load_pipeline_data(cfg)
+    cfg = ctx.cfg
     full = cfg.supervision == "full"
-    pseudo_path = Path(cfg.pseudo_labels) if cfg.pseudo_labels else None
+    out = StageOutputs(pseudo_path=Path(cfg.pseudo_labels) if cfg.pseudo_labels else None)
     upstream: object = "ground-truth" if full else None
-    if not full and pseudo_path is None and cfg.stage in ("generator", "filter", "all"):
+    if not full and out.pseudo_path is None and cfg.stage in ("generator", "filter", "all"):
         gen = run_generator_stage(ctx, data.generator)
-        pseudo_path, upstream = gen["pseudo_labels"], gen["key"]
+        out.generator_dir, out.pseudo_path, upstream = gen["dir"], gen["pseudo_labels"], gen["key"]
     if cfg.stage == "generator":
-        console.print(results_table(ctx.metrics))
-        return ctx.metrics
-    filtered = None
+        return out
     if not full:
-        if pseudo_path is None:
+        if out.pseudo_path is None:
             raise FustalError(
                 "pseudo_labels: stage=student needs pseudo labels: run stage=all or pass"
                 " pseudo_labels=PATH (an ActivityNet results file)"
             )
         if upstream is None:
-            upstream = pseudo_label_file_key(pseudo_path)
-        filtered = run_filter_stage(ctx, data.student, pseudo_path)
+            upstream = pseudo_label_file_key(out.pseudo_path)
+        out.filtered = run_filter_stage(ctx, data.student, out.pseudo_path)
         if cfg.stage == "filter":
-            console.print(results_table(ctx.metrics))
-            return ctx.metrics
-    run_student_stage(ctx, data.student, filtered, {"pseudo": upstream, "filter": cfg.filter})
-    console.print(results_table(ctx.metrics, cfg.supervision))
-    return ctx.metrics
+            return out
+    student = run_student_stage(
+        ctx, data.student, out.filtered, {"pseudo": upstream, "filter": cfg.filter}
+    )
+    out.student_dir = student["dir"]
+    return out
+
+
+def inference_device(cfg: DictConfig) -> torch.device:
+    """CUDA when the trainer may use it and it is available, else the CPU."""
+    use_cuda = str(cfg.trainer.accelerator) != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def picture_inputs(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -> tuple[dict, dict]:
+    """The ``inputs.json`` content and the CAS of the first ``plot_videos`` training videos
+    (sorted ids): ground truth, generator CAS, raw and filtered pseudo labels, student
+    detections, whichever this run has; plus the pseudo-label precision/recall over all
+    training videos."""
+    from fustal.pipeline.generator_stage import picture_cas
+    from fustal.pipeline.student_stage import picture_detections
+
+    cfg = ctx.cfg
+    classes = data.classes
+    train = data.student.train_videos()
+    videos = sorted(train, key=lambda v: v.id)[: cfg.plot_videos]
+    device = inference_device(cfg)
+    pseudo: dict[str, dict] = {}
+    if outputs.pseudo_path is not None and cfg.supervision == "weak":
+        pseudo["raw"] = read_results(outputs.pseudo_path)
+    if outputs.filtered is not None:
+        pseudo["filtered"] = outputs.filtered["results"]
+    tracks = {f"pseudo labels ({key})": per_video for key, per_video in pseudo.items()}
+    if outputs.student_dir is not None:
+        name, dets = picture_detections(
+            outputs.student_dir / "student.ckpt", data.student, videos, cfg.student, device
+        )
+        tracks[name] = dets["results"]
+    cas = {}
+    if outputs.generator_dir is not None:
+        known = data.generator.annotations.videos
+        cas = picture_cas(
+            outputs.generator_dir / "generator.ckpt",
+            data.generator,
+            [known[v.id] for v in videos if v.id in known],
+            cfg.generator.num_segments,
+            device,
+        )
+    entries = [
+        {
+            "id": v.id,
+            "duration": v.duration,
+            "tracks": {
+                "ground truth": segment_entries(v.segments, v.labels, classes),
+                **{name: per_video.get(v.id, []) for name, per_video in tracks.items()},
+            },
+        }
+        for v in videos
+    ]
+    pr = None
+    if pseudo:
+        gt, ids = gt_to_detections(train)
+        preds = {k: results_to_detections(v, classes, ids) for k, v in pseudo.items()}
+        pr = pr_summary(gt, preds, len(classes))
+    return {"classes": classes, "videos": entries, "pseudo_label_pr": pr}, cas
+
+
+def make_pictures(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -> None:
+    """Write the picture inputs under ``RUN_DIR/pictures/``, draw the PNGs and log them to the
+    TensorBoard / W&B loggers of the run (rank 0 only)."""
+    inputs, cas = picture_inputs(ctx, data, outputs)
+    folder = write_inputs(ctx.output_dir, inputs, cas)
+    paths = draw_run(ctx.output_dir)
+    log_pictures(ctx.cfg, paths)
+    ctx.console.print(f"pictures: {len(paths)} PNG files in {folder}")
+
+
+def log_pictures(cfg: DictConfig, paths: list[Path]) -> None:
+    """Log PNGs as images (tag ``pictures/<file stem>``) to the TensorBoard and W&B loggers."""
+    from matplotlib.image import imread
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    loggers = make_loggers(cfg, "pictures")
+    for logger in (lg for lg in loggers if isinstance(lg, TensorBoardLogger | WandbLogger)):
+        for path in paths:
+            tag = f"pictures/{path.stem}"
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
+            else:
+                logger.log_image(key=tag, images=[str(path)])
+        logger.finalize("success")
 
 
 ROWS = (

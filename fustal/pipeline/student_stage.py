@@ -11,14 +11,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from fustal.config import to_plain
+from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import Timing, grid_to_seconds
-from fustal.data.student_datamodule import PseudoLabelDataModule
+from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
 from fustal.errors import FustalError
+from fustal.inference import feature_timing
 from fustal.io import read_json, write_json
 from fustal.metrics.detection import detection_map
 from fustal.metrics.results import (
@@ -116,6 +119,30 @@ def student_detections(
     return out
 
 
+def max_stride(scfg: DictConfig) -> int:
+    """Largest feature stride of the student's pyramid (inputs are padded to a multiple)."""
+    return 2 ** int(scfg.model.arch[2])
+
+
+def picture_detections(
+    checkpoint: Path,
+    data: StageData,
+    videos: Sequence[Video],
+    scfg: DictConfig,
+    device: torch.device,
+) -> tuple[str, dict]:
+    """Detections of the student saved in ``checkpoint`` (its EMA copy when it has one) on
+    ``videos``: ``(track name, ActivityNet results)``."""
+    module = StudentModule.load_from_checkpoint(checkpoint, map_location=device)
+    use_ema = module.ema is not None
+    loader = DataLoader(
+        StudentVideos(data, videos, None, False, scfg.model.max_seq_len),
+        collate_fn=make_collate(scfg.model.max_seq_len, max_stride(scfg)),
+    )
+    dets = student_detections(module, loader, use_ema)
+    return ("student + EMA" if use_ema else "student"), proposals_to_results(dets, data.classes)
+
+
 def evaluate_results(results: dict, data: StageData, tiou: Sequence[float]) -> dict[str, float]:
     """Detection mAP of a results dict on the test subset."""
     gt, video_ids = gt_to_detections(data.test_videos())
@@ -175,12 +202,11 @@ def _train_student(
             scfg.epochs_pseudo,
             scfg.schedule,
         )
-    max_stride = 2 ** int(scfg.model.arch[2])
     dm = PseudoLabelDataModule(
         data,
         targets,
         scfg.model.max_seq_len,
-        max_stride,
+        max_stride(scfg),
         scfg.batch_size,
         scfg.eval_batch_size,
         cfg.num_workers,
@@ -201,6 +227,8 @@ def _train_student(
         teacher_score_thresh=cfg.ema.score_thresh,
         video_loss_weight=scfg.video_loss_weight,
         inference=to_plain(scfg.inference),
+        classes=data.classes,
+        feature_timing=feature_timing(data),
     )
     ckpt = ModelCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,9 @@ class StudentModule(pl.LightningModule):
     ``model`` holds :class:`TriDet` keyword arguments, ``inference`` those of
     :func:`fustal.student.decode.decode_video`. The EMA copy (updated after every optimizer
     step) and the loss normalizer are part of the state dict, hence of checkpoints.
+    ``classes`` (names in index order) and ``feature_timing`` (see
+    :func:`fustal.inference.feature_timing`) are metadata only: saved with the hyperparameters,
+    they let ``python -m fustal.predict`` turn detections into labelled seconds.
     """
 
     def __init__(
@@ -93,6 +96,8 @@ class StudentModule(pl.LightningModule):
         iou_weight_power: float = 0.2,
         inference: Mapping | None = None,
         predict_with_ema: bool = True,
+        classes: Sequence[str] | None = None,
+        feature_timing: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
