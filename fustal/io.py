@@ -1,7 +1,13 @@
-"""Atomic file output and checked JSON input."""
+"""Atomic file output and checked JSON input.
+
+Writing into a folder that cannot take the file (disk full, quota, read-only file system, no
+permission, a path component that is a regular file) raises :class:`FustalError` naming the
+target path, so the entry points print one line instead of a traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -13,6 +19,44 @@ from typing import IO, Any
 import numpy as np
 
 from fustal.errors import FustalError
+
+# errno values that mean "this path cannot be written", whatever the code around the write does
+WRITE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+@contextmanager
+def reported_writes(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an :class:`OSError` in :data:`WRITE_ERRNOS` raised inside the block into a
+    :class:`FustalError` ``cannot write <path>: <reason>``."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise FustalError(f"cannot write {path}: {err.strerror or err}") from err
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` if needed and check that a file can be written in it."""
+    path = Path(path)
+    with reported_writes(path):
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    return path
 
 
 def _default_mode() -> int:
@@ -29,19 +73,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     complete new one, never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _default_mode())
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with reported_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _default_mode())
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def _to_builtin(obj: Any) -> Any:
@@ -64,17 +109,18 @@ def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> No
 def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """Atomically produce ``path`` with a writer that takes a temp file name (e.g. ``np.save``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, _default_mode())
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with reported_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        try:
+            os.fchmod(fd, _default_mode())
+            os.close(fd)
+            writer(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
@@ -89,3 +135,5 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise FustalError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except UnicodeDecodeError:
         raise FustalError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise FustalError(f"{path}: cannot read {what} ({err.strerror or err})") from None

@@ -6,13 +6,30 @@ pseudo labels), ``filter`` (stage 2), ``student`` (stage 3), ``all`` (default: e
 
 from __future__ import annotations
 
+from typing import Any
+
 import hydra
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from fustal.config import CONFIG_DIR, register_resolvers
 from fustal.errors import exit_on_error
+from fustal.io import ensure_writable_dir
 
 register_resolvers()
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: before Hydra creates the run (or sweep) dir and writes ``.hydra/`` into
+    it, check that the folder can be written; if not, print one ``error:`` line and exit 2."""
+
+    @exit_on_error
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        ensure_writable_dir(str(OmegaConf.select(config, "hydra.run.dir")))
+
+    @exit_on_error
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        ensure_writable_dir(str(OmegaConf.select(config, "hydra.sweep.dir")))
 
 
 @exit_on_error

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import fustal.data.sampling as sampling
 from fustal.data.annotations import Annotations, Video, load_annotations
-from fustal.data.dataset import StageData, load_stage_data, validate_stage_data
+from fustal.data.dataset import StageData, align_skipped, load_stage_data, validate_stage_data
 from fustal.data.features import (
     FeatureSpec,
     Timing,
@@ -436,6 +436,9 @@ def test_feature_spec_bad_files(tmp_path: Path) -> None:
     video = Video("v", "test", 10.0, 30.0, np.zeros((0, 2)), np.zeros(0, np.int64))
     with pytest.raises(FustalError, match="not found"):
         spec.load(video)
+    (tmp_path / "v.npy").write_text("0.1 0.2\n0.3 0.4\n")
+    with pytest.raises(FustalError, match="v.npy: not a readable .npy file \\(no NumPy header"):
+        spec.load(video)
     for bad, what in [
         (np.zeros(5, np.float32), "expected a \\[T, D\\]"),
         (np.zeros((3, 4), np.int64), "floating point"),
@@ -455,8 +458,9 @@ def test_feature_spec_stream_length_mismatch(tmp_path: Path) -> None:
     np.save(tmp_path / "rgb/v.npy", np.zeros((5, 2), np.float32))
     np.save(tmp_path / "flow/v.npy", np.zeros((6, 2), np.float32))
     video = Video("v", "train", None, None, np.zeros((0, 2)), np.zeros(0, np.int64))
-    with pytest.raises(FustalError, match="different lengths"):
+    with pytest.raises(FustalError, match="different lengths") as err:
         spec.load(video)
+    assert f"{tmp_path / 'rgb/v.npy'}: 5, {tmp_path / 'flow/v.npy'}: 6" in str(err.value)
 
 
 # ---------------------------------------------------------------- stage views
@@ -530,9 +534,41 @@ def test_validate_rejects_inconsistent_dimension(synthetic_root: Path, tmp_path:
     root = tmp_path / "copy"
     shutil.copytree(synthetic_root, root)
     np.save(root / "i3d_features/video_test_0000002.npy", np.zeros((50, 8), np.float32))
-    data = load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+    data = load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"), validate=False)
     with pytest.raises(FustalError, match="video_test_0000002.npy"):
         validate_stage_data(data)
+    # loading validates by default: bad features fail before any training starts
+    with pytest.raises(FustalError, match="video_test_0000002.npy: feature dimension 8 differs"):
+        load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+
+
+def test_validation_summaries_are_kept(
+    synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_overlap"))
+    assert data.summaries is not None and data.summaries[0].videos == 8
+    monkeypatch.setattr(FeatureSpec, "load", lambda *args: pytest.fail("read again"))
+    assert validate_stage_data(data) is data.summaries
+
+
+def test_align_skipped_makes_both_views_skip_a_video(synthetic_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    (root / "i3d_features/video_test_0000002.npy").unlink()
+    (root / "features/train/rgb/video_validation_0000005.npy").unlink()
+    dataset = {"root": str(root), "skip_missing": True}
+    student = load_stage_data(dataset, features_cfg("i3d_overlap"))
+    generator = load_stage_data(dataset, features_cfg("i3d_nonoverlap"))
+    assert student.skipped == {"test": ["video_test_0000002"]}
+    assert generator.skipped == {"train": ["video_validation_0000005"]}
+    align_skipped(generator, student)
+    for view in (generator, student):
+        assert "video_validation_0000005" not in [v.id for v in view.train_videos()]
+        assert "video_test_0000002" not in [v.id for v in view.test_videos()]
+        assert len(view.train_videos()) == 7 and len(view.test_videos()) == 3
+        train, test = validate_stage_data(view)
+        assert (train.videos, test.videos, train.skipped, test.skipped) == (7, 3, 1, 1)
+    assert [v.id for v in generator.train_videos()] == [v.id for v in student.train_videos()]
 
 
 # ---------------------------------------------------------------- generator data

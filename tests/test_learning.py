@@ -1,8 +1,12 @@
-"""Learning tests: real Lightning training on a small synthetic dataset must beat what the
-untrained models achieve on the same test videos."""
+"""Learning tests: real Lightning training on synthetic data must beat what the untrained
+generator achieves, and the student trained on pseudo labels must beat the generator."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +17,9 @@ from omegaconf import OmegaConf
 from fustal.config import CONFIG_DIR
 from fustal.data.dataset import load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
-from fustal.data.student_datamodule import PseudoLabelDataModule
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 from fustal.generator.module import GeneratorModule
-from fustal.metrics.results import proposals_to_results
 from fustal.pipeline.generator_stage import evaluate_generator, generator_proposals, proposal_params
-from fustal.pipeline.student_stage import evaluate_results, student_detections
-from fustal.student.module import StudentModule
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
@@ -78,38 +78,41 @@ def test_generator_learns_to_localize(root: Path) -> None:
     assert set(pseudo) == {v.id for v in dm.train_videos}
 
 
-def student_map(module: StudentModule, dm: PseudoLabelDataModule, data, use_ema: bool) -> float:
-    module.eval()
-    dets = student_detections(module, dm.predict_loader("test"), use_ema)
-    return evaluate_results(proposals_to_results(dets, data.classes), data, TIOU)["mAP@0.5"]
+def run_default_pipeline(tmp: Path, *overrides: str) -> dict:
+    """``python -m fustal.train`` on the embedded synthetic default (what ``make demo`` runs);
+    returns its ``metrics.json``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "fustal.train",
+        f"paths.data_dir={tmp / 'data'}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"hydra.run.dir={tmp / 'run'}",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "plot_videos=0",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads((tmp / "run" / "metrics.json").read_text())
+
+
+def test_student_on_pseudo_labels_beats_the_generator(tmp_path: Path) -> None:
+    """FuSTAL's claim at small scale: the student trained on the generator's filtered pseudo
+    labels localizes the test videos better than the generator itself."""
+    metrics = run_default_pipeline(tmp_path)
+    generator = metrics["generator.test"]["avg"]
+    student = metrics["student.test"]["avg"]
+    student_ema = metrics["student_ema.test"]["avg"]
+    assert generator > 0.2, metrics["generator.test"]
+    assert student > generator, (generator, student)
+    assert student_ema > generator + 0.02, (generator, student_ema)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("epochs", [12])
-def test_student_learns_from_ground_truth(root: Path, epochs: int) -> None:
-    torch.manual_seed(0)
-    data = stage(root, "i3d_overlap")
-    model = {
-        "embd_dim": 32,
-        "fpn_dim": 32,
-        "head_dim": 32,
-        "sgp_mlp_dim": 64,
-        "arch": [2, 2, 3],
-        "max_seq_len": 384,
-        "regression_ranges": [[0, 4], [4, 8], [8, 16], [16, 10000]],
-    }
-    dm = PseudoLabelDataModule(data, None, 384, 8, batch_size=4, eval_batch_size=4)
-    module = StudentModule(
-        feature_dim=32,
-        num_classes=3,
-        model=model,
-        lr=1e-3,
-        max_epochs=epochs,
-        epochs_pseudo=epochs,
-        ema_decay=None,
-    )
-    before = student_map(module, dm, data, use_ema=False)
-    trainer(max_epochs=epochs, gradient_clip_val=1.0).fit(module, datamodule=dm)
-    after = student_map(module, dm, data, use_ema=False)
-    assert after > before + 0.3, (before, after)
-    assert after > 0.35
+def test_student_learns_from_ground_truth(tmp_path: Path) -> None:
+    """The fully supervised upper bound on the same data and code reaches a high mAP@0.5."""
+    metrics = run_default_pipeline(tmp_path, "supervision=full")
+    assert metrics["student.test"]["mAP@0.5"] > 0.5, metrics["student.test"]

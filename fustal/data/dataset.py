@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class SubsetSummary:
+    """Statistics of one subset: counts and feature length / dimension."""
+
+    subset: str
+    videos: int
+    instances: int
+    classes_present: int
+    lengths: np.ndarray
+    dim: int
+    skipped: int
+
+
+@dataclass
 class StageData:
     """Annotations and features one stage reads (generator: non-overlapping layout, student:
     overlapping layout), with the train/test subset names of that annotation file."""
@@ -27,6 +40,7 @@ class StageData:
     train_subset: str
     test_subset: str
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    summaries: list[SubsetSummary] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -59,11 +73,15 @@ def load_stage_data(
     dataset_cfg: Mapping[str, Any],
     features_cfg: Mapping[str, Any],
     classes: Sequence[str] | None = None,
+    validate: bool = True,
 ) -> StageData:
     """Build a :class:`StageData` from the ``dataset`` config and one ``features`` layout config.
 
     Files named in ``features_cfg`` are relative to ``dataset.root``. Missing feature files are an
     error naming the video, or are skipped with a counted warning when ``dataset.skip_missing``.
+    A training video without any annotated action is an error (it has no video-level label).
+    With ``validate`` every feature file is read and checked (:func:`validate_stage_data`), so
+    bad input fails here, before any training starts.
     """
     if dataset_cfg.get("root") is None:
         raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
@@ -108,28 +126,51 @@ def load_stage_data(
                 subset,
             )
             data.skipped[subset.lower()] = [v.id for v in missing]
+    unlabelled = [v.id for v in data.train_videos() if v.num_segments == 0]
+    if unlabelled:
+        raise FustalError(
+            f"{annotations.source}: video {unlabelled[0]} ({train_subset}): no annotated action"
+            f" ({len(unlabelled)} training videos have none); weak supervision needs at least"
+            " one video-level label per training video"
+        )
+    if validate:
+        validate_stage_data(data)
     return data
 
 
-@dataclass
-class SubsetSummary:
-    """Statistics of one subset: counts and feature length / dimension."""
-
-    subset: str
-    videos: int
-    instances: int
-    classes_present: int
-    lengths: np.ndarray
-    dim: int
-    skipped: int
+def align_skipped(first: StageData, second: StageData) -> None:
+    """Skip in both views every video that one of them skips (``dataset.skip_missing``), so that
+    two feature layouts of one dataset train and test on the same videos."""
+    for a, b in ((first, second), (second, first)):
+        for subset_a, subset_b in (
+            (a.train_subset, b.train_subset),
+            (a.test_subset, b.test_subset),
+        ):
+            ids = set(a.skipped.get(subset_a.lower(), ())) - set(
+                b.skipped.get(subset_b.lower(), ())
+            )
+            extra = [v.id for v in b.annotations.subset(subset_b) if v.id in ids]
+            if extra:
+                log.warning(
+                    "%s: also skipping %d '%s' videos that lack %s features",
+                    b.annotations.source,
+                    len(extra),
+                    subset_b,
+                    a.features.layout,
+                )
+                b.skipped.setdefault(subset_b.lower(), []).extend(extra)
+                b.summaries = None
 
 
 def validate_stage_data(data: StageData) -> list[SubsetSummary]:
     """Read every feature file of the train and test subsets and check it (readable ``.npy``,
     rank 2, non-empty, finite, streams of equal length, one dimension for all videos).
 
-    Raises :class:`FustalError` naming the first bad file or video; returns per-subset summaries.
+    Raises :class:`FustalError` naming the first bad file or video; returns per-subset summaries
+    (kept in ``data.summaries``: a second call reads nothing).
     """
+    if data.summaries is not None:
+        return data.summaries
     summaries = []
     dim: int | None = None
     first_file: Path | None = None
@@ -157,4 +198,5 @@ def validate_stage_data(data: StageData) -> list[SubsetSummary]:
                 skipped=len(data.skipped.get(subset.lower(), ())),
             )
         )
+    data.summaries = summaries
     return summaries

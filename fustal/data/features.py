@@ -25,6 +25,7 @@ from fustal.data.annotations import Video
 from fustal.errors import FustalError
 
 LAYOUTS = ("nonoverlap", "overlap", "resized")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -114,17 +115,15 @@ class FeatureSpec:
 
     def load(self, video: Video) -> np.ndarray:
         """Read, check and concatenate a video's features: ``[T, D]`` float32."""
-        arrays = [_read_npy(f) for f in self.files(video)]
-        lengths = {a.shape[0] for a in arrays}
-        if len(lengths) > 1:
-            names = ", ".join(
-                f"{f.name}: {a.shape[0]}" for f, a in zip(self.files(video), arrays, strict=True)
-            )
+        files = self.files(video)
+        arrays = [_read_npy(f) for f in files]
+        if len({a.shape[0] for a in arrays}) > 1:
+            names = ", ".join(f"{f}: {a.shape[0]}" for f, a in zip(files, arrays, strict=True))
             raise FustalError(f"video {video.id}: streams have different lengths ({names})")
         feats = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
         if self.dim is not None and feats.shape[1] != self.dim:
             raise FustalError(
-                f"{self.files(video)[0]}: feature dimension {feats.shape[1]}, expected {self.dim}"
+                f"{files[0]}: feature dimension {feats.shape[1]}, expected {self.dim}"
             )
         return feats
 
@@ -145,6 +144,9 @@ def _read_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FustalError(f"{path}: feature file not found")
     try:
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise FustalError(f"{path}: not a readable .npy file (no NumPy header)")
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise FustalError(f"{path}: not a readable .npy file ({err})") from None

@@ -11,7 +11,13 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from fustal.data.dataset import StageData, SubsetSummary, load_stage_data, validate_stage_data
+from fustal.data.dataset import (
+    StageData,
+    SubsetSummary,
+    align_skipped,
+    load_stage_data,
+    validate_stage_data,
+)
 from fustal.errors import FustalError
 
 
@@ -47,6 +53,7 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
     resolve_dataset_root(cfg)
     student = load_stage_data(cfg.dataset, cfg.features.student)
     generator = load_stage_data(cfg.dataset, cfg.features.generator, classes=student.classes)
+    align_skipped(generator, student)
     return PipelineData(generator=generator, student=student)
 
 

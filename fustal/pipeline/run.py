@@ -63,8 +63,9 @@ def run_pipeline(cfg: DictConfig) -> dict:
     ctx = RunContext(cfg, output_dir(cfg), console)
     data = load_pipeline_data(cfg)
     outputs = run_stages(ctx, data)
-    if plot_videos > 0 and is_global_zero():
-        make_pictures(ctx, data, outputs)
+    if is_global_zero():
+        pictures = make_pictures(ctx, data, outputs) if plot_videos > 0 else []
+        log_run_summary(cfg, ctx.metrics, pictures)
     console.print(results_table(ctx.metrics, cfg.supervision))
     return ctx.metrics
 
@@ -164,30 +165,100 @@ def picture_inputs(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -
     return {"classes": classes, "videos": entries, "pseudo_label_pr": pr}, cas
 
 
-def make_pictures(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -> None:
-    """Write the picture inputs under ``RUN_DIR/pictures/``, draw the PNGs and log them to the
-    TensorBoard / W&B loggers of the run (rank 0 only)."""
+def make_pictures(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -> list[Path]:
+    """Write the picture inputs under ``RUN_DIR/pictures/`` and draw the PNGs (rank 0 only);
+    return their paths."""
     inputs, cas = picture_inputs(ctx, data, outputs)
     folder = write_inputs(ctx.output_dir, inputs, cas)
     paths = draw_run(ctx.output_dir)
-    log_pictures(ctx.cfg, paths)
     ctx.console.print(f"pictures: {len(paths)} PNG files in {folder}")
+    return paths
 
 
-def log_pictures(cfg: DictConfig, paths: list[Path]) -> None:
-    """Log PNGs as images (tag ``pictures/<file stem>``) to the TensorBoard and W&B loggers."""
-    from matplotlib.image import imread
+def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> None:
+    """Log the run's results to the TensorBoard / W&B loggers (job ``summary``): test mAP per
+    tIoU and pseudo-label quality as tables and as ``<stage>/<subset>/<name>`` scalars, and the
+    pictures as images (tag ``pictures/<file stem>``)."""
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-    loggers = make_loggers(cfg, "pictures")
-    for logger in (lg for lg in loggers if isinstance(lg, TensorBoardLogger | WandbLogger)):
-        for path in paths:
-            tag = f"pictures/{path.stem}"
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
+    loggers = [
+        lg for lg in make_loggers(cfg, "summary") if isinstance(lg, TensorBoardLogger | WandbLogger)
+    ]
+    if not loggers:
+        return
+    tables = summary_tables(metrics)
+    scalars = {
+        f"{key.replace('.', '/')}/{name}": value
+        for key, node in flat_sections(metrics).items()
+        for name, value in node.items()
+        if isinstance(value, int | float)
+    }
+    for logger in loggers:
+        logger.log_metrics(scalars, step=0)
+        for name, (columns, rows) in tables.items():
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"tables/{name}", columns=columns, data=rows)
             else:
-                logger.log_image(key=tag, images=[str(path)])
+                header = " | ".join(columns)
+                lines = [header, " | ".join("---" for _ in columns)]
+                lines += [" | ".join(str(cell) for cell in row) for row in rows]
+                logger.experiment.add_text(f"tables/{name}", "\n".join(lines))
+        log_pictures(logger, pictures)
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+def flat_sections(metrics: dict) -> dict[str, dict]:
+    """``{"generator.test": {...}, "pseudo_labels.raw": {...}}`` from the nested metrics."""
+    out: dict[str, dict] = {}
+    for key, node in metrics.items():
+        if not isinstance(node, dict):
+            continue
+        if all(not isinstance(v, dict) for v in node.values()):
+            out[key] = node
+        else:
+            out.update({f"{key}.{k}": v for k, v in flat_sections(node).items()})
+    return out
+
+
+def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
+    """Tables ``name -> (columns, rows)``: ``test_map`` (one row per model, one column per tIoU)
+    and ``pseudo_label_quality`` (one row per raw / filtered)."""
+    sections = flat_sections(metrics)
+    tables: dict[str, tuple[list[str], list[list]]] = {}
+    models = {k: v for k, v in sections.items() if k.endswith(".test")}
+    if models:
+        names = list(next(iter(models.values())))
+        rows = [
+            [key, *(round(node.get(n, float("nan")), 6) for n in names)]
+            for key, node in models.items()
+        ]
+        tables["test_map"] = (["model", *names], rows)
+    quality = {
+        k: v for k, v in sections.items() if k in ("pseudo_labels.raw", "pseudo_labels.filtered")
+    }
+    if quality:
+        names = list(next(iter(quality.values())))
+        rows = [
+            [key.split(".")[-1], *(round(node.get(n, float("nan")), 6) for n in names)]
+            for key, node in quality.items()
+        ]
+        tables["pseudo_label_quality"] = (["pseudo_labels", *names], rows)
+    return tables
+
+
+def log_pictures(logger: object, paths: list[Path]) -> None:
+    """Log PNGs as images (tag ``pictures/<file stem>``) to a TensorBoard or W&B logger."""
+    from matplotlib.image import imread
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    for path in paths:
+        tag = f"pictures/{path.stem}"
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
+        else:
+            logger.log_image(key=tag, images=[str(path)])
 
 
 ROWS = (

@@ -67,8 +67,15 @@ def run_filter_stage(ctx: RunContext, data: StageData, pseudo_path: Path) -> dic
         for entry in entries:
             if entry["label"] not in classes:
                 raise FustalError(f"{pseudo_path}: video {vid}: unknown class '{entry['label']}'")
-    filtered, stats = filter_results(raw, cfg.filter.min_density, cfg.filter.min_score)
-    if stats["before"] and not stats["after"]:
+    try:
+        filtered, stats = filter_results(raw, cfg.filter.min_density, cfg.filter.min_score)
+    except FustalError as err:
+        raise FustalError(f"{pseudo_path}: {err}") from None
+    if not stats["before"]:
+        raise FustalError(
+            f"{pseudo_path}: no pseudo labels (nothing for the student to learn from)"
+        )
+    if not stats["after"]:
         raise FustalError(
             f"filter={cfg.filter.name}: no pseudo label passes"
             f" (min_density={cfg.filter.min_density}, min_score={cfg.filter.min_score})"
