@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,9 @@ def arange_thresholds(spec: Any) -> np.ndarray:
     if isinstance(spec, dict):
         return np.arange(spec["start"], spec["stop"], spec["step"])
     return np.asarray(spec, dtype=np.float64)
+
+
+def make_console() -> Console:
+    """A rich console: the terminal's width, or 120 columns when the output is not a terminal
+    (logs, pipes, CI), so that tables are not squeezed to 80 columns."""
+    return Console(width=None if sys.stdout.isatty() else 120)

@@ -22,14 +22,18 @@ dimension or on other classes than the dataset's: one line ``error: ...``, exit 
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
-from fustal.config import CONFIG_DIR, print_config_tree, register_resolvers, to_plain
+from fustal.config import (
+    CONFIG_DIR,
+    make_console,
+    print_config_tree,
+    register_resolvers,
+    to_plain,
+)
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
@@ -157,7 +161,7 @@ def run(cfg: DictConfig) -> dict:
             "ckpt_path: not set (python -m fustal.evaluate ckpt_path=PATH/student.ckpt"
             " [+experiment=NAME])"
         )
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = make_console()
     ckpt = load_checkpoint(
         str(cfg.ckpt_path), {"student": {"inference": to_plain(cfg.student.inference)}}
     )

@@ -27,7 +27,6 @@ config group).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from fustal.config import CONFIG_DIR, register_resolvers
+from fustal.config import CONFIG_DIR, make_console, register_resolvers
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
@@ -268,7 +267,7 @@ def run(cfg: DictConfig) -> dict:
     out = Path(str(cfg.out)).expanduser()
     if out.is_dir():
         raise FustalError(f"out: {out} is a folder; name the results file (out=FILE.json)")
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = make_console()
     ckpt = load_checkpoint(str(cfg.ckpt_path))
     console.print(f"predict: {ckpt.describe()}")
     folder = Path(str(cfg.features)).expanduser()

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from fustal.config import make_console
 from fustal.data.annotations import load_annotations
 from fustal.errors import exit_on_error
 from fustal.metrics.detection import detection_map
@@ -49,7 +50,6 @@ def score(gt_path: str, pred_path: str, subset: str, tiou: Sequence[float]) -> d
 
 def print_table(result: dict[str, float], title: str) -> None:
     """Rich table: one row per threshold, then the average, in percent."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -58,7 +58,7 @@ def print_table(result: dict[str, float], title: str) -> None:
     for key, value in result.items():
         name = "avg" if key == "avg" else key.removeprefix("mAP@")
         table.add_row(name, f"{100 * value:.2f}")
-    Console().print(table)
+    make_console().print(table)
 
 
 @exit_on_error

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from fustal.config import make_console
 from fustal.errors import FustalError, exit_on_error
 from fustal.io import atomic_open
 
@@ -47,14 +48,20 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
-    """(setting, flat metrics) for every finished job below ``sweep_dir``."""
-    jobs = []
+    """(setting, flat metrics) for every finished job below ``sweep_dir``. A setting is the
+    job's overrides that vary across the sweep, ``seed`` excluded (overrides shared by every job
+    would only repeat on each row)."""
+    found = []
     for metrics_path in sorted(sweep_dir.glob("*/metrics.json")):
         overrides_path = metrics_path.parent / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
-        setting = " ".join(o for o in overrides if not o.lstrip("+~").startswith("seed="))
-        jobs.append((setting or "(defaults)", flatten(json.loads(metrics_path.read_text()))))
-    return jobs
+        kept = [o for o in overrides if not o.lstrip("+~").startswith("seed=")]
+        found.append((kept, flatten(json.loads(metrics_path.read_text()))))
+    shared = set.intersection(*(set(kept) for kept, _ in found)) if len(found) > 1 else set()
+    return [
+        (" ".join(o for o in kept if o not in shared) or "(defaults)", metrics)
+        for kept, metrics in found
+    ]
 
 
 def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
     rows = summarize(args.sweep_dir)
-    Console().print(summary_table(rows))
+    make_console().print(summary_table(rows))
     print(f"wrote {args.sweep_dir / 'summary.csv'}")
 
 

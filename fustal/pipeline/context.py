@@ -4,7 +4,9 @@ periodic evaluation, per-epoch reseeding, stage-dir lookup."""
 from __future__ import annotations
 
 import logging
+import netrc
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,6 +29,17 @@ log = logging.getLogger(__name__)
 
 # Trainer options that change nothing a stage computes (kept out of cache keys).
 COSMETIC_TRAINER_KEYS = ("enable_progress_bar", "log_every_n_steps")
+# Fault injection for the resume tests: ``FUSTAL_FAULT_AT=<stage>:<point>`` SIGKILLs the run there.
+FAULT_ENV = "FUSTAL_FAULT_AT"
+
+
+def fault_point(stage: str, point: str) -> None:
+    """Fault-injection hook for testing: kill this process with SIGKILL (no cleanup, no
+    ``finally``) when ``$FUSTAL_FAULT_AT`` is ``<stage>:<point>``. Points: ``step<N>`` after
+    optimizer step N of a training, ``fitted`` after training, ``written`` after a stage's
+    artifacts are written (before its manifest)."""
+    if os.environ.get(FAULT_ENV) == f"{stage}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def is_global_zero() -> bool:
@@ -99,6 +112,16 @@ class EpochReseed(pl.Callback):
         pl.seed_everything(self.seed * 1_000 + trainer.current_epoch * 7 + rank, verbose=False)
 
 
+class FaultInjection(pl.Callback):
+    """Calls :func:`fault_point` with ``step<global step>`` after every training batch."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        fault_point(self.stage, f"step{trainer.global_step}")
+
+
 class PeriodicEvaluation(pl.Callback):
     """Run ``evaluate(module) -> {name: value}`` every ``every_n_steps`` optimizer steps and at
     the end of training, and log the results under ``prefix``."""
@@ -121,10 +144,11 @@ class PeriodicEvaluation(pl.Callback):
             metrics = self.evaluate(pl_module)
         pl_module.train(was_training)
         self.history.append((trainer.global_step, metrics))
-        if trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics(
-                {f"{self.prefix}/{k}": v for k, v in metrics.items()}, step=trainer.global_step
-            )
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {f"{self.prefix}/{k}": v for k, v in metrics.items()}, step=trainer.global_step
+                )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
@@ -147,27 +171,52 @@ def gather_dict(local: dict) -> dict:
 
 
 def make_loggers(cfg: DictConfig, stage: str) -> list:
-    """Instantiate the ``logger`` group (csv / tensorboard / wandb) for one stage."""
+    """Instantiate the ``logger`` group (csv / tensorboard / wandb) for one stage: csv and
+    tensorboard write one version folder per stage, W&B logs every stage of a run into one W&B
+    run (metric names carry the stage prefix, the x-axis is ``trainer/global_step``)."""
     loggers = []
     for name, spec in (cfg.get("logger") or {}).items():
-        kwargs: dict[str, Any] = {}
         if name == "wandb":
-            kwargs["offline"] = (
-                spec.get("offline")
-                if spec.get("offline") is not None
-                else (
-                    os.environ.get("WANDB_MODE") == "offline" or not os.environ.get("WANDB_API_KEY")
-                )
-            )
-            kwargs["name"] = spec.get("name") or wandb_run_name(cfg)
-            kwargs["job_type"] = stage
-            # ``config`` is also the name of instantiate's first parameter: pass it afterwards
-            make = hydra.utils.instantiate(spec, _partial_=True, **kwargs)
-            loggers.append(make(config=to_plain(cfg)))
-            continue
-        kwargs["version"] = stage
-        loggers.append(hydra.utils.instantiate(spec, **kwargs))
+            loggers.append(make_wandb_logger(cfg, spec))
+        else:
+            loggers.append(hydra.utils.instantiate(spec, version=stage))
     return loggers
+
+
+def wandb_offline(spec: DictConfig) -> bool:
+    """``logger.wandb.offline`` if set, else offline unless the user has W&B credentials
+    (``WANDB_API_KEY`` or a ``wandb login`` entry in ~/.netrc); ``WANDB_MODE=offline`` wins."""
+    if spec.get("offline") is not None:
+        return bool(spec.offline)
+    if os.environ.get("WANDB_MODE") == "offline":
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+def make_wandb_logger(cfg: DictConfig, spec: DictConfig) -> Any:
+    """A WandbLogger on the run's W&B run, started by the first stage and reused by the later
+    ones; a run left open by an earlier job of the same process (multirun) is finished first."""
+    import wandb
+
+    config = to_plain(cfg)
+    run = wandb.run
+    if run is not None:
+        if run.config.get("paths", {}).get("output_dir") == config["paths"]["output_dir"]:
+            return hydra.utils.instantiate(spec, _partial_=True)(experiment=run)
+        wandb.finish()
+    make = hydra.utils.instantiate(
+        spec,
+        _partial_=True,
+        offline=wandb_offline(spec),
+        name=spec.get("name") or wandb_run_name(cfg),
+    )
+    # ``config`` is also the name of instantiate's first parameter: pass it afterwards
+    return make(config=config)
 
 
 def wandb_run_name(cfg: DictConfig) -> str | None:
@@ -182,15 +231,19 @@ def wandb_run_name(cfg: DictConfig) -> str | None:
 
 def make_trainer(cfg: DictConfig, stage: str, callbacks: list, **kwargs: Any) -> pl.Trainer:
     """A Trainer from the ``trainer`` group plus stage-specific arguments."""
-    from pytorch_lightning.callbacks import RichProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
 
     options = to_plain(cfg.trainer)
+    callbacks = [*callbacks, FaultInjection(stage)]
     if options.get("enable_progress_bar", True):
         callbacks = [*callbacks, RichProgressBar(leave=True)]
+    loggers = make_loggers(cfg, stage)
+    if loggers:
+        callbacks = [*callbacks, LearningRateMonitor(logging_interval="step")]
     return pl.Trainer(
         **options,
         callbacks=callbacks,
-        logger=make_loggers(cfg, stage) or False,
+        logger=loggers or False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,

@@ -30,6 +30,7 @@ from fustal.pipeline.context import (
     PeriodicEvaluation,
     RunContext,
     dataset_identity,
+    fault_point,
     gather_dict,
     is_global_zero,
     make_trainer,
@@ -153,6 +154,7 @@ def run_generator_stage(ctx: RunContext, data: StageData) -> dict[str, Any]:
             ctx.console.print(f"[green]generator: reusing {sdir.path}[/green]")
         else:
             _train_generator(ctx, data, sdir.path, tiou)
+            fault_point("generator", "written")
             if is_global_zero():
                 sdir.commit(ARTIFACTS, {"generator": to_plain(gcfg), "seed": cfg.seed})
     if is_global_zero():
@@ -226,7 +228,7 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     if last.is_file():
         ctx.console.print(f"generator: resuming from {last}")
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-
+    fault_point("generator", "fitted")
     tmp = out / ".generator.ckpt.tmp"
     trainer.save_checkpoint(tmp)
     if is_global_zero():

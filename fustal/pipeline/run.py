@@ -4,7 +4,6 @@ the end-of-run summary table."""
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
-from fustal.config import print_config_tree
+from fustal.config import make_console, print_config_tree
 from fustal.errors import FustalError
 from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
 from fustal.pipeline.context import RunContext, is_global_zero, make_loggers
@@ -54,7 +52,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
     plot_videos = cfg.plot_videos
     if isinstance(plot_videos, bool) or not (isinstance(plot_videos, int) and plot_videos >= 0):
         raise FustalError(f"plot_videos: expected an integer >= 0, got {plot_videos!r}")
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = make_console()
     print_config_tree(cfg, console=console)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.stage == "data":

@@ -35,6 +35,7 @@ from fustal.pipeline.context import (
     EpochReseed,
     RunContext,
     dataset_identity,
+    fault_point,
     gather_dict,
     is_global_zero,
     make_trainer,
@@ -83,6 +84,7 @@ def run_filter_stage(ctx: RunContext, data: StageData, pseudo_path: Path) -> dic
             " or filter.min_density, or use filter=none"
         )
     ctx.write_json("pseudo_labels.filtered.json", filtered)
+    fault_point("filter", "written")
     tiou = list(cfg.dataset.tiou_thresholds)
     if "pseudo_labels.raw" not in ctx.metrics.get("pseudo_labels", {}):
         ctx.record("pseudo_labels.raw", score_results(raw, data.train_videos(), data.classes, tiou))
@@ -181,6 +183,7 @@ def run_student_stage(
         else:
             targets = None if full else results_to_targets(pseudo, data)
             _train_student(ctx, data, targets, sdir.path, full)
+            fault_point("student", "written")
             if is_global_zero():
                 sdir.commit(
                     ARTIFACTS,
@@ -251,6 +254,7 @@ def _train_student(
     if last.is_file():
         ctx.console.print(f"student: resuming from {last}")
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    fault_point("student", "fitted")
     tmp = out / ".student.ckpt.tmp"
     trainer.save_checkpoint(tmp)
     if is_global_zero():
