@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +45,19 @@ def wandb_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     yield
+
+
+def run_fustal(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m fustal.<module> ARGS`` in a subprocess as a user runs it: one torch thread,
+    offline W&B, unbuffered wide output, no debug tracebacks."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline",
+        "COLUMNS": "200",
+    }
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("FUSTAL_DEBUG", None)
+    cmd = [sys.executable, "-m", f"fustal.{module}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

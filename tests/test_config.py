@@ -436,3 +436,21 @@ def test_train_missing_dataset_root(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "/nonexistent" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("submitit_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+    ],
+)
+def test_sweep_launchers_compose(hydra_context: None, launcher: str, target: str) -> None:
+    cfg = compose(
+        "train",
+        overrides=[f"hydra/launcher={launcher}", "paths.output_dir=/tmp/unused"],
+        return_hydra_config=True,
+    )
+    assert cfg.hydra.launcher._target_ == target
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "fustal.summarize.SweepSummaryCallback"

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import run_fustal
 from tests.test_pipeline import TINY, run_train
 
 MAX_SEQ_LEN = int(next(o for o in TINY if o.startswith("student.model.max_seq_len=")).split("=")[1])
@@ -43,16 +42,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return Pipeline(tmp, metrics, student, generator, data_root)
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.pop("FUSTAL_DEBUG", None)
-    cmd = [sys.executable, "-m", f"fustal.{module}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-
-
 def run_evaluate(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    return run_module(
+    return run_fustal(
         "evaluate",
         *TINY,
         f"paths.data_dir={p.tmp / 'data'}",
@@ -63,7 +54,7 @@ def run_evaluate(p: Pipeline, run: str, *overrides: str) -> subprocess.Completed
 
 
 def run_predict(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    return run_module("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
+    return run_fustal("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
 
 
 def assert_same_metrics(got: dict, want: dict) -> None:
@@ -220,7 +211,7 @@ def test_help() -> None:
         ("evaluate", ["fustal.evaluate", "ckpt_path", "experiment:", "student:"]),
         ("predict", ["fustal.predict", "ckpt_path", "features", "stride_frames"]),
     ):
-        proc = run_module(module, "--help")
+        proc = run_fustal(module, "--help")
         assert proc.returncode == 0, proc.stderr[-3000:]
         for needle in needles:
             assert needle in proc.stdout, (module, needle)

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.conftest import run_fustal
 from tests.test_pipeline import TINY, run_train
 
 
 def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "fustal.train",
+    """``python -m fustal.train -m`` at the TINY sizes, sweep dir ``tmp/sweep``."""
+    return run_fustal(
+        "train",
         "-m",
         *TINY,
         "plot_videos=0",
@@ -26,8 +23,8 @@ def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
         f"paths.cache_dir={tmp / 'cache'}",
         f"hydra.sweep.dir={tmp / 'sweep'}",
         *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        timeout=900,
+    )
 
 
 def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(tmp_path: Path) -> None:
@@ -59,12 +56,7 @@ def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(tmp_path:
     assert fustal_row["runs"] == "1"
     assert float(fustal_row["student_ema.test.avg.mean"]) == jobs[0]["student_ema"]["test"]["avg"]
 
-    again = subprocess.run(
-        [sys.executable, "-m", "fustal.summarize", str(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_fustal("summarize", str(sweep))
     assert again.returncode == 0, again.stderr
     assert "filter=none" in again.stdout
 

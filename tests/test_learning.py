@@ -4,9 +4,6 @@ generator achieves, and the student trained on pseudo labels must beat the gener
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from fustal.data.generator_datamodule import GeneratorDataModule
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 from fustal.generator.module import GeneratorModule
 from fustal.pipeline.generator_stage import evaluate_generator, generator_proposals, proposal_params
+from tests.conftest import run_fustal
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
@@ -81,11 +79,8 @@ def test_generator_learns_to_localize(root: Path) -> None:
 def run_default_pipeline(tmp: Path, *overrides: str) -> dict:
     """``python -m fustal.train`` on the embedded synthetic default (what ``make demo`` runs);
     returns its ``metrics.json``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "fustal.train",
+    proc = run_fustal(
+        "train",
         f"paths.data_dir={tmp / 'data'}",
         f"paths.cache_dir={tmp / 'cache'}",
         f"hydra.run.dir={tmp / 'run'}",
@@ -93,8 +88,8 @@ def run_default_pipeline(tmp: Path, *overrides: str) -> dict:
         "logger=none",
         "plot_videos=0",
         *overrides,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return json.loads((tmp / "run" / "metrics.json").read_text())
 

@@ -4,12 +4,12 @@ real files), at tiny sizes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_fustal
 
 TINY = [
     "dataset.synthetic.num_classes=3",
@@ -40,18 +40,15 @@ MAP_KEYS = [f"mAP@{t}" for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)] + ["avg"]
 
 
 def run_train(tmp: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "fustal.train",
+    """``python -m fustal.train`` at the TINY sizes, data, cache and run dir under ``tmp``."""
+    return run_fustal(
+        "train",
         *TINY,
         f"paths.data_dir={tmp / 'data'}",
         f"paths.cache_dir={tmp / 'cache'}",
         f"hydra.run.dir={tmp / run}",
         *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    )
 
 
 def check_map(section: dict) -> None:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
-from fustal.data.sampling import EpochSampler, item_rng, split_key
+from fustal.data.sampling import EpochSampler, item_rng, rank_batch_size, split_key
 
 
 class GeneratorVideos(Dataset):
@@ -103,7 +103,11 @@ class GeneratorDataModule(pl.LightningDataModule):
         dataset = GeneratorVideos(self.data, videos, self.num_segments, train, self.seed)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=(
+                rank_batch_size(self.batch_size, "generator.batch_size")
+                if train
+                else self.eval_batch_size
+            ),
             sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,

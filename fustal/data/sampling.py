@@ -14,12 +14,27 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from fustal.errors import FustalError
+
 
 def world() -> tuple[int, int]:
     """(rank, world size) of the default process group, (0, 1) without one."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_batch_size(batch_size: int, key: str) -> int:
+    """This process's share of the global training batch ``batch_size`` (config ``key``): with
+    the rank-strided shards of :class:`EpochSampler`, a DDP run then steps through the same
+    batches as one process."""
+    _, size = world()
+    if batch_size % size:
+        raise FustalError(
+            f"{key}={batch_size} is the global batch size: it must be a multiple of the"
+            f" {size} DDP processes"
+        )
+    return batch_size // size
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

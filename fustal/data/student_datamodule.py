@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
-from fustal.data.sampling import EpochSampler, item_rng, split_key
+from fustal.data.sampling import EpochSampler, item_rng, rank_batch_size, split_key
 
 Targets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # vid -> (segments_s [M, 2], labels [M])
 
@@ -200,7 +200,11 @@ class PseudoLabelDataModule(pl.LightningDataModule):
         )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=(
+                rank_batch_size(self.batch_size, "student.batch_size")
+                if train
+                else self.eval_batch_size
+            ),
             sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
             drop_last=False,
             num_workers=self.num_workers,

@@ -10,10 +10,12 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -26,6 +28,7 @@ from fustal.io import write_json
 from fustal.pipeline.cache import StageDir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Trainer options that change nothing a stage computes (kept out of cache keys).
 COSMETIC_TRAINER_KEYS = ("enable_progress_bar", "log_every_n_steps")
@@ -92,24 +95,56 @@ def stage_dir(ctx: RunContext, stage: str, *parts: Any) -> StageDir:
     return StageDir(ctx.output_dir / stage, stage, key, reusable=False)
 
 
+def is_distributed() -> bool:
+    """True inside a process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def broadcast_from_zero(value: T) -> T:
+    """Rank 0's ``value``, on every rank (identity without a process group)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (no-op without a process group)."""
+    if is_distributed():
+        dist.barrier()
+
+
 @contextmanager
-def stage_lock(sdir: StageDir) -> Iterator[None]:
-    """Serialize runs sharing a stage dir; DDP worker processes (launched while rank 0 holds the
-    lock) do not take it."""
+def stage_lock(sdir: StageDir) -> Iterator[bool]:
+    """Hold a stage dir for this run; yields whether its artifacts can be reused.
+
+    Rank 0 takes the file lock (serializing runs that share the dir) and checks the entry (a
+    corrupt one is discarded there); every rank gets that verdict. Leaving the block waits for
+    every rank, so what rank 0 wrote inside it is there for all of them afterwards."""
     with sdir.lock() if is_global_zero() else nullcontext():
-        yield
+        yield broadcast_from_zero(sdir.complete() if is_global_zero() else False)
+        barrier()
 
 
-class EpochReseed(pl.Callback):
-    """Seed the global RNGs from ``(seed, epoch)`` at every epoch start, so that dropout and
-    snippet mining replay identically after resuming from an epoch-boundary checkpoint."""
+class BatchReseed(pl.Callback):
+    """Seed the global RNGs (torch, numpy, random) from ``(seed, epoch, batch, rank)`` before
+    every training batch. Dropout and snippet mining are then a function of the position in
+    training, whatever else drew random numbers in between (a DataLoader draws its base seed
+    when its iterator is created, which Lightning does at a different point of a resumed epoch
+    than of an uninterrupted one), so a resumed run replays exactly what an uninterrupted one
+    does."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         rank, _ = world()
-        pl.seed_everything(self.seed * 1_000 + trainer.current_epoch * 7 + rank, verbose=False)
+        entropy = [self.seed % 2**32, trainer.current_epoch, batch_idx, rank]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        pl.seed_everything(seed, verbose=False)
 
 
 class FaultInjection(pl.Callback):
@@ -120,6 +155,41 @@ class FaultInjection(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         fault_point(self.stage, f"step{trainer.global_step}")
+
+
+def seed_stage(seed: int) -> None:
+    """Seed the global RNGs before a stage builds its model, so that its initialization does not
+    depend on what ran earlier in the process (a stage trained, resumed or reused)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+class LastCheckpoint(pl.Callback):
+    """Save the whole training state (weights, EMA, buffers, optimizer, schedulers, loop
+    progress) to ``path`` every ``every_n_epochs`` epochs and when training ends. Written to a
+    temp file and renamed, so a kill leaves the previous checkpoint or the new one, never a
+    partial file. (Lightning's ``ModelCheckpoint`` with ``save_top_k=0`` saves ``last.ckpt``
+    only at the end of training.)"""
+
+    def __init__(self, path: Path, every_n_epochs: int = 1) -> None:
+        self.path = Path(path)
+        self.every_n_epochs = every_n_epochs
+        self.saved_step = -1
+
+    def save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == self.saved_step:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self.saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
 
 
 class PeriodicEvaluation(pl.Callback):
@@ -159,15 +229,14 @@ class PeriodicEvaluation(pl.Callback):
 
 
 def gather_dict(local: dict) -> dict:
-    """Merge per-rank dicts on every rank (identity without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """Every rank's per-item dict merged, on every rank, in a single process's order: evaluation
+    shards are rank-strided (:class:`~fustal.data.sampling.EpochSampler`), so the ranks' items
+    interleave (identity without a process group)."""
+    if not is_distributed():
         return local
-    parts: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
-    dist.all_gather_object(parts, local)
-    merged: dict = {}
-    for part in parts:
-        merged.update(part)
-    return merged
+    parts: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(parts, list(local.items()))
+    return dict(item for row in zip_longest(*parts) for item in row if item is not None)
 
 
 def make_loggers(cfg: DictConfig, stage: str) -> list:
@@ -244,6 +313,8 @@ def make_trainer(cfg: DictConfig, stage: str, callbacks: list, **kwargs: Any) ->
         **options,
         callbacks=callbacks,
         logger=loggers or False,
+        # the stages save their own checkpoints (LastCheckpoint) into their stage dirs
+        enable_checkpointing=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -26,7 +25,8 @@ from fustal.metrics.quality import pseudo_label_quality
 from fustal.metrics.results import gt_to_detections, proposals_to_results, results_to_detections
 from fustal.metrics.torchmetric import DetectionMAP
 from fustal.pipeline.context import (
-    EpochReseed,
+    BatchReseed,
+    LastCheckpoint,
     PeriodicEvaluation,
     RunContext,
     dataset_identity,
@@ -34,6 +34,7 @@ from fustal.pipeline.context import (
     gather_dict,
     is_global_zero,
     make_trainer,
+    seed_stage,
     stage_dir,
     stage_lock,
     trainer_identity,
@@ -149,8 +150,8 @@ def run_generator_stage(ctx: RunContext, data: StageData) -> dict[str, Any]:
         trainer_identity(cfg),
     )
     tiou = list(cfg.dataset.tiou_thresholds)
-    with stage_lock(sdir):
-        if sdir.complete():
+    with stage_lock(sdir) as reuse:
+        if reuse:
             ctx.console.print(f"[green]generator: reusing {sdir.path}[/green]")
         else:
             _train_generator(ctx, data, sdir.path, tiou)
@@ -177,6 +178,7 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         cfg.num_workers,
         seed=cfg.seed,
     )
+    seed_stage(cfg.seed)
     module = GeneratorModule(
         feature_dim=feature_dim(data),
         num_classes=data.num_classes,
@@ -208,10 +210,8 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         )
 
     steps_per_epoch = max(len(dm.train_dataloader()), 1)
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        save_last=True,
-        save_top_k=0,
+    ckpt = LastCheckpoint(
+        out / "checkpoints" / "last.ckpt",
         every_n_epochs=max(1, round(gcfg.val_every / steps_per_epoch)),
     )
     trainer = make_trainer(
@@ -219,12 +219,12 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         "generator",
         [
             ckpt,
-            EpochReseed(cfg.seed),
+            BatchReseed(cfg.seed),
             PeriodicEvaluation(evaluate, gcfg.val_every, "generator/test"),
         ],
         max_steps=gcfg.max_steps,
     )
-    last = out / "checkpoints" / "last.ckpt"
+    last = ckpt.path
     if last.is_file():
         ctx.console.print(f"generator: resuming from {last}")
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)

@@ -18,6 +18,7 @@ from fustal.errors import FustalError
 from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
 from fustal.pipeline.context import RunContext, is_global_zero, make_loggers
 from fustal.pipeline.data import PipelineData, load_pipeline_data, run_data_stage
+from fustal.pipeline.distributed import distributed_run
 from fustal.viz.pr import pr_summary
 from fustal.viz.rundir import draw_run, segment_entries, write_inputs
 
@@ -60,7 +61,8 @@ def run_pipeline(cfg: DictConfig) -> dict:
 
     ctx = RunContext(cfg, output_dir(cfg), console)
     data = load_pipeline_data(cfg)
-    outputs = run_stages(ctx, data)
+    with distributed_run(cfg):
+        outputs = run_stages(ctx, data)
     if is_global_zero():
         pictures = make_pictures(ctx, data, outputs) if plot_videos > 0 else []
         log_run_summary(cfg, ctx.metrics, pictures)

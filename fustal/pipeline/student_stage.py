@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from fustal.config import to_plain
@@ -32,13 +31,15 @@ from fustal.metrics.results import (
 )
 from fustal.pipeline.cache import file_digest
 from fustal.pipeline.context import (
-    EpochReseed,
+    BatchReseed,
+    LastCheckpoint,
     RunContext,
     dataset_identity,
     fault_point,
     gather_dict,
     is_global_zero,
     make_trainer,
+    seed_stage,
     stage_dir,
     stage_lock,
     trainer_identity,
@@ -177,8 +178,8 @@ def run_student_stage(
         cfg.seed,
         trainer_identity(cfg),
     )
-    with stage_lock(sdir):
-        if sdir.complete():
+    with stage_lock(sdir) as reuse:
+        if reuse:
             ctx.console.print(f"[green]student: reusing {sdir.path}[/green]")
         else:
             targets = None if full else results_to_targets(pseudo, data)
@@ -223,6 +224,7 @@ def _train_student(
         augment=to_plain(scfg.augment),
         seed=cfg.seed,
     )
+    seed_stage(cfg.seed)
     module = StudentModule(
         feature_dim=feature_dim(data),
         num_classes=data.num_classes,
@@ -240,17 +242,15 @@ def _train_student(
         classes=data.classes,
         feature_timing=feature_timing(data),
     )
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
-    )
+    ckpt = LastCheckpoint(out / "checkpoints" / "last.ckpt")
     trainer = make_trainer(
         cfg,
         "student",
-        [ckpt, EpochReseed(cfg.seed)],
+        [ckpt, BatchReseed(cfg.seed)],
         max_epochs=epochs,
         gradient_clip_val=scfg.gradient_clip_val,
     )
-    last = out / "checkpoints" / "last.ckpt"
+    last = ckpt.path
     if last.is_file():
         ctx.console.print(f"student: resuming from {last}")
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
