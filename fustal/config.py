@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,3 +79,29 @@ def make_console() -> Console:
     """A rich console: the terminal's width, or 120 columns when the output is not a terminal
     (logs, pipes, CI), so that tables are not squeezed to 80 columns."""
     return Console(width=None if sys.stdout.isatty() else 120)
+
+
+# keys of the train / evaluate configs that hold file-system paths
+PATH_KEYS = (
+    "paths.root_dir",
+    "paths.data_dir",
+    "paths.annotations_dir",
+    "paths.log_dir",
+    "paths.cache_dir",
+    "dataset.root",
+    "dataset.synthetic.annotation_file",
+    "pseudo_labels",
+    "ckpt_path",
+)
+
+
+def absolute_paths(cfg: DictConfig, keys: tuple[str, ...] = PATH_KEYS) -> None:
+    """Make the relative paths among ``keys`` absolute against the folder the command was started
+    from (Hydra's original working dir), so that ``hydra.job.chdir=true`` and the working dir of
+    DDP children or sweep jobs do not change what a path means."""
+    from hydra.utils import to_absolute_path
+
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            OmegaConf.update(cfg, key, to_absolute_path(value))

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fustal.config import (
     CONFIG_DIR,
+    absolute_paths,
     make_console,
     print_config_tree,
     register_resolvers,
@@ -182,6 +183,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    absolute_paths(cfg)
     run(cfg)
 
 

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from fustal.config import CONFIG_DIR, make_console, register_resolvers
+from fustal.config import CONFIG_DIR, absolute_paths, make_console, register_resolvers
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
@@ -290,6 +290,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=None, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
+    absolute_paths(cfg, ("ckpt_path", "features", "out", "durations"))
     run(cfg)
 
 

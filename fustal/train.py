@@ -12,7 +12,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import CONFIG_DIR, register_resolvers
+from fustal.config import CONFIG_DIR, absolute_paths, register_resolvers
 from fustal.errors import exit_on_error
 from fustal.io import ensure_writable_dir
 
@@ -41,6 +41,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
+    absolute_paths(cfg)
     run(cfg)
 
 

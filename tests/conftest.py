@@ -47,7 +47,9 @@ def wandb_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def run_fustal(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_fustal(
+    module: str, *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """``python -m fustal.<module> ARGS`` in a subprocess as a user runs it: one torch thread,
     offline W&B, unbuffered wide output, no debug tracebacks."""
     env = {
@@ -60,4 +62,4 @@ def run_fustal(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("FUSTAL_DEBUG", None)
     cmd = [sys.executable, "-m", f"fustal.{module}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)

@@ -103,3 +103,25 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
         generator.Tags()["scalars"]
     )
     assert (run / "csv" / "student" / "metrics.csv").is_file()
+
+
+def test_relative_paths_mean_the_same_with_hydra_job_chdir(tmp_path: Path) -> None:
+    """Relative paths are taken from the folder the command is started in, also when Hydra
+    changes into the run dir (``hydra.job.chdir=true``)."""
+    proc = run_fustal(
+        "train",
+        *TINY,
+        "stage=generator",
+        "plot_videos=0",
+        "hydra.job.chdir=true",
+        "paths.data_dir=my_data",
+        "paths.cache_dir=my_cache",
+        "hydra.run.dir=my_run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "my_data" / "synthetic").iterdir())
+    assert list((tmp_path / "my_cache" / "generator").iterdir())
+    assert (tmp_path / "my_run" / "pseudo_labels.json").is_file()
+    assert not (tmp_path / "my_run" / "my_data").exists()
+    assert not (tmp_path / "my_run" / "my_cache").exists()
