@@ -78,7 +78,9 @@ def collate_videos(items: list[dict]) -> dict:
 
 class GeneratorDataModule(pl.LightningDataModule):
     """Training videos (random-perturb sampling, shuffled) and evaluation loaders over the test
-    videos (validation: test mAP) and the training videos (prediction: pseudo labels)."""
+    videos (validation: test mAP) and the training videos (prediction: pseudo labels). Under
+    DDP every loader is sharded by rank; ``batch_size`` is the global training batch (each rank
+    loads its share), ``eval_batch_size`` is per process."""
 
     def __init__(
         self,

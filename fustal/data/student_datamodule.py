@@ -161,7 +161,9 @@ def make_collate(pad_to: int | None, stride: int):
 
 class PseudoLabelDataModule(pl.LightningDataModule):
     """Student data: training videos with ``targets`` (pseudo labels in seconds; ``None`` means
-    ground truth, i.e. supervision=full) and the test videos for evaluation."""
+    ground truth, i.e. supervision=full) and the test videos for evaluation. Under DDP every
+    loader is sharded by rank; ``batch_size`` is the global training batch (each rank loads its
+    share), ``eval_batch_size`` is per process."""
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,18 @@ class StageDir:
         return self.path / name
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the entry's file lock. While another process holds it, block; or, with
+        ``waiting``, retry after each call of ``waiting()``."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if waiting else 0))
+                    break
+                except BlockingIOError:
+                    assert waiting is not None
+                    waiting()
             try:
                 yield
             finally:

@@ -7,6 +7,7 @@ import logging
 import netrc
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from fustal.pipeline.cache import StageDir
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Seconds between rank 0's attempts at a stage lock another run holds (DDP).
+LOCK_POLL_S = 1.0
 # Trainer options that change nothing a stage computes (kept out of cache keys).
 COSMETIC_TRAINER_KEYS = ("enable_progress_bar", "log_every_n_steps")
 # Fault injection for the resume tests: ``FUSTAL_FAULT_AT=<stage>:<point>`` SIGKILLs the run there.
@@ -120,10 +123,20 @@ def stage_lock(sdir: StageDir) -> Iterator[bool]:
     """Hold a stage dir for this run; yields whether its artifacts can be reused.
 
     Rank 0 takes the file lock (serializing runs that share the dir) and checks the entry (a
-    corrupt one is discarded there); every rank gets that verdict. Leaving the block waits for
-    every rank, so what rank 0 wrote inside it is there for all of them afterwards."""
-    with sdir.lock() if is_global_zero() else nullcontext():
-        yield broadcast_from_zero(sdir.complete() if is_global_zero() else False)
+    corrupt one is discarded there); every rank gets that verdict. While another run holds the
+    lock, rank 0 tells the other ranks so every ``LOCK_POLL_S`` seconds: one collective waiting
+    for the whole of another run's training would time out. Leaving the block waits for every
+    rank, so what rank 0 wrote inside it is there for all of them afterwards."""
+    rank_zero = is_global_zero()
+
+    def waiting() -> None:
+        broadcast_from_zero(False)
+        time.sleep(LOCK_POLL_S)
+
+    with sdir.lock(waiting if is_distributed() else None) if rank_zero else nullcontext():
+        while not broadcast_from_zero(rank_zero):  # rank 0 holds the lock here: True ends it
+            pass
+        yield broadcast_from_zero(sdir.complete() if rank_zero else False)
         barrier()
 
 
@@ -165,10 +178,14 @@ def seed_stage(seed: int) -> None:
 
 class LastCheckpoint(pl.Callback):
     """Save the whole training state (weights, EMA, buffers, optimizer, schedulers, loop
-    progress) to ``path`` every ``every_n_epochs`` epochs and when training ends. Written to a
-    temp file and renamed, so a kill leaves the previous checkpoint or the new one, never a
-    partial file. (Lightning's ``ModelCheckpoint`` with ``save_top_k=0`` saves ``last.ckpt``
-    only at the end of training.)"""
+    progress) to ``path`` at the end of every ``every_n_epochs``-th epoch and when training
+    ends. Written to a temp file and renamed, so a kill leaves the previous checkpoint or the new
+    one, never a partial file. (Lightning's ``ModelCheckpoint`` with ``save_top_k=0`` saves
+    ``last.ckpt`` only when training ends.)
+
+    Lightning's loops resume step-limited training (``max_steps``) exactly from a checkpoint
+    taken after an epoch's last batch, and epoch-limited training from one taken at epoch end
+    (the other combinations replay a batch too many), hence the two hooks."""
 
     def __init__(self, path: Path, every_n_epochs: int = 1) -> None:
         self.path = Path(path)
@@ -184,9 +201,24 @@ class LastCheckpoint(pl.Callback):
             os.replace(tmp, self.path)
         self.saved_step = trainer.global_step
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def epoch_done(self, trainer: pl.Trainer) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.save(trainer)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.max_steps != -1 and batch_idx + 1 == trainer.num_training_batches:
+            self.epoch_done(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_steps == -1:
+            self.epoch_done(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save(trainer)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch.distributed as dist
 from omegaconf import DictConfig
-from pytorch_lightning.strategies import ParallelStrategy
+from pytorch_lightning.strategies import DDPStrategy, ParallelStrategy
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from fustal.config import to_plain
@@ -48,22 +48,41 @@ LAUNCH_OVERRIDES = (
 WATCHDOG_GRACE_S = 30.0
 
 
-def multiprocess_strategy(cfg: DictConfig) -> ParallelStrategy | None:
-    """The strategy of ``cfg.trainer`` when it runs more than one process per node through
-    Lightning's subprocess launcher; None for a single process."""
+def multiprocess_strategy(cfg: DictConfig) -> DDPStrategy | None:
+    """The DDP strategy of ``cfg.trainer`` when it runs more than one process; None for a
+    single process."""
     options = to_plain(cfg.trainer)
     if options.get("num_nodes", 1) == 1 and options.get("devices", 1) in (1, "1"):
         return None
     strategy = pl.Trainer(**options, logger=False, enable_checkpointing=False).strategy
-    launcher = strategy.launcher
-    if launcher is None or not isinstance(strategy, ParallelStrategy):
+    if not isinstance(strategy, ParallelStrategy):
         return None
-    if not isinstance(launcher, _SubprocessScriptLauncher):
+    if not (
+        isinstance(strategy, DDPStrategy)
+        and isinstance(strategy.launcher, _SubprocessScriptLauncher)
+    ):
         raise FustalError(
             f"trainer.strategy={options.get('strategy')}: fustal runs every stage in each process"
-            " and needs a script-launched strategy (trainer=ddp or trainer=ddp_cpu)"
+            " and needs script-launched DDP (trainer=ddp or trainer=ddp_cpu)"
         )
-    return strategy if launcher.num_processes * launcher.num_nodes > 1 else None
+    return strategy if strategy.num_processes * strategy.num_nodes > 1 else None
+
+
+def join_process_group(strategy: DDPStrategy) -> None:
+    """Set this rank's device and join the process group, as Lightning does at a fit, but with
+    gloo next to NCCL on GPUs: Lightning moves the model back to the CPU after a fit, and the
+    evaluation and inference that follow gather CPU tensors (object collectives and barriers
+    take gloo too)."""
+    strategy.set_world_ranks()
+    device = strategy.root_device
+    assert strategy.accelerator is not None and strategy.cluster_environment is not None
+    strategy.accelerator.setup_device(device)
+    backend = strategy.process_group_backend or (
+        "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+    )
+    env = strategy.cluster_environment
+    os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port))
+    dist.init_process_group(backend, rank=strategy.global_rank, world_size=strategy.world_size)
 
 
 def worker_command(local_rank: int) -> tuple[list[str], str, Path]:
@@ -103,20 +122,19 @@ class Workers:
     """The worker processes (local ranks 1..N-1) this process started, and a watchdog thread
     that stops the run when one fails while rank 0 is blocked."""
 
-    def __init__(self, strategy: ParallelStrategy) -> None:
+    def __init__(self, strategy: DDPStrategy) -> None:
         env = strategy.cluster_environment
-        launcher = strategy.launcher
-        assert env is not None and isinstance(launcher, _SubprocessScriptLauncher)
+        assert env is not None
         os.environ.update(
             MASTER_ADDR=env.main_address,
             MASTER_PORT=str(env.main_port),
             NODE_RANK=str(env.node_rank()),
             LOCAL_RANK="0",
-            WORLD_SIZE=str(launcher.num_processes * launcher.num_nodes),
+            WORLD_SIZE=str(strategy.num_processes * strategy.num_nodes),
         )
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
-        for local_rank in range(1, launcher.num_processes):
+        for local_rank in range(1, strategy.num_processes):
             command, cwd, log_file = worker_command(local_rank)
             self.procs.append(
                 subprocess.Popen(
@@ -190,7 +208,7 @@ def distributed_run(cfg: DictConfig) -> Iterator[None]:
         assert strategy.cluster_environment is not None and strategy.launcher is not None
         if not strategy.cluster_environment.creates_processes_externally:
             workers = Workers(strategy)
-        strategy.launcher.launch(strategy.setup_environment)
+        strategy.launcher.launch(join_process_group, strategy)
         yield
         if workers is not None:
             workers.join()

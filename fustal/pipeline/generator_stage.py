@@ -233,7 +233,8 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     trainer.save_checkpoint(tmp)
     if is_global_zero():
         os.replace(tmp, out / "generator.ckpt")
-    module.eval()
+    # Lightning moves the module to the CPU after fit: evaluate on the training device
+    module.to(trainer.strategy.root_device).eval()
     final_metrics = evaluate(module)
     pseudo = gather_dict(generator_proposals(module, dm.predict_loader("train"), params))
     test_props = gather_dict(generator_proposals(module, dm.predict_loader("test"), params))

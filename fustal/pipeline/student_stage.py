@@ -259,7 +259,8 @@ def _train_student(
     trainer.save_checkpoint(tmp)
     if is_global_zero():
         os.replace(tmp, out / "student.ckpt")
-    module.eval()
+    # Lightning moves the module to the CPU after fit: evaluate on the training device
+    module.to(trainer.strategy.root_device).eval()
     tiou = list(cfg.dataset.tiou_thresholds)
     metrics = {}
     variants = [("student", False)] + ([("student_ema", True)] if ema_decay is not None else [])
