@@ -153,7 +153,7 @@ def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path) -> None:
     for name in names:
         check_png(pictures / name)
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "pictures"), {"images": 0})
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "summary"), {"images": 0})
     events.Reload()
     assert sorted(events.Tags()["images"]) == sorted(f"pictures/{Path(n).stem}" for n in names)
 
