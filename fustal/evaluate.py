@@ -120,25 +120,17 @@ def evaluate_generator_checkpoint(
     cfg: DictConfig, ckpt: Checkpoint, data: StageData, ctx: RunContext, progress: bool
 ) -> None:
     """Test mAP (``generator.test``) and test detections of the generator's proposals."""
-    from fustal.data.generator_datamodule import GeneratorDataModule
     from fustal.inference import tracked
     from fustal.metrics.results import proposals_to_results
     from fustal.pipeline.generator_stage import (
         evaluate_generator,
+        generator_datamodule,
         generator_proposals,
         proposal_params,
     )
 
-    gcfg = cfg.generator
-    dm = GeneratorDataModule(
-        data,
-        gcfg.num_segments,
-        gcfg.batch_size,
-        gcfg.eval_batch_size,
-        cfg.num_workers,
-        seed=cfg.seed,
-    )
-    params = proposal_params(gcfg.proposals)
+    dm = generator_datamodule(cfg, data)
+    params = proposal_params(cfg.generator.proposals)
     tiou = list(cfg.dataset.tiou_thresholds)
     loader = tracked(dm.val_dataloader(), "generator: test mAP", ctx.console, progress)
     metrics = evaluate_generator(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -167,10 +168,10 @@ def run_generator_stage(ctx: RunContext, data: StageData) -> dict[str, Any]:
     return {"dir": sdir.path, "pseudo_labels": sdir / "pseudo_labels.json", "key": sdir.key}
 
 
-def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[float]) -> None:
-    cfg = ctx.cfg
+def generator_datamodule(cfg: DictConfig, data: StageData) -> GeneratorDataModule:
+    """The stage-1 DataModule of ``data`` with the ``generator`` group's sizes."""
     gcfg = cfg.generator
-    dm = GeneratorDataModule(
+    return GeneratorDataModule(
         data,
         gcfg.num_segments,
         gcfg.batch_size,
@@ -178,6 +179,12 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         cfg.num_workers,
         seed=cfg.seed,
     )
+
+
+def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[float]) -> None:
+    cfg = ctx.cfg
+    gcfg = cfg.generator
+    dm = generator_datamodule(cfg, data)
     seed_stage(cfg.seed)
     module = GeneratorModule(
         feature_dim=feature_dim(data),
