@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fustal.errors import FustalError
+from fustal.pseudo.nms import segments_and_scores
 
 
 def pairwise_tiou(segments: np.ndarray) -> np.ndarray:
@@ -65,19 +66,10 @@ def iou_density_mask(
     Returns:
         ``[N]`` bool (``[0]`` for no proposals).
     """
-    seg = np.asarray(segments, dtype=np.float64)
-    sc = np.asarray(scores, dtype=np.float64)
-    if seg.size == 0 and sc.size == 0:
-        return np.zeros(0, dtype=bool)
-    if seg.ndim != 2 or seg.shape[1] != 2:
-        raise FustalError(f"segments: expected shape [N, 2], got {tuple(seg.shape)}")
-    if sc.shape != (seg.shape[0],):
-        raise FustalError(f"scores: expected shape ({seg.shape[0]},), got {tuple(sc.shape)}")
-    if not (np.isfinite(seg).all() and np.isfinite(sc).all()):
-        raise FustalError("segments: non-finite start, end or score")
-    if (seg[:, 1] < seg[:, 0]).any():
-        raise FustalError("segments: a segment ends before it starts")
+    seg, sc = segments_and_scores(segments, scores)
     keep = np.ones(seg.shape[0], dtype=bool)
+    if seg.shape[0] == 0:
+        return keep
     if min_density is not None:
         keep &= overlap_density(seg) >= min_density
     if min_score is not None:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from fustal.errors import FustalError
 
 
-def _segments_and_scores(
+def segments_and_scores(
     segments: npt.ArrayLike, scores: npt.ArrayLike
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert ``segments [N, 2]`` and ``scores [N]`` to float64 arrays."""
@@ -58,7 +58,7 @@ def nms_research(
         ``argsort(scores)[::-1]`` whenever numpy's default sort keeps ties in order. The loop
         runs once per *kept* segment; each pass is vectorized over the remaining ones.
     """
-    seg, sc = _segments_and_scores(segments, scores)
+    seg, sc = segments_and_scores(segments, scores)
     starts, ends = seg[:, 0], seg[:, 1]
     lengths = ends - starts + 1.0
     key = sc if tie_decimals is None else np.round(sc, tie_decimals)
