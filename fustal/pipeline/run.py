@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.table import Table
@@ -106,17 +105,12 @@ def run_stages(ctx: RunContext, data: PipelineData) -> StageOutputs:
     return out
 
 
-def inference_device(cfg: DictConfig) -> torch.device:
-    """CUDA when the trainer may use it and it is available, else the CPU."""
-    use_cuda = str(cfg.trainer.accelerator) != "cpu" and torch.cuda.is_available()
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
 def picture_inputs(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -> tuple[dict, dict]:
     """The ``inputs.json`` content and the CAS of the first ``plot_videos`` training videos
     (sorted ids): ground truth, generator CAS, raw and filtered pseudo labels, student
     detections, whichever this run has; plus the pseudo-label precision/recall over all
     training videos."""
+    from fustal.inference import inference_device
     from fustal.pipeline.generator_stage import picture_cas
     from fustal.pipeline.student_stage import picture_detections
 
@@ -124,7 +118,7 @@ def picture_inputs(ctx: RunContext, data: PipelineData, outputs: StageOutputs) -
     classes = data.classes
     train = data.student.train_videos()
     videos = sorted(train, key=lambda v: v.id)[: cfg.plot_videos]
-    device = inference_device(cfg)
+    device = inference_device(cfg.trainer.accelerator)
     pseudo: dict[str, dict] = {}
     if outputs.pseudo_path is not None and cfg.supervision == "weak":
         pseudo["raw"] = read_results(outputs.pseudo_path)
