@@ -1,8 +1,10 @@
 """Benchmark: vectorized ``cas_to_proposals`` against the loop reference, same videos, same run.
 
-Videos are synthetic: ``--steps`` CAS steps, ``--classes`` classes, 1-3 predicted classes, a
-smooth non-negative CAS (Gaussian-filtered noise through a ReLU). Every video is checked for equal
-proposals (sorted, ``atol`` 1e-6) before timing. Times are the median over ``--repeats``.
+Videos are synthetic: ``--steps`` CAS steps, ``--classes`` classes, 1-3 predicted classes. With
+``--cas bumpy`` (default) each predicted class has 3-7 Gaussian bumps of 3-30 steps over low
+noise, as a trained generator's CAS looks; ``--cas smooth`` is Gaussian-filtered noise through a
+ReLU. Every video is checked for equal proposals (sorted, ``atol`` 1e-6) before timing. Times are
+the median over ``--repeats``.
 
     python scripts/bench_proposals.py [--out docs/benchmarks/proposals.json]
 """
@@ -28,14 +30,28 @@ from tests.reference.proposals_loop import cas_to_proposals_loop  # noqa: E402
 
 
 def synthetic_video(
-    rng: np.random.Generator, steps: int, classes: int, smooth: float, original_steps: int
+    rng: np.random.Generator,
+    steps: int,
+    classes: int,
+    smooth: float,
+    original_steps: int,
+    kind: str = "bumpy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """``(cas [T, C], actionness [T], video_scores [C], seconds_per_step)`` of one fake video."""
-    cas = np.maximum(gaussian_filter1d(rng.normal(size=(steps, classes)), smooth, axis=0), 0)
-    cas *= 8.0
     num_pred = int(rng.integers(1, 4))
+    predicted = rng.choice(classes, num_pred, replace=False)
     scores = rng.uniform(0.0, 0.1, classes)
-    scores[rng.choice(classes, num_pred, replace=False)] = rng.uniform(0.25, 0.6, num_pred)
+    scores[predicted] = rng.uniform(0.25, 0.6, num_pred)
+    if kind == "bumpy":
+        t = np.arange(steps)
+        cas = np.abs(rng.normal(0.0, 0.05, (steps, classes)))
+        for c in predicted:
+            for _ in range(int(rng.integers(3, 8))):
+                centre, width = rng.uniform(0, steps), rng.uniform(3, 30)
+                cas[:, c] += rng.uniform(0.5, 3.0) * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    else:
+        cas = np.maximum(gaussian_filter1d(rng.normal(size=(steps, classes)), smooth, axis=0), 0)
+        cas *= 8.0
     seconds_per_step = 16 / 25 * original_steps / steps
     return cas, cas.sum(axis=1), scores, seconds_per_step
 
@@ -62,7 +78,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=750)
     parser.add_argument("--classes", type=int, default=20)
-    parser.add_argument("--smooth", type=float, default=4.0, help="Gaussian sigma in steps")
+    parser.add_argument("--cas", choices=("bumpy", "smooth"), default="bumpy")
+    parser.add_argument("--smooth", type=float, default=4.0, help="--cas smooth: sigma in steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -70,7 +87,9 @@ def main() -> None:
     rows = []
     for video in range(args.videos):
         original_steps = int(rng.integers(args.steps, 3 * args.steps))
-        inputs = synthetic_video(rng, args.steps, args.classes, args.smooth, original_steps)
+        inputs = synthetic_video(
+            rng, args.steps, args.classes, args.smooth, original_steps, args.cas
+        )
         fast = cas_to_proposals(*inputs)
         slow = cas_to_proposals_loop(*inputs)
         equal = fast.shape == slow.shape and bool(

@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from fustal.errors import FustalError, exit_on_error  # noqa: E402
 from fustal.io import write_json  # noqa: E402
+from fustal.student.assign import pad_segments  # noqa: E402
 from fustal.student.model import TriDet  # noqa: E402
 from fustal.student.module import StudentModule  # noqa: E402
 
@@ -125,8 +126,13 @@ def synthetic_batches(
             {
                 "features": features,
                 "mask": mask,
-                "segments": segments,
-                "labels": labels,
+                **dict(
+                    zip(
+                        ("segments", "labels", "target_valid"),
+                        pad_segments(segments, labels),
+                        strict=True,
+                    )
+                ),
                 "video_labels": video_labels,
                 "video_id": [f"b{b}v{i}" for i in range(batch_size)],
             }
@@ -267,7 +273,7 @@ def run_loop(
         torch.nn.utils.clip_grad_norm_(module.model.parameters(), GRAD_CLIP)
         optimizer.step()
         if module.ema is not None:
-            module.ema.update_parameters(module.model)
+            module.ema.update(module.model)
         scheduler.step()
         losses.append(loss.item())
         stamps.append(stamp(device))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 
@@ -63,3 +64,27 @@ def run_fustal(
     env.pop("FUSTAL_DEBUG", None)
     cmd = [sys.executable, "-m", f"fustal.{module}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+class NoHostSync:
+    """Make the host-synchronising tensor operations raise inside a block (on a GPU each of
+    them waits for the device)."""
+
+    NAMES = ("item", "tolist", "numpy", "nonzero", "__bool__", "__int__", "__float__")
+
+    def __enter__(self):
+        self.saved = {n: getattr(torch.Tensor, n) for n in self.NAMES}
+        self.saved_nonzero = torch.nonzero
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("host synchronisation in the training step")
+
+        for name in self.NAMES:
+            setattr(torch.Tensor, name, refuse)
+        torch.nonzero = refuse
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, fn in self.saved.items():
+            setattr(torch.Tensor, name, fn)
+        torch.nonzero = self.saved_nonzero

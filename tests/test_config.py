@@ -73,14 +73,14 @@ METHOD_STUDENT = {
     "batch_size": 8,
     "gradient_clip_val": 1.0,
     "video_loss_weight": 1.0,
-    "epochs_pseudo": 60,  # epochs 0..59 on filtered pseudo labels
-    "epochs_distill": 40,  # epochs 60..99 on EMA predictions
+    "epochs_pseudo": 61,  # epochs 0..60 on filtered pseudo labels
+    "epochs_distill": 40,  # epochs 61..100 on EMA predictions
     "full_epochs": 40,
     "full_schedule": "cosine",
     "augment.crop_ratio": [0.9, 1.0],
     "augment.crop_tries": 200,
     "augment.crop_min_keep": 0.5,
-    "augment.noise_std": 0.0005,
+    "model.input_noise": 0.0005,
     "inference.pre_nms_thresh": 0.001,
     "inference.pre_nms_topk": 2000,
     "inference.min_duration": 0.05,
@@ -89,7 +89,7 @@ METHOD_STUDENT = {
     "inference.max_seg_num": 2000,
 }
 METHOD_FILTER = {"min_density": 0.2, "min_score": 0.4}
-METHOD_EMA = {"decay": 0.999, "score_thresh": 0.4}
+METHOD_EMA = {"decay": 0.999, "score_thresh": 0.4, "warmup": False}
 
 
 @pytest.fixture(scope="module")

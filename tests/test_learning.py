@@ -53,7 +53,9 @@ def trainer(**kwargs) -> pl.Trainer:
     )
 
 
-def test_generator_learns_to_localize(root: Path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_generator_learns_to_localize(root: Path, precision: str) -> None:
+    """Also under bf16 mixed precision (the losses and proposals stay float32)."""
     torch.manual_seed(0)
     data = stage(root, "i3d_nonoverlap")
     dm = GeneratorDataModule(data, num_segments=64, batch_size=8, eval_batch_size=10)
@@ -68,7 +70,7 @@ def test_generator_learns_to_localize(root: Path) -> None:
             ]
 
     before = evaluate()
-    trainer(max_steps=200).fit(module, datamodule=dm)
+    trainer(max_steps=200, precision=precision).fit(module, datamodule=dm)
     after = evaluate()
     assert after > before + 0.15, (before, after)
     assert after > 0.25

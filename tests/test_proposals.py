@@ -263,6 +263,29 @@ def test_nms_research_matches_pairwise_loop() -> None:
         assert [tuple(segments[i]) for i in kept] == expected
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_research_groups_match_the_loop_per_group(seed: int) -> None:
+    """Many groups in one call (ties, nested and chained segments): each group's kept list is the
+    pairwise loop's, groups in ascending order."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 400))
+    start = rng.uniform(0, 60, n)
+    length = np.where(rng.random(n) < 0.2, rng.uniform(10, 40, n), rng.exponential(1.5, n))
+    segments = np.stack([start, start + length], axis=1)
+    if seed % 2:  # a chain: each segment overlaps the next by about two thirds
+        segments[: n // 2] = np.stack([np.arange(n // 2) * 1.0, np.arange(n // 2) + 3.0], 1)
+    scores = np.round(rng.random(n), int(rng.integers(1, 4)))
+    groups = rng.integers(0, 5, n)
+    thresh = float(rng.uniform(0.2, 0.8))
+    kept = nms_research(segments, scores, thresh, groups=groups)
+    expected = []
+    for g in range(5):
+        members = np.flatnonzero(groups == g)
+        rows = [[i, scores[i], *segments[i]] for i in members]
+        expected += [int(r[0]) for r in nms_loop(rows, thresh)]
+    assert kept.tolist() == expected
+
+
 def test_nms_research_edge_cases() -> None:
     assert nms_research(np.zeros((0, 2)), np.zeros(0)).shape == (0,)
     np.testing.assert_array_equal(nms_research([[0.0, 1.0], [0.0, 1.0]], [0.3, 0.4], 1.5), [1, 0])
@@ -270,3 +293,30 @@ def test_nms_research_edge_cases() -> None:
         nms_research([[1.0, 0.0]], [0.5])
     with pytest.raises(FustalError, match="scores"):
         nms_research([[0.0, 1.0]], [0.5, 0.4])
+
+
+def test_proposal_pool_workers_give_the_in_process_results() -> None:
+    from fustal.pseudo.parallel import ProposalPool, resolve_workers
+
+    rng = np.random.default_rng(3)
+    videos = {}
+    for i in range(6):
+        cas = np.abs(rng.normal(0, 1, (int(rng.integers(20, 80)), 4))).astype(np.float32)
+        scores = np.array([0.5, 0.3, 0.1, 0.1])
+        videos[f"v{i}"] = (cas, cas.sum(1), scores, 0.64)
+    results = []
+    for workers in (0, 2):
+        with ProposalPool({"nms_thresh": 0.5}, workers) as pool:
+            for vid, args in videos.items():
+                pool.submit(vid, *args)
+            results.append(pool.results())
+    assert list(results[0]) == list(results[1]) == list(videos)
+    for vid in videos:
+        np.testing.assert_array_equal(results[0][vid], results[1][vid])
+        np.testing.assert_array_equal(
+            results[0][vid], cas_to_proposals(*videos[vid], nms_thresh=0.5)
+        )
+    assert resolve_workers("auto", 10) == 0 and resolve_workers("auto", 500) >= 1
+    assert resolve_workers(3, 1) == 3
+    with pytest.raises(FustalError, match="proposal_workers"):
+        resolve_workers(-1, 10)

@@ -49,6 +49,18 @@ def grid_to_seconds(
     return np.clip(t, 0.0, duration if duration is not None else np.inf)
 
 
+def detections_to_seconds(
+    rows: np.ndarray, offset: float, timing: Timing, duration: float | None = None
+) -> np.ndarray:
+    """Detections ``[K, 4]`` ``(class, score, start, end)`` on a clip's feature grid (the clip
+    starting ``offset`` steps into the video) -> the same rows in seconds, clipped to
+    ``[0, duration]``. A detection that becomes zero-length by the clipping is kept: the research
+    evaluation counts it as a false positive, and dropping it would change the mAP."""
+    out = np.asarray(rows, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, 2:4] = grid_to_seconds(out[:, 2:4] + offset, timing, duration)
+    return out
+
+
 def resample_indices(
     length: int, num_segments: int, rng: np.random.Generator | None = None
 ) -> np.ndarray:

@@ -14,6 +14,7 @@ from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
 from fustal.data.sampling import EpochSampler, item_rng, rank_batch_size, split_key
+from fustal.student.assign import pad_segments
 
 Targets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # vid -> (segments_s [M, 2], labels [M])
 
@@ -48,9 +49,11 @@ class StudentVideos(Dataset):
     """One item per video: ``features [D, T]``, ``segments [M, 2]`` (grid units) and ``labels
     [M]`` of the targets, ``video_label [C]``, and timing for conversion back to seconds.
 
-    Training applies METHOD.md's augmentation: a random crop to ``[0.9 T, T]`` steps (or a
-    ``max_seq_len`` window), keeping segments with >= 50% of their length (clipped to the
-    window), and Gaussian input noise.
+    Training applies METHOD.md's crop: a video of ``T <= max_seq_len`` steps is cropped to a
+    length drawn from ``[0.9 T, T]``, a longer one to a window of exactly ``max_seq_len`` steps;
+    segments with >= 50% of their length in the window are kept (clipped to it). Targets are
+    not clamped at 0 before cropping. (The input noise is the model's first training step,
+    :class:`fustal.student.model.TriDet`.)
     """
 
     def __init__(
@@ -63,7 +66,6 @@ class StudentVideos(Dataset):
         crop_ratio: Sequence[float] = (0.9, 1.0),
         crop_tries: int = 200,
         crop_min_keep: float = 0.5,
-        noise_std: float = 0.0005,
         seed: int = 0,
     ) -> None:
         self.data = data
@@ -75,7 +77,6 @@ class StudentVideos(Dataset):
         self.crop_ratio = tuple(crop_ratio)
         self.crop_tries = crop_tries
         self.crop_min_keep = crop_min_keep
-        self.noise_std = noise_std
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -94,14 +95,17 @@ class StudentVideos(Dataset):
         timing = self.data.features.timing(video, length)
         segs_s, labels = self._targets(video)
         positive = segs_s[:, 1] > segs_s[:, 0]
-        segs = np.maximum(seconds_to_grid(segs_s[positive], timing), 0.0)
+        segs = seconds_to_grid(segs_s[positive], timing)
         labels = labels[positive]
         start = 0
         if self.train:
             rng = item_rng(self.seed, epoch, index)
-            lo = max(int(round(self.crop_ratio[0] * length)), 1)
-            hi = min(int(round(self.crop_ratio[1] * length)), length)
-            crop_len = min(int(rng.integers(lo, hi + 1)), self.max_seq_len)
+            if length > self.max_seq_len:
+                crop_len = self.max_seq_len
+            else:
+                lo = max(int(round(self.crop_ratio[0] * length)), 1)
+                hi = min(int(round(self.crop_ratio[1] * length)), length)
+                crop_len = int(rng.integers(lo, hi + 1))
             if crop_len < length:
                 start, keep = random_crop(
                     length, segs, crop_len, rng, self.crop_min_keep, self.crop_tries
@@ -109,8 +113,6 @@ class StudentVideos(Dataset):
                 segs = np.clip(segs[keep], start, start + crop_len) - start
                 labels = labels[keep]
                 feats = feats[start : start + crop_len]
-        if self.train and self.noise_std > 0:
-            feats = feats + rng.normal(0.0, self.noise_std, feats.shape).astype(np.float32)
         tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
         return {
             "features": tensor,
@@ -128,7 +130,8 @@ class StudentVideos(Dataset):
 
 def make_collate(pad_to: int | None, stride: int):
     """Collate that pads ``features`` to at least ``pad_to`` steps, rounded up to a multiple of
-    ``stride``, and builds the ``mask [B, T]``. Training and inference both pad to at least
+    ``stride``, builds the ``mask [B, T]`` and pads the targets (``segments [B, M, 2]``,
+    ``labels [B, M]``, ``target_valid [B, M]``). Training and inference both pad to at least
     ``max_seq_len`` as the research code does: the SGP blocks' GroupNorm sees the padding, so
     padding less at test time than in training would shift the statistics."""
 
@@ -142,11 +145,15 @@ def make_collate(pad_to: int | None, stride: int):
         for i, item in enumerate(items):
             feats[i, :, : lengths[i]] = item["features"]
             mask[i, : lengths[i]] = True
+        segments, labels, target_valid = pad_segments(
+            [item["segments"] for item in items], [item["labels"] for item in items]
+        )
         return {
             "features": feats,
             "mask": mask,
-            "segments": [item["segments"] for item in items],
-            "labels": [item["labels"] for item in items],
+            "segments": segments,
+            "labels": labels,
+            "target_valid": target_valid,
             "video_labels": torch.stack([item["video_label"] for item in items]),
             "video_id": [item["video_id"] for item in items],
             "index": torch.tensor([item["index"] for item in items]),

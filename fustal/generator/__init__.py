@@ -2,10 +2,11 @@
 
 from fustal.generator.losses import (
     action_loss,
+    contrast_matrix,
     cross_video_contrast,
     info_nce,
     info_nce_per_sample,
-    same_label_pairs,
+    same_label_mask,
     snippet_contrast,
 )
 from fustal.generator.mining import (
@@ -28,13 +29,14 @@ __all__ = [
     "action_loss",
     "binary_dilation_1d",
     "binary_erosion_1d",
+    "contrast_matrix",
     "cross_video_contrast",
     "hard_regions",
     "info_nce",
     "info_nce_per_sample",
     "median_binarize",
     "mine_snippets",
-    "same_label_pairs",
+    "same_label_mask",
     "snippet_contrast",
     "snippet_count",
     "video_scores_from_cas",

@@ -33,81 +33,70 @@ def info_nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07)
     return info_nce_per_sample(q, k, negatives, temperature).mean()
 
 
-def _refinement_terms(
-    hard_act: Tensor,
-    hard_bkg: Tensor,
-    easy_act: Tensor,
-    easy_bkg: Tensor,
-    temperature: float,
-) -> Tensor:
-    """Per-row ``NCE(mean HA, mean EA, EB) + NCE(mean HB, mean EB, EA)``; all ``[R, k, H]`` ->
-    ``[R]``."""
-    action = info_nce_per_sample(hard_act.mean(dim=1), easy_act.mean(dim=1), easy_bkg, temperature)
-    background = info_nce_per_sample(
-        hard_bkg.mean(dim=1), easy_bkg.mean(dim=1), easy_act, temperature
-    )
-    return action + background
+def contrast_matrix(s: Snippets, temperature: float = 0.07) -> Tensor:
+    """Refinement NCE terms of every (query video, key video) pair of a batch -> ``[B, B]``.
+
+    ``T[q, k] = NCE(mean HA_q, mean EA_k, EB_k) + NCE(mean HB_q, mean EB_k, EA_k)``: hard
+    snippets of video ``q`` against the easy snippets of video ``k`` (the diagonal is the
+    within-video snippet contrast). Dense over the batch, so no data-dependent shapes.
+    """
+    hard_act = F.normalize(s.hard_act.mean(dim=1), dim=-1)  # [B, H]
+    hard_bkg = F.normalize(s.hard_bkg.mean(dim=1), dim=-1)
+    easy_act = F.normalize(s.easy_act, dim=-1)  # [B, k, H]
+    easy_bkg = F.normalize(s.easy_bkg, dim=-1)
+    key_act = F.normalize(s.easy_act.mean(dim=1), dim=-1)
+    key_bkg = F.normalize(s.easy_bkg.mean(dim=1), dim=-1)
+
+    def nce(query: Tensor, key: Tensor, negatives: Tensor) -> Tensor:
+        positive = query @ key.T  # [B_q, B_k]
+        negative = torch.einsum("qh,kmh->qkm", query, negatives)
+        logits = torch.cat((positive[..., None], negative), dim=-1) / temperature
+        return torch.logsumexp(logits, dim=-1) - logits[..., 0]
+
+    return nce(hard_act, key_act, easy_bkg) + nce(hard_bkg, key_bkg, easy_act)
 
 
 def snippet_contrast(s: Snippets, temperature: float = 0.07) -> Tensor:
     """``NCE(mean HA, mean EA, EB) + NCE(mean HB, mean EB, EA)`` within each video, each NCE
     averaged over the batch -> scalar."""
-    return _refinement_terms(s.hard_act, s.hard_bkg, s.easy_act, s.easy_bkg, temperature).mean()
+    return torch.diagonal(contrast_matrix(s, temperature)).mean()
 
 
-def same_label_pairs(labels: Tensor) -> Tensor:
-    """Unordered pairs of videos with identical label vectors.
-
-    labels: ``[B, C]`` -> ``[P, 2]`` long with ``i < j``, ordered by ``i`` then ``j``.
-    """
+def same_label_mask(labels: Tensor) -> Tensor:
+    """``[B, B]`` bool: videos ``i != j`` whose label vectors are identical (``labels [B, C]``)."""
     if labels.dim() != 2:
         raise FustalError(f"labels: expected [B, C], got shape {tuple(labels.shape)}")
     same = (labels.unsqueeze(1) == labels.unsqueeze(0)).all(dim=-1)
-    return torch.triu(same, diagonal=1).nonzero()
+    return same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
 
 
 def cross_video_contrast(
-    s: Snippets, pairs: Tensor, weight: float = 0.2, temperature: float = 0.07
-) -> Tensor:
-    """Cross-video contrast summed over pairs, each pair weighted ``weight / P``.
+    terms: Tensor, labels: Tensor, weight: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """Cross-video contrast of a batch from its :func:`contrast_matrix` ``terms [B, B]``.
 
-    s: snippets of the batch; pairs: ``[P, 2]`` long. A pair (i, j) contributes the refinement
-    NCE terms with hard snippets of j against easy snippets of i and with hard snippets of i
-    against easy snippets of j, each NCE averaged over these two directions. -> scalar
-    (zero when ``P == 0``).
+    Every unordered pair (i, j) of videos with identical labels contributes the mean of its two
+    directions (hard snippets of j against easy snippets of i, and of i against j), weighted
+    ``weight / P`` with P the number of pairs. Returns ``(loss, P)`` as tensors (loss 0 when
+    ``P == 0``).
     """
-    if pairs.dim() != 2 or pairs.shape[1] != 2:
-        raise FustalError(f"pairs: expected [P, 2], got shape {tuple(pairs.shape)}")
-    num_pairs = pairs.shape[0]
-    if num_pairs == 0:
-        return s.easy_act.new_zeros(())
-    pairs = pairs.to(device=s.easy_act.device, dtype=torch.long)
-    query_rows = torch.cat([pairs[:, 1], pairs[:, 0]])
-    key_rows = torch.cat([pairs[:, 0], pairs[:, 1]])
-    terms = _refinement_terms(
-        s.hard_act[query_rows],
-        s.hard_bkg[query_rows],
-        s.easy_act[key_rows],
-        s.easy_bkg[key_rows],
-        temperature,
-    )
-    per_pair = terms.view(2, num_pairs).mean(dim=0)
-    return per_pair.sum() * (weight / num_pairs)
+    mask = same_label_mask(labels).to(terms.dtype)
+    num_pairs = mask.sum() / 2
+    total = (terms * mask).sum() / 2  # each pair's two directions, averaged
+    return total * weight / num_pairs.clamp(min=1.0), num_pairs
 
 
 def action_loss(video_scores: Tensor, labels: Tensor) -> Tensor:
     """BCE of video scores against the normalized label ``y / y.sum()``.
 
     video_scores, labels: ``[B, C]`` (scores in [0, 1], labels multi-hot with at least one
-    positive per row) -> scalar mean over ``B * C``.
+    positive per row: the data layer guarantees it) -> scalar mean over ``B * C``, in float32.
     """
     if video_scores.shape != labels.shape or labels.dim() != 2:
         raise FustalError(
             f"action_loss: video_scores {tuple(video_scores.shape)} and labels "
             f"{tuple(labels.shape)} must both be [B, C]"
         )
+    labels = labels.float()
     totals = labels.sum(dim=1, keepdim=True)
-    if bool((totals <= 0).any()):
-        rows = (totals.squeeze(1) <= 0).nonzero().flatten().tolist()
-        raise FustalError(f"labels: rows {rows} have no positive class")
-    return F.binary_cross_entropy(video_scores, labels / totals)
+    return F.binary_cross_entropy(video_scores.float(), labels / totals)

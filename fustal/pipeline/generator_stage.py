@@ -40,7 +40,7 @@ from fustal.pipeline.context import (
     stage_lock,
     trainer_identity,
 )
-from fustal.pseudo.proposals import cas_to_proposals
+from fustal.pseudo.parallel import ProposalPool, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,16 @@ def generator_outputs(
 
 
 def generator_proposals(
-    module: GeneratorModule, loader: DataLoader, params: Mapping[str, Any]
+    module: GeneratorModule, loader: DataLoader, params: Mapping[str, Any], workers: int | str = 0
 ) -> dict[str, np.ndarray]:
     """Proposals ``[K, 4]`` (class, score, start_s, end_s) for every video of ``loader``
-    (this rank's shard)."""
-    return {
-        vid: cas_to_proposals(cas, act, scores, step_s, **params)
-        for vid, cas, act, scores, step_s in generator_outputs(module, loader)
-    }
+    (this rank's shard), computed in ``workers`` processes (see
+    :func:`fustal.pseudo.parallel.resolve_workers`) while the next batch runs forward."""
+    num_videos = len(loader.dataset) if isinstance(loader, DataLoader) else 0
+    with ProposalPool(params, resolve_workers(workers, num_videos)) as pool:
+        for vid, cas, act, scores, step_s in generator_outputs(module, loader):
+            pool.submit(vid, cas.numpy(), act.numpy(), scores.numpy(), step_s)
+        return pool.results()
 
 
 def picture_cas(
@@ -107,11 +109,12 @@ def evaluate_generator(
     num_classes: int,
     tiou: Sequence[float],
     params: Mapping[str, Any],
+    workers: int | str = 0,
 ) -> dict[str, float]:
     """Test mAP of the generator's proposals, accumulated per rank and synced by the metric."""
     gt, video_ids = gt_to_detections(videos)
     metric = DetectionMAP(gt, num_classes, tiou).to(module.device)
-    props = generator_proposals(module, loader, params)
+    props = generator_proposals(module, loader, params, workers)
     index = {vid: i for i, vid in enumerate(video_ids)}
     for vid, p in props.items():
         metric.update(
@@ -209,11 +212,12 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
         proposals=to_plain(gcfg.proposals),
     )
     params = proposal_params(gcfg.proposals)
+    workers = gcfg.proposal_workers
     test_videos = dm.test_videos
 
     def evaluate(m: GeneratorModule) -> dict[str, float]:
         return evaluate_generator(
-            m, dm.val_dataloader(), test_videos, data.num_classes, tiou, params
+            m, dm.val_dataloader(), test_videos, data.num_classes, tiou, params, workers
         )
 
     steps_per_epoch = max(len(dm.train_dataloader()), 1)
@@ -243,8 +247,10 @@ def _train_generator(ctx: RunContext, data: StageData, out: Path, tiou: list[flo
     # Lightning moves the module to the CPU after fit: evaluate on the training device
     module.to(trainer.strategy.root_device).eval()
     final_metrics = evaluate(module)
-    pseudo = gather_dict(generator_proposals(module, dm.predict_loader("train"), params))
-    test_props = gather_dict(generator_proposals(module, dm.predict_loader("test"), params))
+    pseudo = gather_dict(generator_proposals(module, dm.predict_loader("train"), params, workers))
+    test_props = gather_dict(
+        generator_proposals(module, dm.predict_loader("test"), params, workers)
+    )
     if not is_global_zero():
         return
     pseudo_results = proposals_to_results(pseudo, data.classes)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from fustal.config import to_plain
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
-from fustal.data.features import Timing, grid_to_seconds
+from fustal.data.features import Timing, detections_to_seconds
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
 from fustal.errors import FustalError
 from fustal.inference import feature_timing
@@ -119,13 +119,9 @@ def student_detections(
         for i, det in enumerate(module.predict_batch(batch, use_ema=use_ema)):
             timing = Timing(float(batch["stride_s"][i]), float(batch["window_s"][i]))
             duration = float(batch["duration"][i])
-            det = det.astype(np.float64).copy()
-            det[:, 2:4] = grid_to_seconds(
-                det[:, 2:4] + float(batch["offset"][i]),
-                timing,
-                None if np.isinf(duration) else duration,
+            out[batch["video_id"][i]] = detections_to_seconds(
+                det, float(batch["offset"][i]), timing, None if np.isinf(duration) else duration
             )
-            out[batch["video_id"][i]] = det[det[:, 3] > det[:, 2]]
     return out
 
 
@@ -236,6 +232,7 @@ def _train_student(
         max_epochs=epochs,
         epochs_pseudo=epochs_pseudo,
         ema_decay=ema_decay,
+        ema_warmup=bool(cfg.ema.warmup),
         teacher_score_thresh=cfg.ema.score_thresh,
         video_loss_weight=scfg.video_loss_weight,
         inference=to_plain(scfg.inference),

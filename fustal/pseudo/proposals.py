@@ -12,8 +12,9 @@ tested against):
    scored by outer-inner contrast. Runs for all thresholds come from one pass over the sequence
    (:func:`threshold_runs`); the inner and outer means are range sums with ``np.add.reduceat``
    over the thresholded CAS rows (CAS thresholds) or the raw CAS rows (actionness thresholds);
-5. class-wise research NMS (:func:`fustal.pseudo.nms.nms_research`). Scores that agree to 10
-   decimals are treated as ties: different runs often have mathematically equal scores (linear
+5. class-wise research NMS (:func:`fustal.pseudo.nms.nms_research`, all classes in one call).
+   Scores that agree to 10 decimals are treated as ties (the later proposal in research order
+   is visited first): different runs often have mathematically equal scores (linear
    interpolation, zero plateaus) and the research code then keeps whichever one summation
    rounding favours, so no implementation can match it there except by a fixed tie rule.
 
@@ -33,10 +34,9 @@ the sample is repeated) and a class whose every run is shorter than ``min_length
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import torch
 
 from fustal.errors import FustalError
 from fustal.pseudo.nms import nms_research
@@ -45,13 +45,14 @@ CAS_THRESHOLDS: tuple[float, ...] = tuple(np.arange(0.0, 0.25, 0.025).tolist())
 ACTIONNESS_THRESHOLDS: tuple[float, ...] = tuple(np.arange(0.1, 0.925, 0.025).tolist())
 PROPOSAL_COLUMNS: tuple[str, ...] = ("class_index", "score", "start_s", "end_s")
 
-ArrayOrTensor = npt.ArrayLike | torch.Tensor
+# numpy arrays or torch tensors (duck-typed: worker processes need not import torch)
+ArrayOrTensor = Any
 
 
 def _to_float64(x: ArrayOrTensor, name: str) -> np.ndarray:
     """Numpy float64 copy of an array or tensor; non-numeric or non-finite input is an error."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().double().numpy()
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -312,13 +313,7 @@ def cas_to_proposals(
     step_s = seconds_per_step / upscale
     segments = np.stack([first * step_s, (last + 1) * step_s], axis=1)
 
-    bounds = np.searchsorted(class_pos, np.arange(num_pred + 1))
-    keep_idx = np.concatenate(
-        [
-            lo + nms_research(segments[lo:hi], scores[lo:hi], nms_thresh)
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-    )
+    keep_idx = nms_research(segments, scores, nms_thresh, groups=class_pos)
     return np.column_stack(
         [classes[class_pos[keep_idx]].astype(np.float64), scores[keep_idx], segments[keep_idx]]
     ).reshape(-1, len(PROPOSAL_COLUMNS))

@@ -25,14 +25,73 @@ def make_points(
         raise FustalError(
             f"regression_ranges: {len(regression_ranges)} rows for {len(strides)} pyramid levels"
         )
-    lengths = torch.as_tensor(list(level_lengths), device=device)
-    stride = torch.as_tensor(list(strides), dtype=torch.float32, device=device)
-    rng = torch.as_tensor([list(r) for r in regression_ranges], dtype=torch.float32, device=device)
-    level = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    index = torch.arange(int(lengths.sum()), device=device) - offsets[level]
-    points = torch.stack((index * stride[level], stride[level]), dim=1)
-    return points, rng[level]
+    lengths = [int(n) for n in level_lengths]
+    level = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    stride = torch.tensor([float(s) for s in strides])[level]
+    index = torch.cat([torch.arange(n, dtype=torch.float32) for n in lengths])
+    rng = torch.tensor([[float(v) for v in r] for r in regression_ranges])
+    points = torch.stack((index * stride, stride), dim=1).to(device)
+    return points, rng[level].to(device)
+
+
+def assign_batch(
+    points: Tensor,
+    segments: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    num_classes: int,
+    ranges: Tensor,
+    center_radius: float = 1.5,
+    length_tolerance: float = 1e-3,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Assign padded ground-truth segments of a batch to pyramid points (TriDet / ActionFormer
+    rule); no host synchronisation.
+
+    ``points [P, 2]`` (t, stride), ``segments [B, M, 2]`` (start, end; grid units),
+    ``labels [B, M]`` (long, in ``[0, num_classes)``: the data layer checks), ``valid [B, M]``
+    (False on padding), ``ranges [P, 2]``. A point is positive for a segment when it lies
+    strictly inside the centre region ``centre -/+ center_radius * stride`` clipped to the
+    segment, and ``max(t - start, end - t)`` is within its range (inclusive). Among several, the
+    shortest segment wins; every segment within ``length_tolerance`` of that length adds its
+    class. Returns ``cls_targets [B, P, C]`` (0/1 float), ``reg_targets [B, P, 2]`` (left, right
+    distances to the winning segment divided by the stride; 0 on negatives) and
+    ``positive [B, P]`` (bool).
+    """
+    if segments.dim() != 3 or segments.shape[-1] != 2 or labels.shape != segments.shape[:2]:
+        raise FustalError(
+            f"segments/labels: expected [B, M, 2] and [B, M], got {tuple(segments.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    batch, num_points = segments.shape[0], points.shape[0]
+    segments = segments.to(device=points.device, dtype=points.dtype)
+    if segments.shape[1] == 0:
+        return (
+            points.new_zeros(batch, num_points, num_classes),
+            points.new_zeros(batch, num_points, 2),
+            torch.zeros(batch, num_points, dtype=torch.bool, device=points.device),
+        )
+    t, stride = points[None, :, :1], points[None, :, 1:]  # [1, P, 1]
+    start, end = segments[:, None, :, 0], segments[:, None, :, 1]  # [B, 1, M]
+    left, right = t - start, end - t  # [B, P, M]
+    centre = 0.5 * (start + end)
+    inner_left = torch.maximum(centre - center_radius * stride, start)
+    inner_right = torch.minimum(centre + center_radius * stride, end)
+    inside = torch.minimum(t - inner_left, inner_right - t) > 0
+    reach = torch.maximum(left, right)
+    in_range = (reach >= ranges[None, :, :1]) & (reach <= ranges[None, :, 1:])
+    lengths = (end - start).expand(-1, num_points, -1)
+    usable = inside & in_range & valid.to(points.device)[:, None, :]
+    lengths = lengths.masked_fill(~usable, float("inf"))
+    min_len, winner = lengths.min(dim=2)  # [B, P]
+    positive = torch.isfinite(min_len)
+    ties = (lengths <= min_len[..., None] + length_tolerance) & positive[..., None]
+    classes = torch.arange(num_classes, device=points.device)
+    one_hot = (labels.to(points.device)[..., None] == classes).to(points.dtype)  # [B, M, C]
+    cls_targets = torch.bmm(ties.to(points.dtype), one_hot).clamp_(max=1.0)
+    pick = winner[..., None]
+    reg = torch.cat((left.gather(2, pick), right.gather(2, pick)), dim=2) / stride
+    reg_targets = reg * positive[..., None].to(reg.dtype)
+    return cls_targets, reg_targets, positive
 
 
 def assign_targets(
@@ -44,49 +103,39 @@ def assign_targets(
     center_radius: float = 1.5,
     length_tolerance: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Assign ground-truth segments to pyramid points (TriDet / ActionFormer rule).
-
-    ``points [P, 2]`` (t, stride), ``segments [M, 2]`` (start, end; grid units),
-    ``labels [M]`` (long), ``ranges [P, 2]``. A point is positive for a segment when it lies
-    strictly inside the centre region ``centre -/+ center_radius * stride`` clipped to the
-    segment, and ``max(t - start, end - t)`` is within its range (inclusive). Among several,
-    the shortest segment wins; every segment within ``length_tolerance`` of that length adds its
-    class. Returns ``cls_targets [P, C]`` (0/1 float), ``reg_targets [P, 2]`` (left, right
-    distances to the winning segment divided by the stride; 0 on negatives) and
-    ``positive [P]`` (bool).
-    """
+    """:func:`assign_batch` of one video: ``segments [M, 2]``, ``labels [M]`` ->
+    ``cls_targets [P, C]``, ``reg_targets [P, 2]``, ``positive [P]``."""
     if segments.dim() != 2 or segments.shape[-1] != 2 or labels.shape != segments.shape[:1]:
         raise FustalError(
             f"segments/labels: expected [M, 2] and [M], got {tuple(segments.shape)} "
             f"and {tuple(labels.shape)}"
         )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise FustalError(f"labels: class index outside [0, {num_classes}): {labels.tolist()}")
-    num_points = points.shape[0]
-    segments = segments.to(device=points.device, dtype=points.dtype)
-    if segments.shape[0] == 0:
-        return (
-            points.new_zeros(num_points, num_classes),
-            points.new_zeros(num_points, 2),
-            torch.zeros(num_points, dtype=torch.bool, device=points.device),
-        )
-    t, stride = points[:, :1], points[:, 1:]
-    start, end = segments[None, :, 0], segments[None, :, 1]
-    left, right = t - start, end - t
-    centre = 0.5 * (start + end)
-    inner_left = torch.maximum(centre - center_radius * stride, start)
-    inner_right = torch.minimum(centre + center_radius * stride, end)
-    inside = torch.minimum(t - inner_left, inner_right - t) > 0
-    reach = torch.maximum(left, right)
-    in_range = (reach >= ranges[:, :1]) & (reach <= ranges[:, 1:])
-    lengths = (end - start).expand(num_points, -1)
-    lengths = lengths.masked_fill(~(inside & in_range), float("inf"))
-    min_len, winner = lengths.min(dim=1)
-    positive = torch.isfinite(min_len)
-    ties = (lengths <= min_len[:, None] + length_tolerance) & positive[:, None]
-    one_hot = torch.nn.functional.one_hot(labels.to(points.device), num_classes).to(points.dtype)
-    cls_targets = (ties.to(points.dtype) @ one_hot).clamp_(max=1.0)
-    rows = torch.arange(num_points, device=points.device)
-    reg = torch.stack((left[rows, winner], right[rows, winner]), dim=1) / stride
-    reg_targets = reg * positive[:, None].to(reg.dtype)
-    return cls_targets, reg_targets, positive
+    valid = torch.ones(1, segments.shape[0], dtype=torch.bool, device=segments.device)
+    cls, reg, pos = assign_batch(
+        points,
+        segments[None],
+        labels[None],
+        valid,
+        num_classes,
+        ranges,
+        center_radius,
+        length_tolerance,
+    )
+    return cls[0], reg[0], pos[0]
+
+
+def pad_segments(
+    segments: Sequence[Tensor], labels: Sequence[Tensor], device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-video ``segments [M_i, 2]`` and ``labels [M_i]`` -> padded ``[B, M, 2]``, ``[B, M]``
+    and ``valid [B, M]`` (sizes are host-side metadata: no synchronisation)."""
+    width = max((len(s) for s in segments), default=0)
+    batch = len(segments)
+    segs = torch.zeros(batch, width, 2, device=device)
+    labs = torch.zeros(batch, width, dtype=torch.long, device=device)
+    valid = torch.zeros(batch, width, dtype=torch.bool, device=device)
+    for i, (s, lab) in enumerate(zip(segments, labels, strict=True)):
+        segs[i, : len(s)] = s.to(device=device, dtype=segs.dtype)
+        labs[i, : len(lab)] = lab.to(device)
+        valid[i, : len(s)] = True
+    return segs, labs, valid

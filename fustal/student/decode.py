@@ -1,8 +1,15 @@
-"""Trident boundary decoding, per-level candidate selection and per-class Gaussian soft-NMS."""
+"""Trident boundary decoding, candidate selection and per-class Gaussian soft-NMS, batched.
+
+Everything here works on padded batches: a :class:`SegmentBatch` holds ``[B, N]`` candidates of
+``B`` videos with a validity mask, so that decoding, soft-NMS and the EMA teacher's target
+selection run on the training device without a host synchronisation per candidate or per
+soft-NMS iteration.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,6 +17,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fustal.errors import FustalError
+
+# soft-NMS checks for termination and compacts its working set every this many iterations (the
+# only host synchronisations of its loop)
+SOFT_NMS_CHECK_EVERY = 16
+
+
+class SegmentBatch(NamedTuple):
+    """Padded segments of ``B`` videos: ``segments [B, N, 2]`` (grid units), ``scores [B, N]``,
+    ``labels [B, N]`` (long), ``valid [B, N]`` (bool; padding and dropped entries are False)."""
+
+    segments: Tensor
+    scores: Tensor
+    labels: Tensor
+    valid: Tensor
+
+    def to_rows(self) -> list[np.ndarray]:
+        """Per video ``[K, 4]`` float64 rows ``(class_index, score, start, end)`` of the valid
+        entries, in stored order."""
+        rows = torch.cat(
+            (self.labels[..., None].to(self.scores.dtype), self.scores[..., None], self.segments),
+            dim=-1,
+        )
+        rows = rows.detach().to("cpu", torch.float64).numpy()
+        valid = self.valid.cpu().numpy()
+        return [r[v] for r, v in zip(rows, valid, strict=True)]
 
 
 def boundary_windows(
@@ -62,35 +94,151 @@ def level_candidates(
     pre_nms_thresh: float = 0.001,
     pre_nms_topk: int = 2000,
     min_duration: float = 0.05,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Candidates of one video on one level.
+) -> SegmentBatch:
+    """Candidates of one pyramid level for a batch of videos.
 
-    ``cls/start/end [T, C]``, ``offsets [T, 2, num_bins + 1]``, ``mask [T]`` -> ``segments
-    [N, 2]`` (grid units), ``scores [N]``, ``labels [N]``: scores ``sigmoid > pre_nms_thresh``,
-    the ``pre_nms_topk`` best, decoded at ``t = i * stride``, longer than ``min_duration``.
+    ``cls/start/end [B, T, C]``, ``offsets [B, T, 2, num_bins + 1]``, ``mask [B, T]`` -> ``[B, k]``
+    candidates, ``k = min(pre_nms_topk, T * C)``: the best ``k`` point-class scores (sigmoid,
+    sorted descending), decoded at ``t = i * stride``; valid when the score exceeds
+    ``pre_nms_thresh`` and the segment is longer than ``min_duration`` (grid units). Computed in
+    float32.
     """
-    num_classes = cls_logits.shape[-1]
-    prob = (cls_logits.sigmoid() * mask[:, None].to(cls_logits.dtype)).flatten()
-    keep = torch.nonzero(prob > pre_nms_thresh).squeeze(1)
-    scores, order = prob[keep].sort(descending=True)
-    scores, flat = scores[:pre_nms_topk], keep[order[:pre_nms_topk]]
+    batch, length, num_classes = cls_logits.shape
+    prob = (cls_logits.float().sigmoid() * mask[..., None]).reshape(batch, -1)
+    scores, flat = prob.topk(min(pre_nms_topk, prob.shape[1]), dim=1)
     point, label = flat // num_classes, flat % num_classes
-    left, right = boundary_windows(start_logits[None], end_logits[None], num_bins)
-    dist = trident_distances(left[0, point, label], right[0, point, label], offsets[point])
+    rows = torch.arange(batch, device=flat.device)[:, None]
+    left, right = boundary_windows(start_logits.float(), end_logits.float(), num_bins)
+    dist = trident_distances(
+        left[rows, point, label], right[rows, point, label], offsets.float()[rows, point]
+    )
     t = point.to(dist.dtype) * stride
-    segments = torch.stack((t - dist[:, 0] * stride, t + dist[:, 1] * stride), dim=1)
-    long_enough = segments[:, 1] - segments[:, 0] > min_duration
-    return segments[long_enough], scores[long_enough], label[long_enough]
+    segments = torch.stack((t - dist[..., 0] * stride, t + dist[..., 1] * stride), dim=-1)
+    valid = (scores > pre_nms_thresh) & (segments[..., 1] - segments[..., 0] > min_duration)
+    return SegmentBatch(segments, scores, label, valid)
 
 
-def segment_iou(segment: Tensor, others: Tensor, eps: float = 1e-8) -> Tensor:
-    """1-D IoU of ``segment [..., 2]`` with ``others [..., N, 2]`` -> ``[..., N]``."""
+def candidates(
+    cls_logits: Sequence[Tensor],
+    start_logits: Sequence[Tensor],
+    end_logits: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    strides: Sequence[int],
+    num_bins: int,
+    pre_nms_thresh: float = 0.001,
+    pre_nms_topk: int = 2000,
+    min_duration: float = 0.05,
+) -> SegmentBatch:
+    """:func:`level_candidates` of every level (per level ``[B, T_l, ...]``), concatenated level
+    after level -> ``[B, N]``."""
+    if not len(cls_logits) == len(strides) == len(masks):
+        raise FustalError(f"decode: {len(cls_logits)} output levels for {len(strides)} strides")
+    parts = [
+        level_candidates(
+            c, s, e, o, m, stride, num_bins, pre_nms_thresh, pre_nms_topk, min_duration
+        )
+        for c, s, e, o, m, stride in zip(
+            cls_logits, start_logits, end_logits, offsets, masks, strides, strict=True
+        )
+    ]
+    return SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
+
+
+def _pairwise_iou(best: Tensor, others: Tensor, eps: float) -> Tensor:
+    """IoU of ``best [R, 2]`` with each of ``others [R, W, 2]`` -> ``[R, W]``."""
     inter = (
-        torch.minimum(segment[..., None, 1], others[..., 1])
-        - torch.maximum(segment[..., None, 0], others[..., 0])
+        torch.minimum(best[:, None, 1], others[..., 1])
+        - torch.maximum(best[:, None, 0], others[..., 0])
     ).clamp(min=0)
-    union = (segment[..., None, 1] - segment[..., None, 0]) + (others[..., 1] - others[..., 0])
-    return inter / (union - inter).clamp(min=eps)
+    union = (best[:, None, 1] - best[:, None, 0]) + (others[..., 1] - others[..., 0]) - inter
+    return inter / union.clamp(min=eps)
+
+
+def soft_nms_batch(
+    cands: SegmentBatch,
+    num_classes: int,
+    sigma: float = 0.5,
+    min_score: float = 0.001,
+    max_seg_num: int = 2000,
+    eps: float = 1e-8,
+) -> SegmentBatch:
+    """Per-class Gaussian soft-NMS of every video of a batch at once.
+
+    In each (video, class), repeatedly the best remaining candidate is kept (the lowest index
+    among equal scores) and every other remaining score is multiplied by
+    ``exp(-iou^2 / sigma)``; scores falling below ``min_score`` are dropped, as are candidates
+    starting below it; at most ``max_seg_num`` are kept per class. Returns ``[B, K]`` entries
+    sorted per video by decayed score (descending, stable), ``K <= max_seg_num`` the most any
+    video keeps (the kept scores of a class never increase, so this is the global top); the
+    valid entries of each row come first.
+
+    All (video, class) groups advance together on a padded ``[groups, width]`` working set: one
+    iteration per kept candidate of the largest group, each a handful of tensor operations and
+    no host synchronisation; every :data:`SOFT_NMS_CHECK_EVERY` iterations finished groups and
+    dropped candidates are compacted away.
+    """
+    batch, num = cands.scores.shape
+    dtype, device = cands.scores.dtype, cands.scores.device
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=device)
+    flat_scores = torch.where(
+        cands.valid & (cands.scores >= min_score), cands.scores, neg_inf
+    ).reshape(-1)
+    flat_segs = cands.segments.reshape(-1, 2).to(dtype)
+    items = torch.nonzero(flat_scores > neg_inf).squeeze(1)
+    out_scores = torch.full((batch * num,), float("-inf"), dtype=dtype, device=device)
+    if items.numel():
+        group = torch.div(items, num, rounding_mode="floor") * num_classes
+        group = group + cands.labels.reshape(-1)[items]
+        order = torch.argsort(group, stable=True)
+        items, group = items[order], group[order]
+        present, dense, counts = torch.unique_consecutive(
+            group, return_inverse=True, return_counts=True
+        )
+        width = int(counts.max())
+        col = torch.arange(len(items), device=device) - (torch.cumsum(counts, 0) - counts)[dense]
+        live = torch.full((len(present), width), float("-inf"), dtype=dtype, device=device)
+        segs = flat_segs.new_zeros(len(present), width, 2)
+        src = torch.full((len(present), width), -1, dtype=torch.long, device=device)
+        live[dense, col] = flat_scores[items]
+        segs[dense, col] = flat_segs[items]
+        src[dense, col] = items
+        kept_src, kept_scores = [], []
+        for step in range(min(width, max_seg_num)):
+            if step and step % SOFT_NMS_CHECK_EVERY == 0:
+                alive = live > neg_inf
+                rows = alive.any(dim=1)
+                if not bool(rows.any()):
+                    break
+                live, segs, src, alive = live[rows], segs[rows], src[rows], alive[rows]
+                cols = torch.argsort((~alive).to(torch.int8), dim=1, stable=True)
+                cols = cols[:, : int(alive.sum(dim=1).max())]
+                live, src = live.gather(1, cols), src.gather(1, cols)
+                segs = segs.gather(1, cols[..., None].expand(-1, -1, 2))
+            index = torch.arange(live.shape[0], device=device)
+            best = live.argmax(dim=1)
+            best_score, best_seg = live[index, best], segs[index, best]
+            kept_scores.append(best_score)
+            kept_src.append(src[index, best])
+            live[index, best] = neg_inf
+            iou = _pairwise_iou(best_seg, segs, eps)
+            decayed = live * torch.exp(-(iou * iou) / sigma)
+            live = torch.where((live > neg_inf) & (decayed >= min_score), decayed, neg_inf)
+        kept = torch.cat(kept_src)
+        score = torch.cat(kept_scores)
+        hit = score > neg_inf
+        out_scores[kept[hit]] = score[hit]
+    out_scores = out_scores.reshape(batch, num)
+    scores, order = out_scores.sort(dim=1, descending=True, stable=True)
+    # kept entries come first in every row: keep the widest row's count (at most max_seg_num)
+    width = min(int((scores > neg_inf).sum(dim=1).max()) if num else 0, max_seg_num)
+    scores, order = scores[:, :width], order[:, :width]
+    return SegmentBatch(
+        cands.segments.gather(1, order[..., None].expand(-1, -1, 2)),
+        scores,
+        cands.labels.gather(1, order),
+        scores > neg_inf,
+    )
 
 
 def soft_nms(
@@ -102,50 +250,56 @@ def soft_nms(
     max_seg_num: int = 2000,
     eps: float = 1e-8,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-class Gaussian soft-NMS, all classes advanced together.
-
-    ``segments [N, 2]``, ``scores [N]``, ``labels [N]`` -> kept ``segments [K, 2]``, decayed
-    ``scores [K]``, ``labels [K]``, sorted by score (descending), ``K <= max_seg_num``. In each
-    class, repeatedly the best remaining segment is kept and the others' scores are multiplied by
-    ``exp(-iou^2 / sigma)``; those falling below ``min_score`` are dropped; at most
-    ``max_seg_num`` are kept per class (the kept scores of a class never increase, so the global
-    top ``max_seg_num`` is unaffected). Segments starting below ``min_score`` are dropped too.
-    One loop iteration per kept segment of the largest class.
-    """
+    """:func:`soft_nms_batch` of one video: ``segments [N, 2]``, ``scores [N]``, ``labels [N]``
+    -> kept ``segments [K, 2]``, decayed ``scores [K]``, ``labels [K]`` sorted by score."""
     if segments.shape[0] == 0:
         return segments.new_zeros(0, 2), scores.new_zeros(0), labels.new_zeros(0)
-    classes, row = torch.unique(labels, return_inverse=True)
-    counts = torch.bincount(row, minlength=len(classes))
-    order = torch.argsort(row, stable=True)
-    col = torch.arange(len(row), device=row.device) - (torch.cumsum(counts, 0) - counts)[row[order]]
-    width = int(counts.max())
-    segs = segments.new_zeros(len(classes), width, 2)
-    live = scores.new_full((len(classes), width), -1.0)
-    segs[row[order], col] = segments[order]
-    live[row[order], col] = scores[order]
-    active = live >= min_score
-    rows = torch.arange(len(classes), device=row.device)
-    kept_segs, kept_scores, kept_rows = [], [], []
-    for _ in range(min(width, max_seg_num)):
-        has = active.any(dim=1)
-        if not bool(has.any()):
-            break
-        best = torch.where(active, live, torch.full_like(live, -1.0)).argmax(dim=1)
-        best_seg, best_score = segs[rows, best], live[rows, best]
-        kept_segs.append(best_seg[has])
-        kept_scores.append(best_score[has])
-        kept_rows.append(rows[has])
-        active[rows, best] = False
-        iou = segment_iou(best_seg, segs, eps)
-        live = torch.where(active, live * torch.exp(-(iou * iou) / sigma), live)
-        active &= live >= min_score
-    out_segs, out_scores = torch.cat(kept_segs), torch.cat(kept_scores)
-    out_labels = classes[torch.cat(kept_rows)]
-    top = torch.argsort(out_scores, descending=True, stable=True)[:max_seg_num]
-    return out_segs[top], out_scores[top], out_labels[top]
+    cands = SegmentBatch(
+        segments[None], scores[None], labels[None], torch.ones_like(scores, dtype=torch.bool)[None]
+    )
+    out = soft_nms_batch(cands, int(labels.max()) + 1, sigma, min_score, max_seg_num, eps)
+    keep = out.valid[0]
+    return out.segments[0][keep], out.scores[0][keep], out.labels[0][keep]
 
 
-def decode_video(
+def teacher_selection(cands: SegmentBatch, score_thresh: float) -> tuple[SegmentBatch, Tensor]:
+    """The candidates a teacher's soft-NMS needs: those scoring above ``score_thresh`` and, in a
+    video where none does, its single best candidate. Soft-NMS never raises a score, so a
+    candidate at or below the threshold can neither end above it nor suppress one that does:
+    soft-NMS of this selection, then the threshold, equals soft-NMS of all candidates, then the
+    threshold. Returns the selection and ``fallback [B]`` (videos that use their best one)."""
+    valid = cands.valid
+    above = valid & (cands.scores > score_thresh)
+    fallback = ~above.any(dim=1) & valid.any(dim=1)
+    best = torch.where(valid, cands.scores, torch.full_like(cands.scores, -1.0)).argmax(dim=1)
+    pick = F.one_hot(best, cands.scores.shape[1]).bool() & fallback[:, None]
+    return cands._replace(valid=above | pick), fallback
+
+
+def teacher_targets(
+    cands: SegmentBatch,
+    num_classes: int,
+    score_thresh: float = 0.4,
+    sigma: float = 0.5,
+    min_score: float = 0.001,
+    max_seg_num: int = 2000,
+) -> SegmentBatch:
+    """The EMA teacher's targets (METHOD.md section 5): soft-NMS detections with score above
+    ``score_thresh``, or the single best one of a video where none passes; start and end
+    clamped at 0 (grid units). Soft-NMS runs on :func:`teacher_selection` only."""
+    selected, fallback = teacher_selection(cands, score_thresh)
+    dets = soft_nms_batch(selected, num_classes, sigma, min_score, max_seg_num)
+    keep = dets.valid & ((dets.scores > score_thresh) | fallback[:, None])
+    width = int(keep.sum(dim=1).max()) if keep.numel() else 0  # kept entries come first
+    return SegmentBatch(
+        dets.segments[:, :width].clamp(min=0.0),
+        dets.scores[:, :width],
+        dets.labels[:, :width],
+        keep[:, :width],
+    )
+
+
+def decode_batch(
     cls_logits: Sequence[Tensor],
     start_logits: Sequence[Tensor],
     end_logits: Sequence[Tensor],
@@ -159,22 +313,35 @@ def decode_video(
     nms_sigma: float = 0.5,
     min_score: float = 0.001,
     max_seg_num: int = 2000,
-) -> np.ndarray:
-    """Detections of one video from its per-level outputs (``[T_l, C]``, ``[T_l, 2, K]``,
-    ``[T_l]``) -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
-    if not len(cls_logits) == len(strides) == len(masks):
-        raise FustalError(f"decode: {len(cls_logits)} output levels for {len(strides)} strides")
-    parts = [
-        level_candidates(
-            c, s, e, o, m, stride, num_bins, pre_nms_thresh, pre_nms_topk, min_duration
-        )
-        for c, s, e, o, m, stride in zip(
-            cls_logits, start_logits, end_logits, offsets, masks, strides, strict=True
-        )
-    ]
-    segments, scores, labels = (torch.cat(x) for x in zip(*parts, strict=True))
-    segments, scores, labels = soft_nms(
-        segments.float(), scores.float(), labels, nms_sigma, min_score, max_seg_num
+) -> SegmentBatch:
+    """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
+    ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`."""
+    cands = candidates(
+        cls_logits,
+        start_logits,
+        end_logits,
+        offsets,
+        masks,
+        strides,
+        num_bins,
+        pre_nms_thresh,
+        pre_nms_topk,
+        min_duration,
     )
-    rows = torch.cat((labels[:, None].to(scores.dtype), scores[:, None], segments), dim=1)
-    return rows.detach().cpu().double().numpy()
+    return soft_nms_batch(cands, cls_logits[0].shape[-1], nms_sigma, min_score, max_seg_num)
+
+
+def decode_video(
+    cls_logits: Sequence[Tensor],
+    start_logits: Sequence[Tensor],
+    end_logits: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    strides: Sequence[int],
+    num_bins: int,
+    **kwargs: float,
+) -> np.ndarray:
+    """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
+    -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
+    batch = [[x[None] for x in xs] for xs in (cls_logits, start_logits, end_logits, offsets, masks)]
+    return decode_batch(*batch, strides, num_bins, **kwargs).to_rows()[0]  # type: ignore[arg-type]

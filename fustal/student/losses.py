@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fustal.errors import FustalError
-from fustal.student.decode import boundary_windows, trident_distances
+from fustal.student.decode import trident_offsets
 
 
 def sigmoid_focal_loss(
@@ -25,24 +25,34 @@ def sigmoid_focal_loss(
 
 
 def center_iou(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
-    """IoU of segments sharing one point, given as distances ``[N, 2]`` (left, right) -> ``[N]``."""
-    inter = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 1], target[:, 1])
+    """IoU of segments sharing one point, given as distances ``[..., 2]`` (left, right) ->
+    ``[...]``."""
+    inter = torch.minimum(pred[..., 0], target[..., 0]) + torch.minimum(
+        pred[..., 1], target[..., 1]
+    )
     union = pred.sum(-1) + target.sum(-1) - inter
     return inter / union.clamp(min=eps)
 
 
 def center_diou_loss(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """1-D Distance-IoU loss ``1 - IoU + (centre distance / enclosing length)^2`` for segments
-    given as distances ``[N, 2]`` from a common point -> ``[N]``."""
+    given as distances ``[..., 2]`` from a common point -> ``[...]``."""
     pred, target = pred.float(), target.float()
-    enclosing = torch.maximum(pred[:, 0], target[:, 0]) + torch.maximum(pred[:, 1], target[:, 1])
-    rho = 0.5 * ((pred[:, 1] - pred[:, 0]) - (target[:, 1] - target[:, 0]))
+    enclosing = torch.maximum(pred[..., 0], target[..., 0]) + torch.maximum(
+        pred[..., 1], target[..., 1]
+    )
+    rho = 0.5 * ((pred[..., 1] - pred[..., 0]) - (target[..., 1] - target[..., 0]))
     return 1.0 - center_iou(pred, target, eps) + (rho / enclosing.clamp(min=eps)) ** 2
 
 
-def update_loss_normalizer(normalizer: float, num_pos: int, momentum: float = 0.9) -> float:
-    """Running normalizer ``momentum * normalizer + (1 - momentum) * max(num_pos, 1)``."""
-    return momentum * normalizer + (1.0 - momentum) * max(num_pos, 1)
+def update_loss_normalizer(
+    normalizer: Tensor | float, num_pos: Tensor | int, momentum: float = 0.9
+) -> Tensor:
+    """Running normalizer ``momentum * normalizer + (1 - momentum) * max(num_pos, 1)`` (a
+    tensor, computed where ``normalizer`` lives: no host synchronisation)."""
+    normalizer = torch.as_tensor(normalizer, dtype=torch.float32)
+    num_pos = torch.as_tensor(num_pos, device=normalizer.device).to(normalizer.dtype)
+    return momentum * normalizer + (1.0 - momentum) * num_pos.clamp(min=1.0)
 
 
 def detection_losses(
@@ -53,68 +63,72 @@ def detection_losses(
     masks: Sequence[Tensor],
     cls_targets: Tensor,
     reg_targets: Tensor,
-    normalizer: float,
+    normalizer: Tensor | float,
     num_bins: int,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     iou_weight_power: float = 0.2,
+    eps: float = 1e-6,
 ) -> dict[str, Tensor]:
-    """TriDet classification and regression losses of a batch.
+    """TriDet classification and regression losses of a batch (float32).
 
     Per level: ``cls/start/end [B, T_l, C]``, ``offsets [B, T_l, 2, num_bins + 1]``,
     ``masks [B, T_l]``; targets over the concatenated levels: ``cls_targets [B, P, C]``,
-    ``reg_targets [B, P, 2]`` (stride units). Each positive (valid point, target class) pair is
-    decoded with that class's boundary logits; its focal term is weighted by the detached
-    ``IoU ** iou_weight_power`` and it adds a DIoU term. Both sums are divided by
-    ``normalizer``. Returns ``{"cls", "reg"}`` (scalars).
+    ``reg_targets [B, P, 2]`` (stride units). Every (point, class) is decoded with that class's
+    boundary logits (dense: no data-dependent shapes, so no host synchronisation). The focal
+    term of each positive (valid point, target class) pair is weighted by
+    ``IoU(pred, gt) ** iou_weight_power``, *not detached* as in the research code and TriDet:
+    the classification loss also trains the offsets, the start/end heads and the backbone (IoU
+    clamped at ``eps`` so that its power keeps a finite gradient); each positive adds a DIoU
+    term. Both sums are divided by ``normalizer``. Returns ``{"cls", "reg"}`` (scalars).
     """
     valid = torch.cat(list(masks), dim=1)
+    if valid.shape[1] != cls_targets.shape[1]:
+        raise FustalError(
+            f"targets: {cls_targets.shape[1]} points for {valid.shape[1]} output positions"
+        )
     positive = (cls_targets > 0) & valid[..., None]
-    weight = torch.ones_like(cls_targets)
-    preds, gts = [], []
-    start = 0
-    for s, e, off, c in zip(start_logits, end_logits, offsets, cls_logits, strict=True):
-        stop = start + c.shape[1]
-        b, t, k = torch.nonzero(positive[:, start:stop], as_tuple=True)
-        left, right = boundary_windows(s, e, num_bins)
-        pred = trident_distances(left[b, t, k], right[b, t, k], off[b, t])
-        gt = reg_targets[b, start + t]
-        weight[b, start + t, k] = center_iou(pred.detach(), gt).float() ** iou_weight_power
-        preds.append(pred)
-        gts.append(gt)
-        start = stop
-    if start != cls_targets.shape[1]:
-        raise FustalError(f"targets: {cls_targets.shape[1]} points for {start} output positions")
+    pred = torch.cat(
+        [
+            trident_offsets(s.float(), e.float(), off.float(), num_bins)
+            for s, e, off in zip(start_logits, end_logits, offsets, strict=True)
+        ],
+        dim=1,
+    )  # [B, P, C, 2]
+    gt = reg_targets.float()[:, :, None, :].expand_as(pred)
+    iou = center_iou(pred, gt).clamp(min=eps)
+    weight = torch.where(positive, iou**iou_weight_power, torch.ones_like(iou))
     focal = sigmoid_focal_loss(
         torch.cat(list(cls_logits), 1), cls_targets, focal_alpha, focal_gamma
     )
-    cls_loss = (focal * weight)[valid].sum() / normalizer
-    reg_loss = center_diou_loss(torch.cat(preds), torch.cat(gts)).sum() / normalizer
-    return {"cls": cls_loss, "reg": reg_loss}
+    zero = focal.new_zeros(())
+    cls_loss = torch.where(valid[..., None], focal * weight, zero).sum() / normalizer
+    reg = torch.where(positive, center_diou_loss(pred, gt), zero)
+    return {"cls": cls_loss, "reg": reg.sum() / normalizer}
 
 
 def video_level_loss(
     logits: Tensor, mask: Tensor, video_labels: Tensor, topk_divisor: int = 5
 ) -> Tensor:
-    """FuSTAL's video-level loss on level-0 class logits.
+    """FuSTAL's video-level loss on level-0 class logits (float32, no host synchronisation).
 
-    ``logits [B, T, C]`` (dropout already applied), ``mask [B, T]``, ``video_labels [B, C]``:
-    per video the mean of the top ``k = max(valid_length // topk_divisor, 1)`` logits over its
-    valid time, softmax over classes, BCE against ``labels / labels.sum()`` averaged over
-    classes, then over the videos that have at least one label (0 if none).
+    ``logits [B, T, C]`` (dropout already applied), ``mask [B, T]`` (every video has a valid
+    step; the data layer guarantees it), ``video_labels [B, C]``: per video the mean of the top
+    ``k = max(valid_length // topk_divisor, 1)`` logits over its valid time, softmax over
+    classes, BCE against ``labels / labels.sum()`` averaged over classes, then over the videos
+    that have at least one label (0 if none).
     """
-    valid_len = mask.sum(dim=1)
-    if bool((valid_len == 0).any()):
-        raise FustalError("video-level loss: a video in the batch has no valid time step")
-    k = (valid_len // topk_divisor).clamp(min=1)
+    num_steps = logits.shape[1]
+    k = (mask.sum(dim=1) // topk_divisor).clamp(min=1)
     masked = logits.float().masked_fill(~mask[..., None], float("-inf"))
-    top = masked.topk(int(k.max()), dim=1).values
+    # k <= T // divisor (or 1): a static bound, so topk needs no value from the device
+    top = masked.topk(max(num_steps // topk_divisor, 1), dim=1).values
     chosen = torch.arange(top.shape[1], device=k.device)[None, :] < k[:, None]
     mean = torch.where(chosen[..., None], top, torch.zeros_like(top)).sum(1) / k[:, None]
     scores = torch.softmax(mean, dim=-1)
-    totals = video_labels.float().sum(dim=-1, keepdim=True)
-    labelled = totals[:, 0] > 0
-    if not bool(labelled.any()):
-        return logits.sum() * 0.0
-    target = video_labels.float()[labelled] / totals[labelled]
-    return F.binary_cross_entropy(scores[labelled], target, reduction="none").mean(-1).mean()
+    labels = video_labels.float()
+    totals = labels.sum(dim=-1, keepdim=True)
+    labelled = (totals[:, 0] > 0).float()
+    target = labels / totals.clamp(min=1.0)
+    per_video = F.binary_cross_entropy(scores, target, reduction="none").mean(-1)
+    return (per_video * labelled).sum() / labelled.sum().clamp(min=1.0)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from fustal.errors import FustalError
-from fustal.student.assign import assign_targets, make_points
+from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
-from fustal.student.decode import decode_video
+from fustal.student.decode import SegmentBatch, candidates, decode_batch
 from fustal.student.heads import ClassHead, OffsetHead
 
 DEFAULT_RANGES = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
@@ -95,6 +94,7 @@ class TriDet(nn.Module):
         regression_ranges: Sequence[Sequence[float]] = DEFAULT_RANGES,
         center_sample_radius: float = 1.5,
         video_dropout: float = 0.7,
+        input_noise: float = 0.0005,
     ):
         super().__init__()
         if fpn_dim != embd_dim:
@@ -115,6 +115,8 @@ class TriDet(nn.Module):
         self.max_stride = self.strides[-1]
         self.regression_ranges = [tuple(float(v) for v in r) for r in regression_ranges]
         self.center_sample_radius = center_sample_radius
+        self.input_noise = input_noise
+        self._points: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
         self.backbone = SGPBackbone(
             feature_dim,
             embd_dim,
@@ -140,7 +142,11 @@ class TriDet(nn.Module):
         self.video_dropout = nn.Dropout(video_dropout)
 
     def forward(self, features: Tensor, mask: Tensor) -> TriDetOutput:
-        """``features [B, D, T]`` (T a multiple of ``max_stride``), ``mask [B, T]`` bool."""
+        """``features [B, D, T]`` (T a multiple of ``max_stride``), ``mask [B, T]`` bool.
+
+        In training mode, ``N(0, input_noise^2)`` is first added to the whole padded batch
+        (padding included), as in the research code; evaluation (and the EMA teacher, which
+        predicts in eval mode) sees clean features."""
         if features.dim() != 3 or features.shape[1] != self.feature_dim:
             raise FustalError(
                 f"features: expected [B, {self.feature_dim}, T], got {tuple(features.shape)}"
@@ -153,6 +159,8 @@ class TriDet(nn.Module):
             raise FustalError(
                 f"features: length {features.shape[2]} is not a multiple of {self.max_stride}"
             )
+        if self.training and self.input_noise > 0:
+            features = features + self.input_noise * torch.randn_like(features)
         feats, masks = self.backbone(features, mask.bool())
         feats = self.neck(feats)
         cls_logits = self.cls_head(feats, masks)
@@ -168,35 +176,48 @@ class TriDet(nn.Module):
     def points(
         self, length: int, device: torch.device | str | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Points ``[P, 2]`` (t, stride) and ranges ``[P, 2]`` for an input of ``length`` steps."""
-        lengths = [length // s for s in self.strides]
-        return make_points(lengths, self.strides, self.regression_ranges, device)
+        """Points ``[P, 2]`` (t, stride) and ranges ``[P, 2]`` for an input of ``length`` steps
+        (cached per length and device: built once, not copied to the device every step)."""
+        key = (length, str(device))
+        if key not in self._points:
+            lengths = [length // s for s in self.strides]
+            self._points[key] = make_points(lengths, self.strides, self.regression_ranges, device)
+        return self._points[key]
 
     def targets(
-        self, output: TriDetOutput, segments: Sequence[Tensor], labels: Sequence[Tensor]
+        self, output: TriDetOutput, segments: Tensor, labels: Tensor, valid: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Assigned ``cls_targets [B, P, C]`` and ``reg_targets [B, P, 2]`` of a batch."""
+        """Assigned ``cls_targets [B, P, C]`` and ``reg_targets [B, P, 2]`` of a batch whose
+        targets are padded: ``segments [B, M, 2]``, ``labels [B, M]``, ``valid [B, M]``."""
         points, ranges = self.points(output.video_logits.shape[1], output.video_logits.device)
-        radius = self.center_sample_radius
-        assigned = [
-            assign_targets(points, seg, lab, self.num_classes, ranges, radius)
-            for seg, lab in zip(segments, labels, strict=True)
-        ]
-        return torch.stack([a[0] for a in assigned]), torch.stack([a[1] for a in assigned])
+        cls, reg, _ = assign_batch(
+            points, segments, labels, valid, self.num_classes, ranges, self.center_sample_radius
+        )
+        return cls, reg
+
+    def candidates(self, output: TriDetOutput, **kwargs: float) -> SegmentBatch:
+        """Decoded candidates ``[B, N]`` before soft-NMS (see :func:`decode.candidates`)."""
+        return candidates(
+            output.cls_logits,
+            output.start_logits,
+            output.end_logits,
+            output.offsets,
+            output.masks,
+            self.strides,
+            self.num_bins,
+            **kwargs,
+        )
 
     @torch.no_grad()
-    def detect(self, output: TriDetOutput, **decode_kwargs: float) -> list[np.ndarray]:
-        """Per video ``[K, 4]`` detections ``(class_index, score, start_grid, end_grid)``."""
-        return [
-            decode_video(
-                [x[b] for x in output.cls_logits],
-                [x[b] for x in output.start_logits],
-                [x[b] for x in output.end_logits],
-                [x[b] for x in output.offsets],
-                [x[b] for x in output.masks],
-                self.strides,
-                self.num_bins,
-                **decode_kwargs,
-            )
-            for b in range(output.video_logits.shape[0])
-        ]
+    def detect(self, output: TriDetOutput, **decode_kwargs: float) -> SegmentBatch:
+        """Detections ``[B, K]`` (grid units, sorted by score per video) after soft-NMS."""
+        return decode_batch(
+            output.cls_logits,
+            output.start_logits,
+            output.end_logits,
+            output.offsets,
+            output.masks,
+            self.strides,
+            self.num_bins,
+            **decode_kwargs,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -11,16 +12,23 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fustal.errors import FustalError
-from fustal.student.decode import decode_video
+from fustal.student.decode import SegmentBatch, decode_batch, teacher_targets
+from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
 
+log = logging.getLogger(__name__)
+
 LOG_PREFIX = "student/train/"
 SCHEDULES = ("constant", "cosine")
+CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
+# the teacher is "not ready" when it still holds more than this share of its random initial
+# weights at the switch to distillation
+TEACHER_INIT_SHARE_WARN = 0.05
 
 
 def _plain_kwargs(value: Mapping | DictConfig | None, fn: Callable, what: str) -> dict:
@@ -51,10 +59,12 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning-rate multiplier: linear warmup over ``warmup_steps`` optimizer steps, then
-    constant or cosine decay to 0 at ``total_steps``."""
+    """Learning-rate multiplier of optimizer step ``step`` (0-based): linear warmup
+    ``step / (warmup_steps - 1)`` over the first ``warmup_steps`` steps (0 at the first step,
+    1 at step ``warmup_steps - 1``, as the research code's scheduler), then constant or cosine
+    decay to 0 at ``total_steps``."""
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return step / max(warmup_steps - 1, 1)
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
@@ -64,14 +74,15 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 class StudentModule(pl.LightningModule):
     """TriDet student trained on (pseudo) segments plus FuSTAL's video-level loss.
 
-    Before ``epochs_pseudo`` it learns from ``batch["segments"] / batch["labels"]``; from then
-    on (when ``ema_decay`` is set) from its EMA teacher's predictions on the same clip.
-    ``model`` holds :class:`TriDet` keyword arguments, ``inference`` those of
-    :func:`fustal.student.decode.decode_video`. The EMA copy (updated after every optimizer
-    step) and the loss normalizer are part of the state dict, hence of checkpoints.
-    ``classes`` (names in index order) and ``feature_timing`` (see
-    :func:`fustal.inference.feature_timing`) are metadata only: saved with the hyperparameters,
-    they let ``python -m fustal.predict`` turn detections into labelled seconds.
+    Before ``epochs_pseudo`` it learns from the batch's padded targets (``segments [B, M, 2]``,
+    ``labels [B, M]``, ``target_valid [B, M]``); from then on (when ``ema_decay`` is set) from
+    its EMA teacher's predictions on the same clean clip. ``model`` holds :class:`TriDet`
+    keyword arguments, ``inference`` those of :func:`fustal.student.decode.decode_batch`. The EMA
+    copy (updated after every optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the
+    loss normalizer are part of the state dict, hence of checkpoints. ``classes`` (names in
+    index order) and ``feature_timing`` (see :func:`fustal.inference.feature_timing`) are
+    metadata only: saved with the hyperparameters, they let ``python -m fustal.predict`` turn
+    detections into labelled seconds.
     """
 
     def __init__(
@@ -83,9 +94,10 @@ class StudentModule(pl.LightningModule):
         weight_decay: float = 0.05,
         warmup_epochs: float = 1,
         schedule: str = "constant",
-        max_epochs: int = 100,
-        epochs_pseudo: int = 60,
+        max_epochs: int = 101,
+        epochs_pseudo: int = 61,
         ema_decay: float | None = 0.999,
+        ema_warmup: bool = False,
         teacher_score_thresh: float = 0.4,
         video_loss_weight: float = 1.0,
         video_topk_divisor: int = 5,
@@ -106,52 +118,71 @@ class StudentModule(pl.LightningModule):
         if ema_decay is not None and not 0.0 <= ema_decay <= 1.0:
             raise FustalError(f"ema_decay: must lie in [0, 1] or be null, got {ema_decay}")
         self.model_kwargs = _plain_kwargs(model, TriDet, "student.model")
-        self.decode_kwargs = _plain_kwargs(inference, decode_video, "student.inference")
+        self.decode_kwargs = _plain_kwargs(inference, decode_batch, "student.inference")
         self.model = TriDet(feature_dim, num_classes, **self.model_kwargs)
-        self.ema: AveragedModel | None = None
+        self.ema: ModelEMA | None = None
         if ema_decay is not None:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            )
-            self.ema.requires_grad_(False)
+            self.ema = ModelEMA(self.model, ema_decay, ema_warmup)
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
+        self.steps_per_epoch: int | None = None
 
     def distilling(self) -> bool:
         """Whether the current epoch learns from the EMA teacher."""
         return self.ema is not None and self.current_epoch >= self.hparams.epochs_pseudo
 
-    def targets_for(self, batch: dict) -> tuple[list[Tensor], list[Tensor]]:
-        """Segments ``[M_i, 2]`` (grid units) and labels ``[M_i]`` each video trains on now.
-
-        While distilling: the EMA teacher's detections on the batch's clip with score above
-        ``teacher_score_thresh`` (or the single best one), start/end clamped at 0.
-        """
+    def batch_targets(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """Padded ``segments [B, M, 2]`` (grid units), ``labels [B, M]`` and ``valid [B, M]``
+        that each video trains on now: the batch's own, or while distilling the EMA teacher's
+        (:meth:`teacher_targets`)."""
         if not self.distilling():
-            return list(batch["segments"]), list(batch["labels"])
-        segments, labels = [], []
-        for det in self.predict_batch(batch, use_ema=True):
-            keep = det[:, 1] > self.hparams.teacher_score_thresh
-            if len(det) and not keep.any():
-                keep[np.argmax(det[:, 1])] = True
-            segs = torch.as_tensor(det[keep, 2:4], dtype=torch.float32, device=self.device)
-            segments.append(segs.clamp(min=0.0))
-            labels.append(torch.as_tensor(det[keep, 0], device=self.device).long())
-        return segments, labels
+            return batch["segments"], batch["labels"], batch["target_valid"]
+        targets = self.teacher_targets(batch)
+        return targets.segments, targets.labels, targets.valid
 
     @torch.no_grad()
-    def predict_batch(self, batch: dict, use_ema: bool = False) -> list[np.ndarray]:
-        """Detections per video: ``[K, 4]`` rows ``(class_index, score, start, end)`` in grid
-        units, from the student or (``use_ema``) its EMA copy, in eval mode."""
-        if use_ema and self.ema is None:
-            raise FustalError("student: use_ema needs ema_decay to be set")
-        net = self.ema.module if use_ema else self.model
+    def teacher_targets(self, batch: dict) -> SegmentBatch:
+        """The EMA teacher's targets on the batch's clean clip (eval mode): detections with
+        score above ``teacher_score_thresh``, or each video's single best, start/end clamped at
+        0 (:func:`fustal.student.decode.teacher_targets`, soft-NMS on the candidates above the
+        threshold only)."""
+        if self.ema is None:
+            raise FustalError("student: a teacher needs ema_decay to be set")
+        net = self.ema.module
         was_training = net.training
         net.eval()
         try:
             output = net(batch["features"], batch["mask"])
-            return net.detect(output, **self.decode_kwargs)
+            kwargs = self.decode_kwargs
+            cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
+            return teacher_targets(
+                cands,
+                net.num_classes,
+                self.hparams.teacher_score_thresh,
+                kwargs.get("nms_sigma", 0.5),
+                kwargs.get("min_score", 0.001),
+                kwargs.get("max_seg_num", 2000),
+            )
         finally:
             net.train(was_training)
+
+    @torch.no_grad()
+    def detect(self, batch: dict, use_ema: bool = False) -> SegmentBatch:
+        """Detections ``[B, K]`` (grid units, sorted by score) of the student or (``use_ema``)
+        its EMA copy, in eval mode."""
+        if use_ema and self.ema is None:
+            raise FustalError("student: use_ema needs ema_decay to be set")
+        net = self.ema.module if use_ema and self.ema is not None else self.model
+        was_training = net.training
+        net.eval()
+        try:
+            return net.detect(net(batch["features"], batch["mask"]), **self.decode_kwargs)
+        finally:
+            net.train(was_training)
+
+    def predict_batch(self, batch: dict, use_ema: bool = False) -> list[np.ndarray]:
+        """Detections per video: ``[K, 4]`` rows ``(class_index, score, start, end)`` in grid
+        units (see :meth:`detect`)."""
+        return self.detect(batch, use_ema).to_rows()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         """``{"video_id": [...], "detections": [[K, 4], ...]}`` (EMA model if enabled and
@@ -163,38 +194,41 @@ class StudentModule(pl.LightningModule):
         }
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        """Focal + DIoU (over the running normalizer) + weighted video-level loss."""
-        segments, labels = self.targets_for(batch)
+        """Focal + DIoU (over the running normalizer) + weighted video-level loss. No host
+        synchronisation outside the teacher's target selection; the losses run in float32 with
+        autocast off."""
+        segments, labels, valid = self.batch_targets(batch)
         output = self.model(batch["features"], batch["mask"])
-        cls_targets, reg_targets = self.model.targets(output, segments, labels)
-        valid = torch.cat(output.masks, dim=1)
-        num_pos = int(((cls_targets.sum(-1) > 0) & valid).sum())
-        norm = update_loss_normalizer(
-            float(self.loss_normalizer), num_pos, self.hparams.loss_norm_momentum
-        )
-        self.loss_normalizer.fill_(norm)
-        losses = detection_losses(
-            output.cls_logits,
-            output.start_logits,
-            output.end_logits,
-            output.offsets,
-            output.masks,
-            cls_targets,
-            reg_targets,
-            norm,
-            self.model.num_bins,
-            self.hparams.focal_alpha,
-            self.hparams.focal_gamma,
-            self.hparams.iou_weight_power,
-        )
-        video = video_level_loss(
-            output.video_logits,
-            batch["mask"],
-            batch["video_labels"],
-            self.hparams.video_topk_divisor,
-        )
+        with torch.autocast(self.device.type, enabled=False):
+            cls_targets, reg_targets = self.model.targets(output, segments, labels, valid)
+            points_valid = torch.cat(output.masks, dim=1)
+            num_pos = ((cls_targets.sum(-1) > 0) & points_valid).sum()
+            norm = update_loss_normalizer(
+                self.loss_normalizer, num_pos, self.hparams.loss_norm_momentum
+            )
+            self.loss_normalizer.copy_(norm)
+            losses = detection_losses(
+                output.cls_logits,
+                output.start_logits,
+                output.end_logits,
+                output.offsets,
+                output.masks,
+                cls_targets,
+                reg_targets,
+                norm,
+                self.model.num_bins,
+                self.hparams.focal_alpha,
+                self.hparams.focal_gamma,
+                self.hparams.iou_weight_power,
+            )
+            video = video_level_loss(
+                output.video_logits,
+                batch["mask"],
+                batch["video_labels"],
+                self.hparams.video_topk_divisor,
+            )
         loss = losses["cls"] + losses["reg"] + self.hparams.video_loss_weight * video
-        logs = {"loss": loss, **losses, "video": video, "num_pos": float(num_pos), "norm": norm}
+        logs = {"loss": loss, **losses, "video": video, "num_pos": num_pos.float(), "norm": norm}
         self.log_dict(
             {LOG_PREFIX + k: v for k, v in logs.items()},
             batch_size=batch["features"].shape[0],
@@ -206,7 +240,59 @@ class StudentModule(pl.LightningModule):
         """Step the optimizer, then update the EMA copy."""
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The EMA's host-side update count follows the restored buffer."""
+        if self.ema is not None:
+            count = checkpoint.get("state_dict", {}).get("ema.updates")
+            self.ema.num_updates = int(count) if count is not None else 0
+
+    def on_train_start(self) -> None:
+        """Warn before training when the EMA teacher will not be ready at the switch."""
+        hp = self.hparams
+        if self.ema is None or hp.max_epochs <= hp.epochs_pseudo or not self.steps_per_epoch:
+            return
+        steps = hp.epochs_pseudo * self.steps_per_epoch
+        share = initial_share(steps, self.ema.decay, self.ema.warmup)
+        if share > TEACHER_INIT_SHARE_WARN:
+            self._warn_teacher(share, steps, "will still hold")
+
+    def on_train_epoch_start(self) -> None:
+        """At the switch to distillation: log the teacher's remaining share of its initial
+        weights (``student/teacher_init_share``) and warn when it is large."""
+        if self.ema is None or self.current_epoch != self.hparams.epochs_pseudo:
+            return
+        share = self.ema.initial_share()
+        self.log("student/teacher_init_share", share, rank_zero_only=True)
+        self._announce_switch(share)
+
+    @rank_zero_only
+    def _announce_switch(self, share: float) -> None:
+        log.info(
+            "student: epoch %d: distillation starts; the EMA teacher holds %.1f%% of its initial"
+            " weights after %d updates",
+            self.current_epoch,
+            100 * share,
+            self.ema.num_updates if self.ema is not None else 0,
+        )
+        if share > TEACHER_INIT_SHARE_WARN:
+            self._warn_teacher(share, self.ema.num_updates if self.ema else 0, "holds")
+
+    @rank_zero_only
+    def _warn_teacher(self, share: float, steps: int, verb: str) -> None:
+        assert self.ema is not None
+        log.warning(
+            "student: at the switch to distillation the EMA teacher %s %.0f%% of its random"
+            " initial weights (ema.decay=%g after %d updates): its pseudo labels will be poor"
+            " and distillation can ruin the student. Use ema.decay <= %.4f, more pseudo-label"
+            " epochs (student.epochs_pseudo), or ema.warmup=true.",
+            verb,
+            100 * share,
+            self.ema.decay,
+            steps,
+            decay_for_share(steps, TEACHER_INIT_SHARE_WARN),
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (decay on Conv/Linear weights) with per-step warmup + constant/cosine."""
@@ -220,6 +306,7 @@ class StudentModule(pl.LightningModule):
             # Trainer(max_steps=N) without max_epochs: Lightning does not load the data to count
             # batches, so spread the step budget over this module's epochs
             steps_per_epoch = max(1, math.ceil(stepping / hp.max_epochs))
+        self.steps_per_epoch = steps_per_epoch
         warmup = round(hp.warmup_epochs * steps_per_epoch)
         total = min(hp.max_epochs * steps_per_epoch, stepping)
         scheduler = torch.optim.lr_scheduler.LambdaLR(

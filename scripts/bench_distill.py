@@ -1,0 +1,203 @@
+"""Benchmark: the cost of an EMA-distillation epoch against a pseudo-label epoch, on the embedded
+synthetic default (the student stage of ``python -m fustal.train``), in one run.
+
+    python scripts/bench_distill.py [--threads 1] [--out docs/benchmarks/distill.json]
+
+The student is built from the composed default config (``scale=tiny``) and trained by a real
+``pl.Trainer`` for its ``student.epochs_pseudo`` + ``student.epochs_distill`` epochs on the
+training ground truth of the synthetic default (an epoch costs the same whatever its targets;
+the teacher is the one trained in this run). Every epoch's wall time is recorded; the first
+pseudo-label epoch (warm-up) is left out of the mean. Then the same distillation epochs run once
+more, from the checkpoint at the switch, with the research-style teacher (soft-NMS of every
+candidate, then the score threshold) in place of fustal's (soft-NMS of the candidates above the
+threshold only), for the side-by-side cost of the teacher. Target: distillation / pseudo-label
+<= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fustal.config import CONFIG_DIR, register_resolvers, to_plain  # noqa: E402
+from fustal.data.student_datamodule import PseudoLabelDataModule  # noqa: E402
+from fustal.inference import feature_timing  # noqa: E402
+from fustal.io import write_json  # noqa: E402
+from fustal.pipeline.data import load_pipeline_data  # noqa: E402
+from fustal.pipeline.generator_stage import feature_dim  # noqa: E402
+from fustal.student.decode import SegmentBatch, soft_nms_batch  # noqa: E402
+from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
+
+TARGET_RATIO = 1.15
+
+
+class EpochTimer(pl.Callback):
+    """Wall seconds of every training epoch."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.times.append(time.perf_counter() - self.start)
+
+
+class ResearchTeacherStudent(StudentModule):
+    """The student with the research-style teacher: soft-NMS of every candidate, then the
+    threshold (or each video's single best detection)."""
+
+    @torch.no_grad()
+    def teacher_targets(self, batch: dict) -> SegmentBatch:
+        assert self.ema is not None
+        net = self.ema.module
+        was_training = net.training
+        net.eval()
+        try:
+            output = net(batch["features"], batch["mask"])
+            kwargs = self.decode_kwargs
+            cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
+            dets = soft_nms_batch(
+                cands,
+                net.num_classes,
+                kwargs.get("nms_sigma", 0.5),
+                kwargs.get("min_score", 0.001),
+                kwargs.get("max_seg_num", 2000),
+            )
+        finally:
+            net.train(was_training)
+        thresh = self.hparams.teacher_score_thresh
+        keep = dets.valid & (dets.scores > thresh)
+        if keep.shape[1]:  # rows are sorted by score: the first valid entry is the best
+            keep[:, 0] |= ~keep.any(dim=1) & dets.valid[:, 0]
+        return dets._replace(segments=dets.segments.clamp(min=0.0), valid=keep)
+
+
+def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule, Any]:
+    scfg = cfg.student
+    epochs = scfg.epochs_pseudo + scfg.epochs_distill
+    dm = PseudoLabelDataModule(
+        data,
+        None,
+        scfg.model.max_seq_len,
+        2 ** int(scfg.model.arch[2]),
+        scfg.batch_size,
+        scfg.eval_batch_size,
+        0,
+        augment=to_plain(scfg.augment),
+        seed=cfg.seed,
+    )
+    pl.seed_everything(cfg.seed, verbose=False)
+    module = cls(
+        feature_dim=feature_dim(data),
+        num_classes=data.num_classes,
+        model=to_plain(scfg.model),
+        lr=scfg.lr,
+        weight_decay=scfg.weight_decay,
+        warmup_epochs=scfg.warmup_epochs,
+        schedule=scfg.schedule,
+        max_epochs=epochs,
+        epochs_pseudo=scfg.epochs_pseudo,
+        ema_decay=cfg.ema.decay,
+        teacher_score_thresh=cfg.ema.score_thresh,
+        video_loss_weight=scfg.video_loss_weight,
+        inference=to_plain(scfg.inference),
+        classes=data.classes,
+        feature_timing=feature_timing(data),
+    )
+    return module, dm
+
+
+def trainer(max_epochs: int, timer: EpochTimer, root: Path) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        gradient_clip_val=1.0,
+        callbacks=[timer],
+        default_root_dir=root,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "docs/benchmarks/distill.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp"])
+    data = load_pipeline_data(cfg).student
+    scfg = cfg.student
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        module, dm = build(cfg, data, StudentModule)
+        timer = EpochTimer()
+        fit = trainer(scfg.epochs_pseudo, timer, root)
+        fit.fit(module, datamodule=dm)
+        switch = root / "switch.ckpt"
+        fit.save_checkpoint(switch)
+        pseudo = timer.times
+        runs: dict[str, list[float]] = {}
+        for name, cls in (("fustal", StudentModule), ("research", ResearchTeacherStudent)):
+            module, dm = build(cfg, data, cls)
+            timer = EpochTimer()
+            resumed = trainer(scfg.epochs_pseudo + scfg.epochs_distill, timer, root)
+            resumed.fit(module, datamodule=dm, ckpt_path=str(switch))
+            runs[name] = timer.times
+
+    pseudo_mean = statistics.mean(pseudo[1:])
+    result = {
+        "benchmark": "distillation epoch vs pseudo-label epoch, synthetic default (scale=tiny)",
+        "settings": {
+            "threads": args.threads,
+            "epochs_pseudo": scfg.epochs_pseudo,
+            "epochs_distill": scfg.epochs_distill,
+            "batch_size": scfg.batch_size,
+            "train_videos": len(data.train_videos()),
+        },
+        "machine": {"python": platform.python_version(), "torch": torch.__version__},
+        "pseudo_epoch_s": pseudo,
+        "distill_epoch_s": runs,
+        "pseudo_epoch_mean_s": pseudo_mean,
+        "distill_epoch_mean_s": {k: statistics.mean(v) for k, v in runs.items()},
+        "ratio": {k: statistics.mean(v) / pseudo_mean for k, v in runs.items()},
+        "target_ratio": TARGET_RATIO,
+    }
+    write_json(args.out, result)
+    print("| epoch | mean s | / pseudo-label epoch |")
+    print("|---|---|---|")
+    print(f"| pseudo labels | {pseudo_mean:.2f} | 1.00 |")
+    for name, times in runs.items():
+        print(
+            f"| distillation, {name} teacher | {statistics.mean(times):.2f} "
+            f"| {result['ratio'][name]:.2f} |"
+        )
+    print(f"\ntarget <= {TARGET_RATIO}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
