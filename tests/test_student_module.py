@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -370,3 +371,38 @@ def test_teacher_readiness_is_logged_and_warned_on_short_schedules(
     assert float(trainer.callback_metrics["student/teacher_init_share"]) == pytest.approx(
         initial_share(4, 0.999, warmup=True)
     )
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_teacher_candidates_from_the_needed_levels_give_the_full_targets(
+    seed: int, fallback: bool
+) -> None:
+    """The teacher runs its boundary heads only on the levels with a candidate above the
+    threshold (and, for a video without any, on the level of its best candidate); its targets
+    equal those selected from every level's candidates."""
+    from fustal.student.decode import level_scores, teacher_targets
+
+    torch.manual_seed(seed)
+    net = make_module().model.eval()
+    for p in net.cls_head.parameters():  # spread the scores so that levels differ
+        p.data.normal_(0.0, 0.5)
+    batch = collate(make_videos(2, seed=seed))
+    full = net(batch["features"], batch["mask"])
+    peaks = torch.stack(
+        [level_scores(c, m, 2000)[0][:, 0] for c, m in zip(full.cls_logits, full.masks)], 1
+    )
+    best = peaks.max(dim=1).values
+    if fallback:  # a threshold between the two videos' best scores: one video falls back
+        thresh = float(best.mean())
+        assert (best > thresh).tolist() in ([True, False], [False, True])
+    else:  # a threshold that some but not all levels of every video pass
+        thresh = float(best.min()) - 1e-4
+        assert (peaks > thresh).any(dim=1).all() and not (peaks > thresh).all()
+    expected = teacher_targets(net.candidates(full), NUM_CLASSES, thresh)
+    got = teacher_targets(
+        net.teacher_candidates(batch["features"], batch["mask"], thresh), NUM_CLASSES, thresh
+    )
+    assert torch.equal(got.valid, expected.valid)
+    for a, b in zip(got.to_rows(), expected.to_rows(), strict=True):
+        np.testing.assert_array_equal(a, b)

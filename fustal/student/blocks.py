@@ -48,11 +48,12 @@ class ChannelLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, C, T]`` -> ``[B, C, T]`` normalized over C."""
-        out = nn.functional.layer_norm(
-            x.transpose(1, 2), (x.shape[1],), self.weight, self.bias, self.eps
-        )
-        return out.transpose(1, 2)
+        """``[B, C, T]`` -> ``[B, C, T]`` normalized over C, computed along C as the research
+        code does (no transposes)."""
+        centred = x - x.mean(dim=1, keepdim=True)
+        variance = (centred * centred).mean(dim=1, keepdim=True)
+        out = centred / torch.sqrt(variance + self.eps)
+        return out * self.weight[:, None] + self.bias[:, None]
 
 
 class Scale(nn.Module):
@@ -159,6 +160,23 @@ class SGPBlock(nn.Module):
             nn.init.zeros_(conv.bias)
         for conv in (self.mlp[0], self.mlp[2]):
             nn.init.zeros_(conv.bias)
+        self.branch_is_zero = False
+
+    def branch_convs(self) -> tuple[nn.Conv1d, ...]:
+        """The five depthwise convs of the granularity branch."""
+        return (self.psi, self.fc, self.conv_w, self.conv_kw, self.global_fc)
+
+    def train(self, mode: bool = True) -> SGPBlock:
+        """Switching to eval mode checks whether the branch convs are all zero: with zero
+        weights and biases (the reference ``init_conv_vars = 0``) every gradient reaching them is
+        zero too, so they stay zero and the branch output ``fc(h) * phi + (conv_w(h) +
+        conv_kw(h)) * psi(h)`` is exactly 0; evaluation then skips computing it."""
+        super().train(mode)
+        if not mode:
+            with torch.no_grad():
+                params = [p.reshape(-1) for conv in self.branch_convs() for p in conv.parameters()]
+                self.branch_is_zero = not bool(torch.cat(params).any())
+        return self
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, C, T]``, ``mask [B, T]`` -> ``([B, C, T / s], [B, T / s])``, s the stride."""
@@ -169,7 +187,10 @@ class SGPBlock(nn.Module):
         x = self.pool(x)
         mask = mask[:, :: self.stride]
         h = self.ln(x)
-        phi = torch.relu(self.global_fc(h.mean(dim=-1, keepdim=True)))
-        out = self.fc(h) * phi + (self.conv_w(h) + self.conv_kw(h)) * self.psi(h) + h
+        if self.training or not self.branch_is_zero:
+            phi = torch.relu(self.global_fc(h.mean(dim=-1, keepdim=True)))
+            out = self.fc(h) * phi + (self.conv_w(h) + self.conv_kw(h)) * self.psi(h) + h
+        else:
+            out = h
         y = x * mask.unsqueeze(1).to(x.dtype) + self.drop_out(out)
         return y + self.drop_mlp(self.mlp(self.gn(y))), mask

@@ -83,6 +83,42 @@ def trident_offsets(
     return trident_distances(left, right, offsets[:, :, None])
 
 
+def level_scores(cls_logits: Tensor, mask: Tensor, pre_nms_topk: int) -> tuple[Tensor, Tensor]:
+    """The best ``k = min(pre_nms_topk, T * C)`` point-class scores of one level:
+    ``cls_logits [B, T, C]``, ``mask [B, T]`` -> sigmoid ``scores [B, k]`` (descending) and
+    their flat indices ``[B, k]`` (``point * C + class``), in float32."""
+    prob = (cls_logits.float().sigmoid() * mask[..., None]).reshape(cls_logits.shape[0], -1)
+    return prob.topk(min(pre_nms_topk, prob.shape[1]), dim=1)
+
+
+def decode_points(
+    start_logits: Tensor,
+    end_logits: Tensor,
+    offsets: Tensor,
+    scores: Tensor,
+    flat: Tensor,
+    stride: int,
+    num_bins: int,
+    pre_nms_thresh: float = 0.001,
+    min_duration: float = 0.05,
+) -> SegmentBatch:
+    """Decode chosen point-class pairs of one level: ``start/end [B, T, C]``, ``offsets
+    [B, T, 2, num_bins + 1]``, ``scores [B, k]`` and flat indices ``[B, k]`` (``point * C +
+    class``) -> ``[B, k]`` segments at ``t = point * stride`` (grid units); valid when the score
+    exceeds ``pre_nms_thresh`` and the segment is longer than ``min_duration``. Float32."""
+    batch, _, num_classes = start_logits.shape
+    point, label = flat // num_classes, flat % num_classes
+    rows = torch.arange(batch, device=flat.device)[:, None]
+    left, right = boundary_windows(start_logits.float(), end_logits.float(), num_bins)
+    dist = trident_distances(
+        left[rows, point, label], right[rows, point, label], offsets.float()[rows, point]
+    )
+    t = point.to(dist.dtype) * stride
+    segments = torch.stack((t - dist[..., 0] * stride, t + dist[..., 1] * stride), dim=-1)
+    valid = (scores > pre_nms_thresh) & (segments[..., 1] - segments[..., 0] > min_duration)
+    return SegmentBatch(segments, scores, label, valid)
+
+
 def level_candidates(
     cls_logits: Tensor,
     start_logits: Tensor,
@@ -99,23 +135,20 @@ def level_candidates(
 
     ``cls/start/end [B, T, C]``, ``offsets [B, T, 2, num_bins + 1]``, ``mask [B, T]`` -> ``[B, k]``
     candidates, ``k = min(pre_nms_topk, T * C)``: the best ``k`` point-class scores (sigmoid,
-    sorted descending), decoded at ``t = i * stride``; valid when the score exceeds
-    ``pre_nms_thresh`` and the segment is longer than ``min_duration`` (grid units). Computed in
-    float32.
+    sorted descending), decoded by :func:`decode_points`.
     """
-    batch, length, num_classes = cls_logits.shape
-    prob = (cls_logits.float().sigmoid() * mask[..., None]).reshape(batch, -1)
-    scores, flat = prob.topk(min(pre_nms_topk, prob.shape[1]), dim=1)
-    point, label = flat // num_classes, flat % num_classes
-    rows = torch.arange(batch, device=flat.device)[:, None]
-    left, right = boundary_windows(start_logits.float(), end_logits.float(), num_bins)
-    dist = trident_distances(
-        left[rows, point, label], right[rows, point, label], offsets.float()[rows, point]
+    scores, flat = level_scores(cls_logits, mask, pre_nms_topk)
+    return decode_points(
+        start_logits,
+        end_logits,
+        offsets,
+        scores,
+        flat,
+        stride,
+        num_bins,
+        pre_nms_thresh,
+        min_duration,
     )
-    t = point.to(dist.dtype) * stride
-    segments = torch.stack((t - dist[..., 0] * stride, t + dist[..., 1] * stride), dim=-1)
-    valid = (scores > pre_nms_thresh) & (segments[..., 1] - segments[..., 0] > min_duration)
-    return SegmentBatch(segments, scores, label, valid)
 
 
 def candidates(

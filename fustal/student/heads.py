@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,10 +85,14 @@ class OffsetHead(nn.Module):
         self.tower = ConvTower(input_dim, head_dim, 2 * (num_bins + 1), num_layers, kernel)
         self.scales = nn.ModuleList(Scale(scale_init) for _ in range(num_levels))
 
-    def forward(self, feats: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
-        """Per level ``[B, E, T_l]``, ``[B, T_l]`` -> ``[B, T_l, 2, num_bins + 1]`` (>= 0)."""
+    def forward(
+        self, feats: list[Tensor], masks: list[Tensor], levels: Sequence[int] | None = None
+    ) -> list[Tensor]:
+        """Per level ``[B, E, T_l]``, ``[B, T_l]`` -> ``[B, T_l, 2, num_bins + 1]`` (>= 0);
+        ``levels``: the pyramid levels ``feats`` come from (default: all, in order)."""
+        scales = self.scales if levels is None else [self.scales[i] for i in levels]
         outs = []
-        for scale, f, m in zip(self.scales, feats, masks, strict=True):
+        for scale, f, m in zip(scales, feats, masks, strict=True):
             off = torch.relu(scale(self.tower(f, m))).transpose(1, 2)
             outs.append(off.reshape(off.shape[0], off.shape[1], 2, self.num_bins + 1))
         return outs

@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from fustal.errors import FustalError
 from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
-from fustal.student.decode import SegmentBatch, candidates, decode_batch
+from fustal.student.decode import (
+    SegmentBatch,
+    candidates,
+    decode_batch,
+    decode_points,
+    level_scores,
+)
 from fustal.student.heads import ClassHead, OffsetHead
 
 DEFAULT_RANGES = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
@@ -141,8 +147,9 @@ class TriDet(nn.Module):
         self.offset_head = OffsetHead(fpn_dim, head_dim, num_levels, num_bins, **head)
         self.video_dropout = nn.Dropout(video_dropout)
 
-    def forward(self, features: Tensor, mask: Tensor) -> TriDetOutput:
-        """``features [B, D, T]`` (T a multiple of ``max_stride``), ``mask [B, T]`` bool.
+    def pyramid(self, features: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Backbone and neck: ``features [B, D, T]`` (T a multiple of ``max_stride``),
+        ``mask [B, T]`` bool -> per level ``[B, E, T_l]`` features and ``[B, T_l]`` masks.
 
         In training mode, ``N(0, input_noise^2)`` is first added to the whole padded batch
         (padding included), as in the research code; evaluation (and the EMA teacher, which
@@ -162,16 +169,103 @@ class TriDet(nn.Module):
         if self.training and self.input_noise > 0:
             features = features + self.input_noise * torch.randn_like(features)
         feats, masks = self.backbone(features, mask.bool())
-        feats = self.neck(feats)
+        return self.neck(feats), masks
+
+    def boundary_heads(
+        self, feats: list[Tensor], masks: list[Tensor], levels: Sequence[int]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Start logits, end logits and offsets of the given pyramid ``levels`` only."""
+        sub_feats, sub_masks = [feats[i] for i in levels], [masks[i] for i in levels]
+        return (
+            self.start_head(sub_feats, sub_masks),
+            self.end_head(sub_feats, sub_masks),
+            self.offset_head(sub_feats, sub_masks, levels),
+        )
+
+    def forward(self, features: Tensor, mask: Tensor) -> TriDetOutput:
+        """``features [B, D, T]`` (T a multiple of ``max_stride``), ``mask [B, T]`` bool ->
+        every head on every level (see :meth:`pyramid`)."""
+        feats, masks = self.pyramid(features, mask)
         cls_logits = self.cls_head(feats, masks)
+        start, end, offsets = self.boundary_heads(feats, masks, range(len(feats)))
         return TriDetOutput(
             cls_logits=cls_logits,
-            start_logits=self.start_head(feats, masks),
-            end_logits=self.end_head(feats, masks),
-            offsets=self.offset_head(feats, masks),
+            start_logits=start,
+            end_logits=end,
+            offsets=offsets,
             masks=masks,
             video_logits=self.video_dropout(cls_logits[0]),
         )
+
+    @torch.no_grad()
+    def teacher_candidates(
+        self,
+        features: Tensor,
+        mask: Tensor,
+        score_thresh: float,
+        pre_nms_thresh: float = 0.001,
+        pre_nms_topk: int = 2000,
+        min_duration: float = 0.05,
+    ) -> SegmentBatch:
+        """What a teacher's target selection reads (:func:`decode.teacher_selection`), decoded
+        from the fewest head outputs: per level the ``pre_nms_topk`` best scores as always, but
+        only those above ``score_thresh`` (and, for a video without any, its best one) are
+        decoded, and the start/end/offset heads run only on the levels holding them. No other
+        candidate can be selected, so the selection equals that from every candidate. (When a
+        video's best candidate is decoded shorter than ``min_duration``, its next best could lie
+        anywhere: every candidate is then decoded.)"""
+        feats, masks = self.pyramid(features, mask)
+        cls_logits = self.cls_head(feats, masks)
+        tops = [level_scores(c, m, pre_nms_topk) for c, m in zip(cls_logits, masks, strict=True)]
+        peaks = torch.stack([scores[:, 0] for scores, _ in tops], dim=1)  # [B, L]
+        thresh = max(score_thresh, pre_nms_thresh)
+        picks = [scores > thresh for scores, _ in tops]
+        fallback = ~torch.stack([pick[:, 0] for pick in picks], dim=1).any(dim=1)
+        best_level = peaks.argmax(dim=1)
+        for level, pick in enumerate(picks):
+            pick[:, 0] |= fallback & (best_level == level) & (peaks[:, level] > pre_nms_thresh)
+        counts = torch.stack([pick.sum(dim=1) for pick in picks], dim=1).max(dim=0).values.tolist()
+        levels = [level for level, count in enumerate(counts) if count]
+        start, end, offsets = self.boundary_heads(feats, masks, levels)
+        parts = []
+        for level, s, e, o in zip(levels, start, end, offsets, strict=True):
+            (scores, flat), pick = tops[level], picks[level]
+            chosen = torch.argsort((~pick).to(torch.int8), dim=1, stable=True)[:, : counts[level]]
+            part = decode_points(
+                s,
+                e,
+                o,
+                scores.gather(1, chosen),
+                flat.gather(1, chosen),
+                self.strides[level],
+                self.num_bins,
+                pre_nms_thresh,
+                min_duration,
+            )
+            parts.append(part._replace(valid=part.valid & pick.gather(1, chosen)))
+        if not parts:
+            empty = cls_logits[0].new_zeros(features.shape[0], 0)
+            return SegmentBatch(
+                empty[..., None].expand(-1, -1, 2), empty, empty.long(), empty.bool()
+            )
+        cands = SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
+        best_valid = torch.where(cands.valid, cands.scores, -1.0).max(dim=1).values
+        peak = peaks.max(dim=1).values
+        if bool((fallback & (best_valid < peak) & (peak > pre_nms_thresh)).any()):
+            start, end, offsets = self.boundary_heads(feats, masks, range(len(feats)))
+            return candidates(
+                cls_logits,
+                start,
+                end,
+                offsets,
+                masks,
+                self.strides,
+                self.num_bins,
+                pre_nms_thresh,
+                pre_nms_topk,
+                min_duration,
+            )
+        return cands
 
     def points(
         self, length: int, device: torch.device | str | None = None

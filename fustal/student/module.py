@@ -148,22 +148,30 @@ class StudentModule(pl.LightningModule):
         if self.ema is None:
             raise FustalError("student: a teacher needs ema_decay to be set")
         net = self.ema.module
-        was_training = net.training
-        net.eval()
-        try:
-            output = net(batch["features"], batch["mask"])
-            kwargs = self.decode_kwargs
-            cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
-            return teacher_targets(
-                cands,
-                net.num_classes,
-                self.hparams.teacher_score_thresh,
-                kwargs.get("nms_sigma", 0.5),
-                kwargs.get("min_score", 0.001),
-                kwargs.get("max_seg_num", 2000),
-            )
-        finally:
-            net.train(was_training)
+        if net.training:  # the teacher only ever predicts (see train())
+            net.eval()
+        kwargs = self.decode_kwargs
+        cands = net.teacher_candidates(
+            batch["features"],
+            batch["mask"],
+            self.hparams.teacher_score_thresh,
+            **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs},
+        )
+        return teacher_targets(
+            cands,
+            net.num_classes,
+            self.hparams.teacher_score_thresh,
+            kwargs.get("nms_sigma", 0.5),
+            kwargs.get("min_score", 0.001),
+            kwargs.get("max_seg_num", 2000),
+        )
+
+    def train(self, mode: bool = True) -> StudentModule:
+        """Set the training mode; the EMA copy always stays in eval mode (it only predicts)."""
+        super().train(mode)
+        if self.ema is not None:
+            self.ema.module.eval()
+        return self
 
     @torch.no_grad()
     def detect(self, batch: dict, use_ema: bool = False) -> SegmentBatch:
