@@ -390,7 +390,11 @@ def test_teacher_candidates_from_the_needed_levels_give_the_full_targets(
     batch = collate(make_videos(2, seed=seed))
     full = net(batch["features"], batch["mask"])
     peaks = torch.stack(
-        [level_scores(c, m, 2000)[0][:, 0] for c, m in zip(full.cls_logits, full.masks)], 1
+        [
+            level_scores(c, m, 2000)[0][:, 0]
+            for c, m in zip(full.cls_logits, full.masks, strict=True)
+        ],
+        1,
     )
     best = peaks.max(dim=1).values
     if fallback:  # a threshold between the two videos' best scores: one video falls back
