@@ -9,9 +9,9 @@ Usage::
 ``conf/evaluate.yaml`` is ``conf/train.yaml`` plus ``ckpt_path``: every group, experiment and key
 of ``fustal.train`` applies, and together they must describe the data the checkpoint was trained
 on. The model (TriDet student or generator) and its architecture come from the checkpoint; the
-evaluation settings (``student.inference``, ``student.eval_batch_size``, ``generator.proposals``,
-``generator.num_segments``, ``generator.eval_batch_size``, ``dataset.tiou_thresholds``) from the
-config, as in the pipeline; ``trainer.accelerator`` picks the device. The run dir
+evaluation settings (``student.module.inference``, ``student.data``, ``generator.module.proposals``,
+``generator.data``, ``dataset.tiou_thresholds``) from the config, as in the pipeline. The
+detections go through ``Trainer.predict`` (the ``trainer`` group picks the device). The run dir
 (``outputs/evaluate/<date>_<time>/``, or ``hydra.run.dir``) gets ``metrics.json``
 (``student.test`` and, with EMA weights, ``student_ema.test``; or ``generator.test``) and the
 test detections (``student_test.json``, ``student_ema_test.json`` or ``generator_test.json``).
@@ -22,27 +22,32 @@ dimension or on other classes than the dataset's: one line ``error: ...``, exit 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import (
-    CONFIG_DIR,
-    absolute_paths,
-    make_console,
-    print_config_tree,
-    register_resolvers,
-    to_plain,
-)
+from fustal.config import CONFIG_DIR, absolute_paths, make_console, register_resolvers, to_plain
+from fustal.config.schema import TrainSchema
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
     from fustal.data.dataset import StageData
     from fustal.inference import Checkpoint
-    from fustal.pipeline.context import RunContext
 
 register_resolvers()
+
+
+@dataclass
+class EvaluateSchema(TrainSchema):
+    """``conf/evaluate.yaml``: the train config plus the checkpoint."""
+
+    ckpt_path: str | None = None
+
+
+ConfigStore.instance().store(name="fustal_evaluate_schema", node=EvaluateSchema)
 
 
 def load_data(cfg: DictConfig, kind: str) -> StageData:
@@ -86,91 +91,65 @@ def check_data(ckpt: Checkpoint, data: StageData) -> None:
         )
 
 
-def evaluate_student(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, ctx: RunContext, progress: bool
-) -> None:
-    """Test mAP and detections of the student and, when the checkpoint has them, its EMA
-    weights (``student.test``, ``student_ema.test``)."""
-    from fustal.data.student_datamodule import PseudoLabelDataModule
-    from fustal.inference import tracked
-    from fustal.metrics.results import proposals_to_results
-    from fustal.pipeline.student_stage import evaluate_results, student_detections
-
-    module = ckpt.module
-    dm = PseudoLabelDataModule(
-        data,
-        None,
-        module.model.max_seq_len,
-        module.model.max_stride,
-        cfg.student.batch_size,
-        cfg.student.eval_batch_size,
-        cfg.num_workers,
-        seed=cfg.seed,
-    )
-    tiou = list(cfg.dataset.tiou_thresholds)
-    variants = [("student", False)] + ([("student_ema", True)] if module.ema is not None else [])
-    for name, use_ema in variants:
-        loader = tracked(dm.predict_loader("test"), f"{name}: test videos", ctx.console, progress)
-        results = proposals_to_results(student_detections(module, loader, use_ema), data.classes)
-        ctx.write_json(f"{name}_test.json", results)
-        ctx.record(f"{name}.test", evaluate_results(results, data, tiou))
+def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """What the config sets about evaluation, over the checkpoint's hyperparameters (as in the
+    pipeline: the student's decoding, the generator's proposals)."""
+    gen = cfg.generator.module
+    return {
+        "student": {"inference": to_plain(cfg.student.module.inference)},
+        "generator": {
+            "proposals": to_plain(gen.proposals),
+            "proposal_workers": to_plain(gen.proposal_workers),
+        },
+    }
 
 
-def evaluate_generator_checkpoint(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, ctx: RunContext, progress: bool
-) -> None:
-    """Test mAP (``generator.test``) and test detections of the generator's proposals."""
-    from fustal.inference import tracked
-    from fustal.metrics.results import proposals_to_results
-    from fustal.pipeline.generator_stage import (
-        evaluate_generator,
-        generator_datamodule,
-        generator_proposals,
-        proposal_params,
-    )
-
-    dm = generator_datamodule(cfg, data)
-    params = proposal_params(cfg.generator.proposals)
-    tiou = list(cfg.dataset.tiou_thresholds)
-    loader = tracked(dm.val_dataloader(), "generator: test mAP", ctx.console, progress)
-    metrics = evaluate_generator(
-        ckpt.module, loader, dm.test_videos, data.num_classes, tiou, params
-    )
-    loader = tracked(dm.predict_loader("test"), "generator: test detections", ctx.console, progress)
-    proposals = generator_proposals(ckpt.module, loader, params)
-    ctx.write_json("generator_test.json", proposals_to_results(proposals, data.classes))
-    ctx.record("generator.test", metrics)
+def datamodule(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> Any:
+    """The stage's DataModule (``<stage>.data`` config) on ``data``."""
+    make = hydra.utils.instantiate(cfg[ckpt.kind].data, _partial_=True, _convert_="all")
+    if ckpt.kind == "student":
+        model = ckpt.module.model
+        return make(data=data, max_seq_len=model.max_seq_len, max_stride=model.max_stride)
+    return make(data=data, seed=cfg.seed)
 
 
 @exit_on_error
 def run(cfg: DictConfig) -> dict:
     """Load the checkpoint, check it against the dataset, evaluate it; return the metrics."""
-    from fustal.inference import inference_device, load_checkpoint
-    from fustal.pipeline.context import RunContext
-    from fustal.pipeline.run import output_dir, results_table
+    from fustal.config.checks import check_config
+    from fustal.inference import load_checkpoint, predict_videos
+    from fustal.io import ensure_writable_dir, write_json
+    from fustal.metrics.quality import score_rows
+    from fustal.metrics.results import rows_to_results
+    from fustal.pipeline.run import output_dir
+    from fustal.pipeline.summary import results_table
+    from fustal.training.trainer import make_trainer
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path is None:
         raise FustalError(
             "ckpt_path: not set (python -m fustal.evaluate ckpt_path=PATH/student.ckpt"
             " [+experiment=NAME])"
         )
+    check_config(cfg, EvaluateSchema)
     console = make_console()
-    ckpt = load_checkpoint(
-        str(cfg.ckpt_path), {"student": {"inference": to_plain(cfg.student.inference)}}
-    )
-    shown = ["ckpt_path", "dataset", "features", ckpt.kind]
-    print_config_tree(OmegaConf.create({k: to_plain(cfg[k]) for k in shown}), console=console)
+    ckpt = load_checkpoint(str(cfg.ckpt_path), evaluation_overrides(cfg))
     console.print(f"evaluate: {ckpt.describe()}")
     data = load_data(cfg, ckpt.kind)
     check_data(ckpt, data)
-    ckpt.module.to(inference_device(cfg.trainer.accelerator))
-    ctx = RunContext(cfg, output_dir(cfg), console)
-    progress = bool(cfg.trainer.get("enable_progress_bar", True))
-    evaluate = evaluate_student if ckpt.kind == "student" else evaluate_generator_checkpoint
-    evaluate(cfg, ckpt, data, ctx, progress)
-    console.print(results_table(ctx.metrics))
-    console.print(f"evaluate: metrics.json and test detections in {ctx.output_dir}")
-    return ctx.metrics
+    dm = datamodule(cfg, ckpt, data)
+    out = ensure_writable_dir(output_dir(cfg))
+    trainer = make_trainer(cfg, "evaluate")
+    tiou = list(cfg.dataset.tiou_thresholds)
+    metrics: dict[str, Any] = {}
+    for variant, rows in predict_videos(trainer, ckpt.module, dm.loader("test")).items():
+        write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
+        metrics.setdefault(variant, {})["test"] = score_rows(
+            rows, dm.test_videos, data.num_classes, tiou
+        )
+    write_json(out / "metrics.json", metrics)
+    console.print(results_table(metrics, tiou))
+    console.print(f"evaluate: metrics.json and test detections in {out}")
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

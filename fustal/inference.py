@@ -1,5 +1,6 @@
-"""Shared pieces of ``fustal.evaluate`` and ``fustal.predict``: loading and identifying saved
-stage checkpoints, the feature timing stored in them, the inference device and progress.
+"""Inference shared by the stages, ``fustal.evaluate`` and ``fustal.predict``: loading and
+identifying saved stage checkpoints, the feature timing stored in them, and per-video detections
+through ``Trainer.predict`` gathered in single-process order.
 
 ``fustal.train`` writes Lightning checkpoints: ``student.ckpt`` / ``generator.ckpt`` in a stage
 cache entry and ``checkpoints/last.ckpt`` beside them. Their hyperparameters rebuild the module;
@@ -12,21 +13,21 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from rich.console import Console
-from rich.progress import track
 from torch.utils.data import DataLoader
 
 from fustal.data.dataset import StageData
 from fustal.errors import FustalError
 from fustal.generator.module import GeneratorModule
 from fustal.student.module import StudentModule
+from fustal.training.distributed import gather_in_order
 
 MODULES: dict[str, type[pl.LightningModule]] = {
     "student": StudentModule,
@@ -171,24 +172,18 @@ def load_checkpoint(
     return Checkpoint(path, kind, module, ckpt.get("epoch"), ckpt.get("global_step"))
 
 
-def inference_device(name: str) -> torch.device:
-    """``auto``: the first CUDA device when there is one, else the CPU; ``gpu`` means ``cuda``."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device("cuda" if name == "gpu" else name)
-    except RuntimeError:
-        raise FustalError(f"device: unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FustalError(f"device: '{name}' requested but CUDA is not available")
-    return device
-
-
-def tracked(
-    loader: DataLoader, description: str, console: Console, enabled: bool = True
-) -> Iterable:
-    """Iterate ``loader`` under a rich progress bar (batches)."""
-    return track(
-        loader, description=description, total=len(loader), console=console, disable=not enabled
-    )
+def predict_videos(
+    trainer: pl.Trainer, module: pl.LightningModule, loader: DataLoader
+) -> dict[str, dict[str, np.ndarray]]:
+    """Detections of every video of ``loader`` through ``trainer.predict``: ``{variant:
+    {video_id: [K, 4] rows (class, score, start_s, end_s)}}`` with the variants the module's
+    ``predict_step`` returns (``generator``; ``student`` and ``student_ema``). Under DDP each rank
+    predicts its shard and every rank gets all videos, in single-process order."""
+    batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
+    local: dict[str, dict[str, np.ndarray]] = {}
+    for batch in batches:
+        assert isinstance(batch, dict)
+        for key, values in batch.items():
+            if key != "video_id":
+                local.setdefault(key, {}).update(zip(batch["video_id"], values, strict=True))
+    return {key: gather_in_order(rows) for key, rows in local.items()}

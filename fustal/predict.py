@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+import hydra.utils
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -183,48 +184,36 @@ def prediction_data(
     return StageData(annotations, spec, SUBSET, SUBSET)
 
 
-def predict_student(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, console: Console
-) -> dict[str, np.ndarray]:
-    """Student detections ``[K, 4]`` (class, score, start_s, end_s) per video."""
+def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> dict:
+    """Detections ``[K, 4]`` (class, score, start_s, end_s) per video through
+    ``Trainer.predict``: the student's EMA weights when ``use_ema`` and the checkpoint has them,
+    else its raw ones; a generator's proposals, clipped to the video's duration."""
+    from fustal.data.generator_datamodule import GeneratorDataModule
     from fustal.data.student_datamodule import PseudoLabelDataModule
-    from fustal.inference import tracked
-    from fustal.pipeline.student_stage import student_detections
+    from fustal.inference import predict_videos
 
     module = ckpt.module
-    dm = PseudoLabelDataModule(
-        data,
-        None,
-        module.model.max_seq_len,
-        module.model.max_stride,
-        eval_batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-    )
-    use_ema = bool(cfg.use_ema) and module.ema is not None
-    weights = "EMA" if use_ema else "raw"
-    loader = tracked(dm.predict_loader("test"), f"student ({weights})", console, cfg.progress)
-    return student_detections(module, loader, use_ema)
-
-
-def predict_generator(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, console: Console
-) -> dict[str, np.ndarray]:
-    """Generator proposals ``[K, 4]`` per video, clipped to the video's duration."""
-    from fustal.data.generator_datamodule import GeneratorDataModule
-    from fustal.inference import tracked
-    from fustal.pipeline.generator_stage import generator_proposals, proposal_params
-
-    hp = ckpt.module.hparams
+    trainer = hydra.utils.instantiate(cfg.trainer, _convert_="all")
+    if ckpt.kind == "student":
+        dm = PseudoLabelDataModule(
+            data,
+            module.model.max_seq_len,
+            module.model.max_stride,
+            eval_batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+        )
+        out = predict_videos(trainer, module, dm.loader("test"))
+        return out["student_ema"] if cfg.use_ema and "student_ema" in out else out["student"]
+    hp = module.hparams
     if hp.get("num_segments") is None or hp.get("proposals") is None:
         raise FustalError(
             f"{ckpt.path}: the generator checkpoint stores no proposal settings (written before"
             " fustal stored them); retrain it, or predict with a student checkpoint"
         )
-    dm = GeneratorDataModule(
+    gdm = GeneratorDataModule(
         data, hp.num_segments, eval_batch_size=cfg.batch_size, num_workers=cfg.num_workers
     )
-    loader = tracked(dm.predict_loader("test"), "generator", console, cfg.progress)
-    proposals = generator_proposals(ckpt.module, loader, proposal_params(hp.proposals))
+    proposals = predict_videos(trainer, module, gdm.loader("test"))["generator"]
     out = {}
     for video in data.test_videos():
         props = proposals[video.id].copy()
@@ -254,9 +243,9 @@ def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Pa
 @exit_on_error
 def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
-    from fustal.inference import inference_device, load_checkpoint
+    from fustal.inference import load_checkpoint
     from fustal.io import write_json
-    from fustal.metrics.results import proposals_to_results
+    from fustal.metrics.results import rows_to_results
 
     for key in ("ckpt_path", "features"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] is None:
@@ -277,10 +266,8 @@ def run(cfg: DictConfig) -> dict:
     data = prediction_data(
         folder, files, classes, timing, ckpt.feature_dim, read_durations(cfg.durations)
     )
-    ckpt.module.to(inference_device(cfg.device))
-    predict = predict_student if ckpt.kind == "student" else predict_generator
-    detections = predict(cfg, ckpt, data, console)
-    results = proposals_to_results(detections, classes)
+    detections = predict_detections(cfg, ckpt, data)
+    results = rows_to_results(detections, classes)
     write_json(out, results)
     console.print(summary_table(data, detections, out))
     total = sum(len(d) for d in detections.values())

@@ -1,4 +1,6 @@
-"""Shared fixtures: paths of the bundled annotations, a small synthetic dataset, offline W&B."""
+"""Shared fixtures and helpers: paths of the bundled annotations, a small synthetic dataset,
+offline W&B, the composed train config at the ``debug`` scale and in-process runs of it, and the
+subprocess runner for the command-line contract."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
+from fustal.config import CONFIG_DIR, register_resolvers
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +43,43 @@ def synthetic_config() -> SyntheticConfig:
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small synthetic dataset in both real layouts (read-only: do not modify)."""
     return ensure_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic"))
+
+
+# the debug configuration on the command line (subprocess runs)
+DEBUG = ["debug=default"]
+
+
+def compose_train(
+    tmp: Path, *overrides: str, config: str = "train", debug: bool = True
+) -> DictConfig:
+    """``conf/<config>.yaml`` at the debug scale (``debug=False``: the default scale) with data,
+    cache and run dir under ``tmp`` (run dir ``tmp/run`` unless an override sets
+    ``paths.output_dir``)."""
+    register_resolvers()
+    defaults = [
+        *(DEBUG if debug else []),
+        f"paths.data_dir={tmp / 'data'}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"paths.output_dir={tmp / 'run'}",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config, overrides=[*defaults, *overrides])
+
+
+def train(tmp: Path, *overrides: str) -> dict:
+    """Run the pipeline in this process at the debug scale; returns its metrics."""
+    from fustal.pipeline.run import run_pipeline
+
+    return run_pipeline(compose_train(tmp, *overrides))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core CPU run faster (and steadier) with one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ import pytest
 
 from fustal.errors import EXIT_BAD_INPUT, FustalError, exit_on_error
 from fustal.io import atomic_open, ensure_writable_dir, reported_writes, write_json, write_with
-from tests.test_pipeline import TINY
+from tests.conftest import DEBUG
 
 HYDRA_EXIT = 1
 TRAIN_VIDEO = "video_validation_0000002"
@@ -427,12 +427,13 @@ def override_typo_group_option(root: Path, tmp: Path) -> Broken:
 
 @case
 def unknown_stage(root: Path, tmp: Path) -> Broken:
-    return Broken(["stage=dat"], ["stage", "'dat'"], "unknown stage")
+    return Broken(["stage=dat"], ["stage", "'dat'"], "expected one of data, generator")
 
 
 @case
 def unknown_feature_layout(root: Path, tmp: Path) -> Broken:
-    return Broken(["features.student.layout=sliding"], ["features.layout", "'sliding'"], "unknown")
+    names = ["features.student.layout", "'sliding'"]
+    return Broken(["features.student.layout=sliding"], names, "expected one of nonoverlap")
 
 
 @case
@@ -467,13 +468,30 @@ def data_dir_not_writable(root: Path, tmp: Path) -> Broken:
     )
 
 
+@case
+def unknown_key_added(root: Path, tmp: Path) -> Broken:
+    names = ["generator.max_step", "generator.max_steps"]
+    return Broken(["+generator.max_step=10"], names, "unknown key, nothing reads it")
+
+
+@case
+def value_of_the_wrong_type(root: Path, tmp: Path) -> Broken:
+    return Broken(["student.epochs_pseudo=many"], ["student.epochs_pseudo", "'many'"], "Integer")
+
+
+@case
+def trainer_key_owned_by_a_stage(root: Path, tmp: Path) -> Broken:
+    names = ["trainer.max_epochs", "student.epochs_pseudo"]
+    return Broken(["+trainer.max_epochs=5"], names, "set per stage by fustal")
+
+
 NUM_CASES = len(CASES)
 
 
 def command(root: Path, tmp: Path, stage: str, *overrides: str) -> list[str]:
     """Arguments of ``python -m fustal.train`` on the dataset at ``root``, writing under ``tmp``."""
     return [
-        *TINY,
+        *DEBUG,
         f"dataset.root={root}",
         f"paths.data_dir={tmp / 'data'}",
         f"paths.cache_dir={tmp / 'cache'}",

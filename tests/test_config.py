@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fustal.config
-from fustal.config import arange_thresholds
+from fustal.pseudo.proposals import threshold_values
 from tests.conftest import REPO_ROOT
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -24,69 +24,69 @@ ANET_TIOU = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 # The specification: every number of METHOD.md that the group files carry, keyed by config path.
 METHOD_GENERATOR = {
-    "hidden_dim": 2048,
-    "dropout": 0.7,
-    "r_easy": 5,  # k_easy = N // 5
-    "r_hard": 20,  # k_hard = N // 20
-    "m": 3,
-    "M": 6,
-    "mining_dropout": 0.6,
-    "temperature": 0.07,
-    "contrast_weight": 0.01,
-    "cross_video": True,
-    "cross_video_weight": 0.2,
-    "lr": 1e-4,
-    "betas": [0.9, 0.999],
-    "weight_decay": 5e-4,
-    "batch_size": 16,
+    "module.net.hidden_dim": 2048,
+    "module.net.dropout": 0.7,
+    "module.r_easy": 5,  # k_easy = N // 5
+    "module.r_hard": 20,  # k_hard = N // 20
+    "module.m": 3,
+    "module.M": 6,
+    "module.mining_dropout": 0.6,
+    "module.temperature": 0.07,
+    "module.contrast_weight": 0.01,
+    "module.cross_video": True,
+    "module.cross_video_weight": 0.2,
+    "module.optimizer.lr": 1e-4,
+    "module.optimizer.betas": [0.9, 0.999],
+    "module.optimizer.weight_decay": 5e-4,
+    "data.batch_size": 16,
     "max_steps": 6000,
     "val_every": 100,
-    "num_segments": 750,
-    "proposals.class_thresh": 0.2,
-    "proposals.upscale": 24,
-    "proposals.nms_thresh": 0.5,
-    "proposals.oic_lambda": 0.25,
-    "proposals.oic_gamma": 0.2,
+    "data.num_segments": 750,
+    "module.proposals.class_thresh": 0.2,
+    "module.proposals.upscale": 24,
+    "module.proposals.nms_thresh": 0.5,
+    "module.proposals.oic_lambda": 0.25,
+    "module.proposals.oic_gamma": 0.2,
 }
 METHOD_CAS_THRESHOLDS = np.arange(0.0, 0.25, 0.025)  # 10 values
 METHOD_ACTIONNESS_THRESHOLDS = np.arange(0.1, 0.925, 0.025)  # 33 values
 METHOD_STUDENT = {
-    "model.embd_dim": 512,
-    "model.fpn_dim": 512,
-    "model.head_dim": 512,
-    "model.arch": [2, 2, 5],
-    "model.sgp_mlp_dim": 768,
-    "model.sgp_kernel": 1,
-    "model.k": 5,
-    "model.num_bins": 16,
-    "model.max_seq_len": 2304,
-    "model.drop_path": 0.1,
-    "model.init_conv_vars": 0.0,
-    "model.prior_prob": 0.01,
-    "model.regression_ranges": [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]],
-    "model.center_sample_radius": 1.5,
-    "model.video_dropout": 0.7,
-    "lr": 1e-4,
-    "weight_decay": 0.05,
-    "warmup_epochs": 1,
-    "schedule": "constant",
-    "batch_size": 8,
+    "module.net.embd_dim": 512,
+    "module.net.fpn_dim": 512,
+    "module.net.head_dim": 512,
+    "module.net.arch": [2, 2, 5],
+    "module.net.sgp_mlp_dim": 768,
+    "module.net.sgp_kernel": 1,
+    "module.net.k": 5,
+    "module.net.num_bins": 16,
+    "module.net.max_seq_len": 2304,
+    "module.net.drop_path": 0.1,
+    "module.net.init_conv_vars": 0.0,
+    "module.net.prior_prob": 0.01,
+    "module.net.regression_ranges": [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]],
+    "module.net.center_sample_radius": 1.5,
+    "module.net.video_dropout": 0.7,
+    "module.optimizer.lr": 1e-4,
+    "module.optimizer.weight_decay": 0.05,
+    "module.scheduler.warmup_epochs": 1,
+    "module.scheduler.schedule": "constant",
+    "data.batch_size": 8,
     "gradient_clip_val": 1.0,
-    "video_loss_weight": 1.0,
+    "module.video_loss_weight": 1.0,
     "epochs_pseudo": 61,  # epochs 0..60 on filtered pseudo labels
     "epochs_distill": 40,  # epochs 61..100 on EMA predictions
     "full_epochs": 40,
     "full_schedule": "cosine",
-    "augment.crop_ratio": [0.9, 1.0],
-    "augment.crop_tries": 200,
-    "augment.crop_min_keep": 0.5,
-    "model.input_noise": 0.0005,
-    "inference.pre_nms_thresh": 0.001,
-    "inference.pre_nms_topk": 2000,
-    "inference.min_duration": 0.05,
-    "inference.nms_sigma": 0.5,
-    "inference.min_score": 0.001,
-    "inference.max_seg_num": 2000,
+    "data.augment.crop_ratio": [0.9, 1.0],
+    "data.augment.crop_tries": 200,
+    "data.augment.crop_min_keep": 0.5,
+    "module.net.input_noise": 0.0005,
+    "module.inference.pre_nms_thresh": 0.001,
+    "module.inference.pre_nms_topk": 2000,
+    "module.inference.min_duration": 0.05,
+    "module.inference.nms_sigma": 0.5,
+    "module.inference.min_score": 0.001,
+    "module.inference.max_seg_num": 2000,
 }
 METHOD_FILTER = {"min_density": 0.2, "min_score": 0.4}
 METHOD_EMA = {"decay": 0.999, "score_thresh": 0.4, "warmup": False}
@@ -145,10 +145,14 @@ GROUP_OPTIONS = [
     ("features@features.student=i3d_nonoverlap", {"features.student.layout": "nonoverlap"}),
     ("features@features.student=i3d_overlap", {"features.student.layout": "overlap"}),
     ("features@features.student=resized", {"features.student.layout": "resized"}),
-    ("generator=cola_cv", {"generator.name": "cola_cv", "generator.cross_video": True}),
+    ("generator=cola_cv", {"generator.name": "cola_cv", "generator.module.cross_video": True}),
     (
         "generator=cola",
-        {"generator.name": "cola", "generator.cross_video": False, "generator.temperature": 0.07},
+        {
+            "generator.name": "cola",
+            "generator.module.cross_video": False,
+            "generator.module.temperature": 0.07,
+        },
     ),
     (
         "filter=fustal",
@@ -160,7 +164,7 @@ GROUP_OPTIONS = [
         {"filter.name": "density", "filter.min_density": 0.2, "filter.min_score": None},
     ),
     ("filter=none", {"filter.name": "none", "filter.min_density": None, "filter.min_score": None}),
-    ("student=tridet", {"student.name": "tridet", "student.model.num_bins": 16}),
+    ("student=tridet", {"student.name": "tridet", "student.module.net.num_bins": 16}),
     ("ema=mean_teacher", {"ema.name": "mean_teacher", "ema.enabled": True}),
     ("ema=none", {"ema.name": "none", "ema.enabled": False}),
     ("trainer=default", {"trainer.accelerator": "auto", "trainer.devices": 1}),
@@ -181,8 +185,14 @@ GROUP_OPTIONS = [
     ),
     ("logger=wandb", {"logger.wandb._target_": "pytorch_lightning.loggers.WandbLogger"}),
     ("logger=none", {"logger": {}}),
-    ("scale=tiny", {"generator.hidden_dim": 256, "student.model.embd_dim": 64}),
-    ("scale=paper", {"generator.hidden_dim": 2048, "student.model.embd_dim": 512}),
+    ("scale=tiny", {"generator.module.net.hidden_dim": 256, "student.module.net.embd_dim": 64}),
+    (
+        "scale=paper",
+        {"generator.module.net.hidden_dim": 2048, "student.module.net.embd_dim": 512},
+    ),
+    ("callbacks=default", {"callbacks.model_checkpoint.filename": "last"}),
+    ("callbacks=none", {"callbacks": {}}),
+    ("debug=default", {"dataset.synthetic.train_videos": 12, "logger": {}}),
 ]
 
 
@@ -251,11 +261,10 @@ def test_experiment_thumos14(hydra_context: None, experiment: str) -> None:
     assert cfg["dataset"]["root"] == str(REPO_ROOT / "data" / "thumos14")
     assert cfg["dataset"]["tiou_thresholds"] == THUMOS_TIOU
     assert cfg["generator"]["max_steps"] == 6000
-    assert cfg["generator"]["hidden_dim"] == 2048
-    assert cfg["generator"]["num_segments"] == 750
-    assert cfg["student"]["model"]["embd_dim"] == 512
-    assert cfg["student"]["model"]["arch"] == [2, 2, 5]
-    assert cfg["student"]["model"]["max_seq_len"] == 2304
+    assert cfg["generator"]["module"]["net"]["hidden_dim"] == 2048
+    assert cfg["generator"]["data"]["num_segments"] == 750
+    net = cfg["student"]["module"]["net"]
+    assert net["embd_dim"] == 512 and net["arch"] == [2, 2, 5] and net["max_seq_len"] == 2304
     assert cfg["supervision"] == ("full" if experiment == "thumos14_full" else "weak")
     gen, stu = cfg["features"]["generator"], cfg["features"]["student"]
     assert (gen["layout"], stu["layout"]) == ("nonoverlap", "overlap")
@@ -283,9 +292,9 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
             REPO_ROOT / "data/annotations/activitynet13/activitynet13.json"
         )
         assert Path(feats["annotation_file"]).is_file()
-    assert cfg["generator"]["num_segments"] == 100
-    assert cfg["student"]["model"]["max_seq_len"] == 192
-    assert cfg["student"]["model"]["embd_dim"] == 512  # scale=paper
+    assert cfg["generator"]["data"]["num_segments"] == 100
+    assert cfg["student"]["module"]["net"]["max_seq_len"] == 192
+    assert cfg["student"]["module"]["net"]["embd_dim"] == 512  # scale=paper
     assert cfg["supervision"] == "weak"
 
 
@@ -301,12 +310,10 @@ def test_experiment_with_further_overrides(hydra_context: None) -> None:
 def test_generator_group_matches_method(hydra_context: None) -> None:
     cfg = resolved(compose_train("scale=paper"))
     assert_matches(cfg["generator"], METHOD_GENERATOR, "generator")
+    proposals = cfg["generator"]["module"]["proposals"]
+    np.testing.assert_allclose(threshold_values(proposals["cas_thresholds"]), METHOD_CAS_THRESHOLDS)
     np.testing.assert_allclose(
-        arange_thresholds(cfg["generator"]["proposals"]["cas_thresholds"]), METHOD_CAS_THRESHOLDS
-    )
-    np.testing.assert_allclose(
-        arange_thresholds(cfg["generator"]["proposals"]["actionness_thresholds"]),
-        METHOD_ACTIONNESS_THRESHOLDS,
+        threshold_values(proposals["actionness_thresholds"]), METHOD_ACTIONNESS_THRESHOLDS
     )
     assert len(METHOD_CAS_THRESHOLDS) == 10 and len(METHOD_ACTIONNESS_THRESHOLDS) == 33
     raw = OmegaConf.to_container(
@@ -337,8 +344,20 @@ def test_filter_and_ema_groups_match_method(hydra_context: None) -> None:
 # What scale=tiny may change (sizes, budgets and the settings tuned for a few hundred steps);
 # every other METHOD.md number must stay. A new deviation has to be listed here on purpose.
 TINY_DEVIATIONS = {
-    "generator": {"hidden_dim", "max_steps", "batch_size", "val_every", "num_segments"},
-    "student": {"batch_size", "epochs_pseudo", "epochs_distill", "full_epochs", "lr"},
+    "generator": {
+        "module.net.hidden_dim",
+        "max_steps",
+        "data.batch_size",
+        "val_every",
+        "data.num_segments",
+    },
+    "student": {
+        "data.batch_size",
+        "epochs_pseudo",
+        "epochs_distill",
+        "full_epochs",
+        "module.optimizer.lr",
+    },
     "ema": {"decay"},
 }
 
@@ -353,7 +372,9 @@ def test_tiny_scale_deviations_are_the_listed_ones(hydra_context: None) -> None:
     }
     for group, spec in groups.items():
         allowed = TINY_DEVIATIONS.get(group, set())
-        kept = {k: v for k, v in spec.items() if k not in allowed and not k.startswith("model.")}
+        kept = {
+            k: v for k, v in spec.items() if k not in allowed and not k.startswith("module.net.")
+        }
         assert_matches(tiny[group], kept, f"{group} (scale=tiny)")
     paper = resolved(compose_train("scale=paper"))
     for group, allowed in TINY_DEVIATIONS.items():
@@ -454,3 +475,69 @@ def test_sweep_launchers_compose(hydra_context: None, launcher: str, target: str
     )
     assert cfg.hydra.launcher._target_ == target
     assert cfg.hydra.callbacks.sweep_summary._target_ == "fustal.summarize.SweepSummaryCallback"
+
+
+# ---------------------------------------------------------------- schema and trainer checks
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+generator.max_step=10", "generator.max_step: unknown key, nothing reads it"),
+        ("+student.module.net.not_a_key=1", "student.module.net.not_a_key: unknown key"),
+        ("+student.module.inference.sigma_typo=0.5", "inference.sigma_typo: unknown key"),
+        ("generator.max_steps=many", "generator.max_steps: Value 'many'"),
+        ("student.epochs_pseudo=1.5", "student.epochs_pseudo: Value '1.5'"),
+        ("stage=nope", "stage: expected one of data, generator, filter, student, all"),
+        ("cache=maybe", "cache: expected one of true, false, refresh"),
+        ("plot_videos=20", "plot_videos: expected an integer in [0, 8]"),
+        ("+trainer.max_epochs=5", "trainer.max_epochs: set per stage by fustal; use student"),
+        ("+trainer.max_steps=5", "trainer.max_steps: set per stage by fustal; use generator"),
+        ("+trainer.no_such_argument=1", "trainer.no_such_argument: not an argument of"),
+    ],
+)
+def test_config_errors_are_one_line(hydra_context: None, override: str, message: str) -> None:
+    from fustal.config.checks import check_config
+    from fustal.errors import FustalError
+
+    cfg = compose_train(override)
+    with pytest.raises(FustalError) as err:
+        check_config(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_composed_config_and_every_option_pass_the_schema(hydra_context: None) -> None:
+    from fustal.config.checks import check_config
+
+    check_config(compose_train())
+    for override, _ in GROUP_OPTIONS:
+        check_config(compose_train(override))
+    for experiment in ("thumos14", "thumos14_full", "activitynet13"):
+        check_config(compose_train(f"+experiment={experiment}"))
+
+
+def test_any_trainer_argument_reaches_the_trainer(hydra_context: None, tmp_path: Path) -> None:
+    from fustal.training.trainer import make_trainer
+
+    cfg = compose_train(
+        "debug=default",
+        "trainer.precision=bf16-mixed",
+        "+trainer.accumulate_grad_batches=2",
+        "+trainer.limit_val_batches=0.5",
+        "+trainer.profiler=simple",
+        f"paths.output_dir={tmp_path}",
+    )
+    checkpoint = {"dirpath": str(tmp_path), "every_n_epochs": 1}
+    trainer = make_trainer(cfg, "student", checkpoint, max_epochs=3)
+    assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 2
+    assert trainer.limit_val_batches == 0.5 and trainer.max_epochs == 3
+    assert type(trainer.profiler).__name__ == "SimpleProfiler"
+    assert trainer.checkpoint_callback is not None
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path)
+
+
+def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path) -> None:
+    proc = run_train(tmp_path, "+generator.max_step=10")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: generator.max_step: unknown key")

@@ -636,7 +636,7 @@ def test_generator_eval_batches_pad_and_mark_valid(generator_view: StageData) ->
         assert batch["seconds_per_step"][i].item() == pytest.approx(
             16 / 25 * feats.shape[0] / valid[i]
         )
-    predicted = [v for b in dm.predict_loader("train") for v in b["video_id"]]
+    predicted = [v for b in dm.loader("train") for v in b["video_id"]]
     assert predicted == [v.id for v in dm.train_videos]
 
 
@@ -644,7 +644,12 @@ def test_generator_eval_batches_pad_and_mark_valid(generator_view: StageData) ->
 
 
 def gt_targets(data: StageData, drop: str | None = None) -> dict:
-    return {v.id: (v.segments.copy(), v.labels.copy()) for v in data.train_videos() if v.id != drop}
+    """The training ground truth as pseudo-label rows (class, score 1, start_s, end_s)."""
+    return {
+        v.id: np.column_stack([v.labels, np.ones(len(v.labels)), v.segments])
+        for v in data.train_videos()
+        if v.id != drop
+    }
 
 
 def test_random_crop_keeps_half_covered_segments() -> None:
@@ -727,9 +732,9 @@ def test_student_crop_of_a_long_video_is_exactly_max_seq_len(student_view: Stage
 def test_student_video_without_targets(student_view: StageData) -> None:
     victim = student_view.train_videos()[1].id
     targets = gt_targets(student_view, drop=victim)
-    targets[student_view.train_videos()[2].id] = (np.zeros((0, 2)), np.zeros(0, np.int64))
+    targets[student_view.train_videos()[2].id] = np.zeros((0, 4))
     dm = PseudoLabelDataModule(
-        student_view, targets, max_seq_len=512, max_stride=32, batch_size=8, seed=0
+        student_view, max_seq_len=512, max_stride=32, targets=targets, batch_size=8, seed=0
     )
     (batch,) = list(dm.train_dataloader())
     for vid in (victim, student_view.train_videos()[2].id):
@@ -743,9 +748,9 @@ def test_student_video_without_targets(student_view: StageData) -> None:
 def test_student_batches_padding_and_mask(student_view: StageData) -> None:
     dm = PseudoLabelDataModule(
         student_view,
-        gt_targets(student_view),
         max_seq_len=512,
         max_stride=32,
+        targets=gt_targets(student_view),
         batch_size=3,
         eval_batch_size=3,
         seed=0,
@@ -761,7 +766,7 @@ def test_student_batches_padding_and_mask(student_view: StageData) -> None:
             assert (batch["features"][i, :, lengths[i] :] == 0).all()
         assert batch["video_labels"].shape == (len(batch["video_id"]), 3)
     # inference pads to a multiple of the largest stride (max_seq_len below every test length)
-    dm = PseudoLabelDataModule(student_view, None, 128, 32, eval_batch_size=3)
+    dm = PseudoLabelDataModule(student_view, 128, 32, eval_batch_size=3)
     evaluation = list(dm.val_dataloader())
     assert [v for b in evaluation for v in b["video_id"]] == [v.id for v in dm.test_videos]
     for batch in evaluation:
@@ -853,7 +858,7 @@ def test_evaluation_loader_shards_videos(
     seen = []
     for rank in range(2):
         monkeypatch.setattr(sampling, "world", lambda rank=rank: (rank, 2))
-        seen += [v for batch in dm.predict_loader("train") for v in batch["video_id"]]
+        seen += [v for batch in dm.loader("train") for v in batch["video_id"]]
     assert sorted(seen) == sorted(v.id for v in generator_view.train_videos())
 
 
@@ -866,3 +871,22 @@ def test_detections_to_seconds_keeps_zero_length_detections() -> None:
     out = detections_to_seconds(rows, offset=10, timing=Timing(0.5, 1.0), duration=20.0)
     np.testing.assert_allclose(out, [[1, 0.9, 6.5, 8.5], [0, 0.5, 20.0, 20.0], [2, 0.3, 3.0, 4.0]])
     assert len(out) == len(rows)
+
+
+def test_epoch_sampler_skips_the_batches_a_restored_run_did_once() -> None:
+    """A checkpoint taken 2 batches into epoch 3 resumes there: the sampler skips those batches
+    of that epoch only (Lightning restarts the epoch's data from its first batch)."""
+    from fustal.data.sampling import ResumePoint
+
+    full = EpochSampler(10, seed=4, shuffle=True)
+    full.set_epoch(3)
+    expected = list(full)
+    resume = ResumePoint()
+    resume.load({"epoch": 3, "batches": 2})
+    sampler = EpochSampler(10, seed=4, shuffle=True, resume=resume, batch_size=3)
+    sampler.set_epoch(3)
+    assert list(sampler) == expected[6:]
+    assert list(sampler) == expected  # once
+    sampler.set_epoch(4)
+    full.set_epoch(4)
+    assert list(sampler) == list(full)

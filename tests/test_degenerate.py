@@ -22,9 +22,9 @@ from fustal.data.dataset import StageData, load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
 from fustal.data.student_datamodule import PseudoLabelDataModule, Targets
 from fustal.generator.module import GeneratorModule
-from fustal.metrics.results import proposals_to_results
-from fustal.pipeline.generator_stage import generator_proposals, proposal_params
-from fustal.pipeline.student_stage import evaluate_results, student_detections
+from fustal.inference import predict_videos
+from fustal.metrics.quality import score_rows
+from fustal.metrics.results import rows_to_results
 from fustal.student import StudentModule
 from tests.conftest import CONF_DIR
 from tests.test_data import features_cfg
@@ -43,15 +43,6 @@ MODEL = {
 }
 TIOU = [0.1, 0.3, 0.5, 0.7]
 MAP_KEYS = [f"mAP@{t}" for t in TIOU] + ["avg"]
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models on a shared CPU run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +69,39 @@ def short_video(subset: str) -> str:
     return f"video_{subset}_0000003"
 
 
-def gt_targets(data: StageData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Ground truth of the training videos as student targets (seconds)."""
-    return {v.id: (v.segments, v.labels) for v in data.train_videos()}
+def gt_targets(data: StageData) -> dict[str, np.ndarray]:
+    """Ground truth of the training videos as student targets (rows, seconds)."""
+    return {
+        v.id: np.column_stack([v.labels, np.ones(len(v.labels)), v.segments])
+        for v in data.train_videos()
+    }
 
 
 def make_datamodule(data: StageData, targets: Targets | None) -> PseudoLabelDataModule:
     return PseudoLabelDataModule(
-        data, targets, MAX_SEQ_LEN, MAX_STRIDE, batch_size=4, eval_batch_size=2, seed=0
+        data, MAX_SEQ_LEN, MAX_STRIDE, targets=targets, batch_size=4, eval_batch_size=2, seed=0
     )
 
 
 def make_module(data: StageData, **kwargs) -> StudentModule:
     torch.manual_seed(0)
-    defaults = {"model": MODEL, "lr": 1e-3, "max_epochs": 2, "epochs_pseudo": 1, "ema_decay": 0.9}
+    defaults = {
+        "net": MODEL,
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+        "max_epochs": 2,
+        "epochs_pseudo": 1,
+        "ema_decay": 0.9,
+        "tiou_thresholds": TIOU,
+    }
     return StudentModule(16, data.num_classes, **{**defaults, **kwargs})
+
+
+def predict(module: pl.LightningModule, loader) -> dict[str, dict[str, np.ndarray]]:
+    """Detections per variant through a real ``Trainer.predict``."""
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    return predict_videos(trainer, module, loader)
 
 
 def fit(module: StudentModule, dm: PseudoLabelDataModule, tmp_path: Path) -> list[float]:
@@ -139,25 +148,27 @@ def test_video_shorter_than_the_downsampling_factor(data: StageData, tmp_path: P
 
     losses = fit(module, dm, tmp_path)  # the short video is in one batch of every epoch
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
-    dets = student_detections(module, dm.predict_loader("test"), use_ema=True)
+    dets = predict(module, dm.loader("test"))["student_ema"]
     assert set(dets) == {v.id for v in data.test_videos()}
     short = dets[short_video("test")]
     assert short.ndim == 2 and short.shape[1] == 4
-    assert (short[:, 3] > short[:, 2]).all() and (short[:, 2] >= 0).all()
-    check_metrics(evaluate_results(proposals_to_results(dets, data.classes), data, TIOU))
+    assert (short[:, 3] >= short[:, 2]).all() and (short[:, 2] >= 0).all()
+    check_metrics(score_rows(dets, data.test_videos(), data.num_classes, TIOU))
 
 
 def test_one_step_video_in_the_generator(root: Path) -> None:
     data = load_stage_data({"root": str(root)}, features_cfg("i3d_nonoverlap"))
     dm = GeneratorDataModule(data, num_segments=32, batch_size=4, seed=0)
     torch.manual_seed(0)
-    module = GeneratorModule(16, data.num_classes, hidden_dim=32)
+    proposals = OmegaConf.load(CONF_DIR / "generator" / "cola_cv.yaml").module.proposals
+    module = GeneratorModule(
+        16, data.num_classes, net={"hidden_dim": 32}, proposals=OmegaConf.to_container(proposals)
+    )
     for batch in dm.train_dataloader():  # the one-step video is resampled to 32 steps
         assert math.isfinite(float(module.training_step(batch, 0)))
     module.eval()
-    params = proposal_params(OmegaConf.load(CONF_DIR / "generator" / "cola_cv.yaml").proposals)
     for subset in ("train", "test"):
-        props = generator_proposals(module, dm.predict_loader(subset), params)
+        props = predict(module, dm.loader(subset))["generator"]
         assert set(props) == {v.id for v in data.videos(getattr(data, f"{subset}_subset"))}
         assert props[short_video("validation" if subset == "train" else "test")].shape[1] == 4
 
@@ -166,7 +177,7 @@ def test_test_video_longer_than_max_seq_len_is_seen_whole(data: StageData) -> No
     dm = make_datamodule(data, None)
     module = make_module(data).eval()
     long_ids = []
-    for batch in dm.predict_loader("test"):
+    for batch in dm.loader("test"):
         lengths = batch["mask"].sum(1)
         assert batch["features"].shape[2] == math.ceil(int(lengths.max()) / MAX_STRIDE) * MAX_STRIDE
         for det, length, vid in zip(
@@ -183,18 +194,18 @@ def test_test_videos_without_detections(data: StageData) -> None:
     dm = make_datamodule(data, None)
     # no class probability exceeds 1: nothing survives the candidate threshold
     module = make_module(data, inference={"pre_nms_thresh": 1.0})
-    dets = student_detections(module, dm.predict_loader("test"), use_ema=False)
+    dets = predict(module, dm.loader("test"))["student"]
     assert {vid: d.shape for vid, d in dets.items()} == {v.id: (0, 4) for v in data.test_videos()}
-    results = proposals_to_results(dets, data.classes)
+    results = rows_to_results(dets, data.classes)
     assert all(entries == [] for entries in results["results"].values())
-    metrics = evaluate_results(results, data, TIOU)
+    metrics = score_rows(dets, data.test_videos(), data.num_classes, TIOU)
     check_metrics(metrics)
     assert all(v == 0.0 for v in metrics.values())
 
     # one video with perfect detections, the others with none
     hit = data.test_videos()[0]
     dets[hit.id] = np.column_stack([hit.labels, np.ones(len(hit.labels)), hit.segments])
-    metrics = evaluate_results(proposals_to_results(dets, data.classes), data, TIOU)
+    metrics = score_rows(dets, data.test_videos(), data.num_classes, TIOU)
     check_metrics(metrics)
     assert metrics["avg"] > 0.0
 
@@ -202,7 +213,7 @@ def test_test_videos_without_detections(data: StageData) -> None:
 def test_training_videos_without_pseudo_labels(data: StageData, tmp_path: Path) -> None:
     videos = data.train_videos()
     targets = gt_targets(data)
-    targets[videos[0].id] = (np.zeros((0, 2)), np.zeros(0, np.int64))  # all filtered away
+    targets[videos[0].id] = np.zeros((0, 4))  # all filtered away
     del targets[videos[1].id]  # absent from the pseudo-label file
     dm = make_datamodule(data, targets)
     module = make_module(data)
@@ -218,7 +229,7 @@ def test_training_videos_without_pseudo_labels(data: StageData, tmp_path: Path) 
         assert not batch["target_valid"][row].any()
 
     # a batch in which no video has a target: only negatives, finite losses and gradients
-    nothing = {v.id: (np.zeros((0, 2)), np.zeros(0, np.int64)) for v in videos}
+    nothing = {v.id: np.zeros((0, 4)) for v in videos}
     batch = next(iter(make_datamodule(data, nothing).train_dataloader()))
     loss = module.training_step(batch, 0)
     loss.backward()

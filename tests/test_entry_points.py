@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize
 
-from tests.conftest import run_fustal
-from tests.test_pipeline import TINY, run_train
+from tests.conftest import DEBUG, compose_train, run_fustal, train
 
-MAX_SEQ_LEN = int(next(o for o in TINY if o.startswith("student.model.max_seq_len=")).split("=")[1])
+MAX_SEQ_LEN = 320  # student.module.net.max_seq_len of conf/debug/default.yaml
 
 
 @dataclass
 class Pipeline:
-    """One finished ``python -m fustal.train`` run: its dirs, metrics and stage checkpoints."""
+    """One finished pipeline run (in process): its dirs, metrics and stage checkpoints."""
 
     tmp: Path
     metrics: dict
@@ -33,19 +33,35 @@ class Pipeline:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     tmp = tmp_path_factory.mktemp("entry_points")
-    proc = run_train(tmp, "train", "stage=all")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = train(tmp, f"paths.output_dir={tmp / 'train'}")
     (student,) = (tmp / "cache" / "student").glob("*/student.ckpt")
     (generator,) = (tmp / "cache" / "generator").glob("*/generator.ckpt")
     (data_root,) = (tmp / "data" / "synthetic").iterdir()
-    metrics = json.loads((tmp / "train" / "metrics.json").read_text())
     return Pipeline(tmp, metrics, student, generator, data_root)
 
 
-def run_evaluate(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
+def evaluate(p: Pipeline, run: str, *overrides: str) -> dict:
+    """``fustal.evaluate`` in process (its one-line errors: ``SystemExit(2)``)."""
+    from fustal.evaluate import run as run_evaluate
+
+    out = f"paths.output_dir={p.tmp / run}"
+    return run_evaluate(compose_train(p.tmp, out, *overrides, config="evaluate"))
+
+
+def predict(*overrides: str) -> dict:
+    """``fustal.predict`` in process (its one-line errors: ``SystemExit(2)``)."""
+    from fustal.predict import CONFIG_NAME
+    from fustal.predict import run as run_predict
+
+    with initialize(config_path=None, version_base="1.3"):  # conf/ is not composed here
+        cfg = compose(CONFIG_NAME, overrides=["trainer.enable_progress_bar=false", *overrides])
+    return run_predict(cfg)
+
+
+def run_evaluate_cli(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
     return run_fustal(
         "evaluate",
-        *TINY,
+        *DEBUG,
         f"paths.data_dir={p.tmp / 'data'}",
         f"paths.cache_dir={p.tmp / 'cache'}",
         f"hydra.run.dir={p.tmp / run}",
@@ -53,8 +69,19 @@ def run_evaluate(p: Pipeline, run: str, *overrides: str) -> subprocess.Completed
     )
 
 
-def run_predict(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
+def run_predict_cli(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
     return run_fustal("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
+
+
+def assert_exit_2(capsys: pytest.CaptureFixture, call, *needles: str) -> None:
+    """``call()`` ends with one ``error:`` line naming ``needles`` and exit code 2."""
+    with pytest.raises(SystemExit) as exited:
+        call()
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0]
 
 
 def assert_same_metrics(got: dict, want: dict) -> None:
@@ -105,30 +132,26 @@ def check_results(path: Path, classes: list[str], durations: dict[str, float]) -
     return results
 
 
-@pytest.mark.parametrize("ckpt", ["student.ckpt", "checkpoints/last.ckpt"])
-def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline, ckpt: str) -> None:
-    run = f"eval_{Path(ckpt).stem}"
-    proc = run_evaluate(
-        pipeline, run, f"ckpt_path={pipeline.student.parent / ckpt}", "+experiment=synthetic"
+def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline) -> None:
+    proc = run_evaluate_cli(
+        pipeline, "eval_student", f"ckpt_path={pipeline.student}", "+experiment=synthetic"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((pipeline.tmp / run / "metrics.json").read_text())
+    metrics = json.loads((pipeline.tmp / "eval_student" / "metrics.json").read_text())
     assert set(metrics) == {"student", "student_ema"}
     for section in ("student", "student_ema"):
         assert_same_metrics(metrics[section]["test"], pipeline.metrics[section]["test"])
-        assert json.loads((pipeline.tmp / run / f"{section}_test.json").read_text())["results"]
-    assert "student + EMA (test)" in proc.stdout
+        detections = pipeline.tmp / "eval_student" / f"{section}_test.json"
+        assert json.loads(detections.read_text())["results"]
+    assert "student + EMA" in proc.stdout
 
 
 def test_evaluate_generator_reproduces_pipeline(pipeline: Pipeline) -> None:
-    proc = run_evaluate(pipeline, "eval_gen", f"ckpt_path={pipeline.generator}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((pipeline.tmp / "eval_gen" / "metrics.json").read_text())
+    metrics = evaluate(pipeline, "eval_gen", f"ckpt_path={pipeline.generator}")
     assert list(metrics) == ["generator"]
     assert_same_metrics(metrics["generator"]["test"], pipeline.metrics["generator"]["test"])
     detections = json.loads((pipeline.tmp / "eval_gen" / "generator_test.json").read_text())
     assert set(detections["results"]) == set(student_videos(pipeline))
-    assert "generator (test)" in proc.stdout
 
 
 def test_predict_student_on_new_features(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -160,7 +183,7 @@ def test_predict_student_on_new_features(pipeline: Pipeline, tmp_path: Path) -> 
     durations_file.write_text(json.dumps({vid: durations[vid] for vid in same_fps}))
 
     out = tmp_path / "out" / "detections.json"
-    proc = run_predict(
+    proc = run_predict_cli(
         pipeline,
         "predict",
         f"ckpt_path={pipeline.student}",
@@ -194,14 +217,7 @@ def test_predict_generator_on_new_features(pipeline: Pipeline, tmp_path: Path) -
         np.save(features / f"{vid}.npy", feats)
         durations[vid] = feats.shape[0] * 16 / 25.0
     out = tmp_path / "generator.json"
-    proc = run_predict(
-        pipeline,
-        "predict_gen",
-        f"ckpt_path={pipeline.generator}",
-        f"features={features}",
-        f"out={out}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    predict(f"ckpt_path={pipeline.generator}", f"features={features}", f"out={out}")
     results = check_results(out, classes, durations)
     assert all(results.values())
 
@@ -237,28 +253,40 @@ BAD_CKPTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_CKPTS))
-def test_bad_checkpoint(pipeline: Pipeline, tmp_path: Path, case: str) -> None:
+def test_bad_checkpoint(
+    pipeline: Pipeline, tmp_path: Path, case: str, capsys: pytest.CaptureFixture
+) -> None:
     ckpt = BAD_CKPTS[case](tmp_path)
     run = f"bad_ckpt_{case.replace(' ', '_')}"
-    proc = run_evaluate(pipeline, run, f"ckpt_path={ckpt}")
-    assert_one_line_error(proc, str(ckpt))
+    assert_exit_2(capsys, lambda: evaluate(pipeline, run, f"ckpt_path={ckpt}"), str(ckpt))
     assert not list((pipeline.tmp / run).glob("*.json"))
     out = tmp_path / "detections.json"
     features = pipeline.data_root / "i3d_features"
-    proc = run_predict(pipeline, run, f"ckpt_path={ckpt}", f"features={features}", f"out={out}")
-    assert_one_line_error(proc, str(ckpt))
+    overrides = (f"ckpt_path={ckpt}", f"features={features}", f"out={out}")
+    assert_exit_2(capsys, lambda: predict(*overrides), str(ckpt))
     assert not out.exists()
 
 
-def test_evaluate_checkpoint_of_other_feature_dim(pipeline: Pipeline) -> None:
-    proc = run_evaluate(
-        pipeline, "eval_dim", f"ckpt_path={pipeline.student}", "dataset.synthetic.feature_dim=8"
-    )
-    assert_one_line_error(proc, str(pipeline.student), "16-dim", "8-dim")
+def test_bad_checkpoint_on_the_command_line_is_one_line(pipeline: Pipeline, tmp_path: Path) -> None:
+    ckpt = write_text_ckpt(tmp_path)
+    proc = run_evaluate_cli(pipeline, "bad_cli", f"ckpt_path={ckpt}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(ckpt) in lines[0]
+
+
+def test_evaluate_checkpoint_of_other_feature_dim(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = (f"ckpt_path={pipeline.student}", "dataset.synthetic.feature_dim=8")
+    needles = (str(pipeline.student), "16-dim", "8-dim")
+    assert_exit_2(capsys, lambda: evaluate(pipeline, "eval_dim", *overrides), *needles)
     assert not list((pipeline.tmp / "eval_dim").glob("*.json"))
 
 
-def test_predict_bad_features(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_predict_bad_features(
+    pipeline: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "detections.json"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -270,12 +298,6 @@ def test_predict_bad_features(pipeline: Pipeline, tmp_path: Path) -> None:
         (empty, str(empty)),
         (wrong_dim, str(wrong_dim / "video.npy")),
     ):
-        proc = run_predict(
-            pipeline,
-            "predict_bad",
-            f"ckpt_path={pipeline.student}",
-            f"features={features}",
-            f"out={out}",
-        )
-        assert_one_line_error(proc, needle)
+        overrides = (f"ckpt_path={pipeline.student}", f"features={features}", f"out={out}")
+        assert_exit_2(capsys, lambda o=overrides: predict(*o), needle)
         assert not out.exists() and not list(tmp_path.glob(".detections*"))

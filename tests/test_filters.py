@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
 from fustal.errors import FustalError
-from fustal.pseudo.filters import filter_results, iou_density_mask, overlap_density, pairwise_tiou
+from fustal.pseudo.filters import filter_rows, iou_density_mask, overlap_density, pairwise_tiou
 
 # tIoU: (0, 1) = 5 / 15, (0, 3) = 2 / 10 = 0.2 exactly, every other pair 0.
 SEGMENTS = np.array([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0], [0.0, 2.0]])
@@ -66,50 +64,48 @@ def test_mask_bad_input() -> None:
         iou_density_mask([[2.0, 1.0]], [0.5])
 
 
-def _results() -> dict:
+def _rows() -> dict:
+    classes = {"A": 0, "B": 1, "C": 2}
     labels = ["A", "B", "A", "C"]
+    v1 = np.column_stack([[classes[lab] for lab in labels], SCORES, SEGMENTS])
     return {
-        "version": "x",
-        "results": {
-            "v1": [
-                {"label": lab, "score": float(s), "segment": seg.tolist()}
-                for lab, s, seg in zip(labels, SCORES, SEGMENTS, strict=True)
-            ],
-            "v2": [{"label": "A", "score": 0.9, "segment": [0.0, 1.0]}],  # isolated: dropped
-            "v3": [],
-        },
+        "v1": v1,
+        "v2": np.array([[0, 0.9, 0.0, 1.0]]),  # isolated: dropped
+        "v3": np.zeros((0, 4)),
     }
 
 
-def test_filter_results_keeps_every_video_and_counts() -> None:
-    results = _results()
-    original = copy.deepcopy(results)
-    filtered, stats = filter_results(results, 0.2, 0.4)
-    assert results == original  # input untouched
-    assert filtered["version"] == "x"
-    assert list(filtered["results"]) == ["v1", "v2", "v3"]
-    assert [e["label"] for e in filtered["results"]["v1"]] == ["A", "C"]
-    assert filtered["results"]["v1"][1] == original["results"]["v1"][3]
-    assert filtered["results"]["v2"] == [] and filtered["results"]["v3"] == []
+def test_filter_rows_keeps_every_video_and_counts() -> None:
+    rows = _rows()
+    original = {k: v.copy() for k, v in rows.items()}
+    filtered, stats = filter_rows(rows, 0.2, 0.4)
+    for vid, video_rows in rows.items():  # input untouched
+        np.testing.assert_array_equal(video_rows, original[vid])
+    assert list(filtered) == ["v1", "v2", "v3"]
+    np.testing.assert_array_equal(filtered["v1"], original["v1"][[0, 3]])
+    assert filtered["v2"].shape == (0, 4) and filtered["v3"].shape == (0, 4)
     assert stats == {"videos": 3, "before": 5, "after": 2, "videos_without_labels": 2}
 
 
-def test_filter_results_mode_none_keeps_everything() -> None:
-    filtered, stats = filter_results(_results(), None, None)
-    assert filtered == _results()
+def test_filter_rows_mode_none_keeps_everything() -> None:
+    filtered, stats = filter_rows(_rows(), None, None)
+    for vid, video_rows in _rows().items():
+        np.testing.assert_array_equal(filtered[vid], video_rows)
     assert stats == {"videos": 3, "before": 5, "after": 5, "videos_without_labels": 1}
 
 
 @pytest.mark.parametrize(
     ("results", "message"),
     [
-        ({"database": {}}, "'results' mapping"),
-        ({"results": {"v": {"score": 1}}}, "results/v: expected a list"),
-        ({"results": {"v": [{"score": 0.5}]}}, r"results/v\[0\]: 'segment'"),
-        ({"results": {"v": [{"score": "hi", "segment": [0, 1]}]}}, r"results/v\[0\]: 'segment'"),
-        ({"results": {"v": [{"score": 0.5, "segment": [2, 1]}]}}, "ends before it starts"),
+        ({"v": {"score": 1}}, "video v: expected a list"),
+        ({"v": [{"score": 0.5}]}, "video v: detection without label, segment"),
+        ({"v": [{"label": "A", "score": "hi", "segment": [0, 1]}]}, "video v: score is not"),
+        ({"v": [{"label": "A", "score": 0.5, "segment": [2, 1]}]}, "ends before it starts"),
+        ({"v": [{"label": "Z", "score": 0.5, "segment": [0, 1]}]}, "unknown class 'Z'"),
     ],
 )
-def test_filter_results_bad_input(results, message) -> None:
+def test_pseudo_label_results_are_checked_when_read(results, message) -> None:
+    from fustal.metrics.results import results_to_rows
+
     with pytest.raises(FustalError, match=message):
-        filter_results(results, 0.2, 0.4)
+        results_to_rows(results, ["A", "B", "C"], "pseudo.json")

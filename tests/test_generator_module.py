@@ -18,6 +18,7 @@ from fustal.generator import (
 from tests.conftest import NoHostSync
 
 FEATURE_DIM, NUM_CLASSES, NUM_STEPS = 8, 3, 24
+ADAM_1E2 = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2}
 
 
 class TinyVideos(Dataset):
@@ -54,13 +55,15 @@ def _batch(num_videos: int = 6, seed: int = 0) -> dict:
     return next(iter(DataLoader(TinyVideos(num_videos, seed), batch_size=num_videos)))
 
 
-def _module(**kwargs) -> GeneratorModule:
+def _module(dropout: float = 0.7, **kwargs) -> GeneratorModule:
     torch.manual_seed(0)
-    return GeneratorModule(FEATURE_DIM, NUM_CLASSES, hidden_dim=16, **kwargs)
+    net = {"hidden_dim": 16, "dropout": dropout}
+    return GeneratorModule(FEATURE_DIM, NUM_CLASSES, net=net, **kwargs)
 
 
 def test_hparams_and_optimizer() -> None:
-    module = _module(lr=3e-3, betas=[0.8, 0.99], weight_decay=1e-3)
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3}
+    module = _module(optimizer={**optimizer, "betas": [0.8, 0.99], "weight_decay": 1e-3})
     assert module.hparams.contrast_weight == 0.01 and module.hparams.M == 6
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam)
@@ -104,7 +107,7 @@ class LossRecorder(pl.Callback):
 
 def test_lightning_fit_reduces_loss() -> None:
     pl.seed_everything(0, workers=True)
-    module = GeneratorModule(FEATURE_DIM, NUM_CLASSES, hidden_dim=32, lr=1e-2)
+    module = GeneratorModule(FEATURE_DIM, NUM_CLASSES, net={"hidden_dim": 32}, optimizer=ADAM_1E2)
     recorder = LossRecorder()
     trainer = pl.Trainer(
         max_steps=60,
@@ -134,7 +137,7 @@ class SyncFreeGenerator(GeneratorModule):
 
 def test_training_step_has_no_host_sync() -> None:
     pl.seed_everything(0, workers=True)
-    module = SyncFreeGenerator(FEATURE_DIM, NUM_CLASSES, hidden_dim=32, lr=1e-2)
+    module = SyncFreeGenerator(FEATURE_DIM, NUM_CLASSES, net={"hidden_dim": 32}, optimizer=ADAM_1E2)
     recorder = LossRecorder()
     trainer = pl.Trainer(
         max_steps=3,

@@ -3,7 +3,6 @@ generator achieves, and the student trained on pseudo labels must beat the gener
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,9 @@ from fustal.data.dataset import load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 from fustal.generator.module import GeneratorModule
-from fustal.pipeline.generator_stage import evaluate_generator, generator_proposals, proposal_params
-from tests.conftest import run_fustal
+from fustal.inference import predict_videos
+from fustal.pipeline.run import run_pipeline
+from tests.conftest import compose_train
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
@@ -49,57 +49,74 @@ def trainer(**kwargs) -> pl.Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
+        num_sanity_val_steps=0,
         **kwargs,
     )
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_generator_learns_to_localize(root: Path, precision: str) -> None:
-    """Also under bf16 mixed precision (the losses and proposals stay float32)."""
+    """Through Lightning's own loops (``Trainer.validate``/``fit``/``predict`` on the module and
+    its DataModule, as in a notebook); also under bf16 mixed precision (the losses and the
+    proposals stay float32)."""
     torch.manual_seed(0)
     data = stage(root, "i3d_nonoverlap")
     dm = GeneratorDataModule(data, num_segments=64, batch_size=8, eval_batch_size=10)
-    module = GeneratorModule(feature_dim=32, num_classes=3, hidden_dim=64, lr=1e-3)
-    params = proposal_params(OmegaConf.load(CONFIG_DIR / "generator" / "cola_cv.yaml").proposals)
-
-    def evaluate() -> float:
-        module.eval()
-        with torch.no_grad():
-            return evaluate_generator(module, dm.val_dataloader(), dm.test_videos, 3, TIOU, params)[
-                "mAP@0.5"
-            ]
-
-    before = evaluate()
-    trainer(max_steps=200, precision=precision).fit(module, datamodule=dm)
-    after = evaluate()
-    assert after > before + 0.15, (before, after)
-    assert after > 0.25
-    pseudo = generator_proposals(module, dm.predict_loader("train"), params)
+    proposals = OmegaConf.load(CONFIG_DIR / "generator" / "cola_cv.yaml").module.proposals
+    module = GeneratorModule(
+        feature_dim=32,
+        num_classes=3,
+        net={"hidden_dim": 64},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        proposals=OmegaConf.to_container(proposals),
+        proposal_workers=0,
+        tiou_thresholds=TIOU,
+    )
+    key = "generator/test/mAP@0.5"
+    (before,) = trainer().validate(module, datamodule=dm, verbose=False)
+    fit = trainer(
+        max_steps=200, precision=precision, val_check_interval=100, check_val_every_n_epoch=None
+    )
+    fit.fit(module, datamodule=dm)
+    after = float(fit.callback_metrics[key])
+    assert after > before[key] + 0.15, (before[key], after)
+    assert after > 0.2
+    pseudo = predict_videos(trainer(), module, dm.loader("train"))["generator"]
     assert set(pseudo) == {v.id for v in dm.train_videos}
 
 
-def run_default_pipeline(tmp: Path, *overrides: str) -> dict:
-    """``python -m fustal.train`` on the embedded synthetic default (what ``make demo`` runs);
-    returns its ``metrics.json``."""
-    proc = run_fustal(
-        "train",
-        f"paths.data_dir={tmp / 'data'}",
-        f"paths.cache_dir={tmp / 'cache'}",
-        f"hydra.run.dir={tmp / 'run'}",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "plot_videos=0",
-        *overrides,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads((tmp / "run" / "metrics.json").read_text())
+# the default configuration on a smaller synthetic dataset (60 training, 20 test videos; the
+# dataset of synthetic seed 1)
+SMALL_DEFAULT = [
+    "dataset.synthetic.train_videos=60",
+    "dataset.synthetic.test_videos=20",
+    "dataset.synthetic.seed=1",
+    "plot_videos=0",
+    "trainer.enable_progress_bar=false",
+]
+NO_PSEUDO_LABEL_AVG = 0.02  # what a student gets from nothing: an untrained one scores ~0
 
 
+def test_fustal_on_a_small_dataset_beats_its_generator(tmp_path: Path) -> None:
+    """FuSTAL's claim at small scale: the final model (the student trained on the generator's
+    filtered pseudo labels, refined by EMA distillation) localizes the test videos better than
+    the generator that labelled its data, and the student itself has learned. (On the full
+    default data the raw student beats the generator too: the slow test below.)"""
+    metrics = run_pipeline(compose_train(tmp_path, *SMALL_DEFAULT, debug=False))
+    generator = metrics["generator"]["test"]["avg"]
+    student = metrics["student"]["test"]["avg"]
+    student_ema = metrics["student_ema"]["test"]["avg"]
+    assert generator > 0.15, metrics["generator"]
+    assert student > generator / 2 > NO_PSEUDO_LABEL_AVG, (generator, student)
+    assert student_ema > generator + 0.03, (generator, student_ema)
+
+
+@pytest.mark.slow
 def test_student_on_pseudo_labels_beats_the_generator(tmp_path: Path) -> None:
-    """FuSTAL's claim at small scale: the student trained on the generator's filtered pseudo
-    labels localizes the test videos better than the generator itself."""
-    metrics = run_default_pipeline(tmp_path)
+    """On the embedded synthetic default (what ``make demo`` runs), the student trained on the
+    generator's filtered pseudo labels beats the generator, and its EMA copy more so."""
+    default = ["plot_videos=0", "trainer.enable_progress_bar=false"]
+    metrics = run_pipeline(compose_train(tmp_path, *default, debug=False))
     generator = metrics["generator"]["test"]["avg"]
     student = metrics["student"]["test"]["avg"]
     student_ema = metrics["student_ema"]["test"]["avg"]
@@ -110,6 +127,8 @@ def test_student_on_pseudo_labels_beats_the_generator(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_student_learns_from_ground_truth(tmp_path: Path) -> None:
-    """The fully supervised upper bound on the same data and code reaches a high mAP@0.5."""
-    metrics = run_default_pipeline(tmp_path, "supervision=full")
+    """The fully supervised upper bound on the default data and code reaches a high mAP@0.5."""
+    metrics = run_pipeline(
+        compose_train(tmp_path, "supervision=full", "plot_videos=0", debug=False)
+    )
     assert metrics["student"]["test"]["mAP@0.5"] > 0.5, metrics["student"]

@@ -22,10 +22,10 @@ from fustal.metrics import (
     detection_map,
     gt_to_detections,
     match_predictions,
-    proposals_to_results,
     pseudo_label_quality,
     read_results,
     results_to_detections,
+    rows_to_results,
     tiou_key,
     tiou_matrix,
 )
@@ -315,13 +315,13 @@ def test_gt_to_detections_and_proposals_round_trip():
         "b": np.zeros((0, 4)),
         "c": np.array([[1, 0.7, 5.0, 6.0]]),
     }
-    results = proposals_to_results(per_video, classes)
+    results = rows_to_results(per_video, classes)
     assert results["results"]["a"][0] == {"label": "Y", "score": 0.9, "segment": [1.0, 2.0]}
     assert results["results"]["b"] == []
     pred = results_to_detections(results, classes, ids)
     assert detection_map(gt, pred, [0.5], 2)["avg"] == 1.0
     with pytest.raises(FustalError, match="a"):
-        proposals_to_results({"a": np.array([[2, 0.9, 1.0, 2.0]])}, classes)
+        rows_to_results({"a": np.array([[2, 0.9, 1.0, 2.0]])}, classes)
 
 
 def test_real_thumos_gt_to_detections():
@@ -344,7 +344,7 @@ def test_pseudo_label_quality_hand_case():
         "count": 3,
         "precision@0.5": pytest.approx(1 / 3),
         "recall@0.5": pytest.approx(0.5),
-        "avg_mAP": pytest.approx(0.5),
+        "avg": pytest.approx(0.5),
         "mAP@0.5": pytest.approx(0.5),
         "mAP@0.95": pytest.approx(0.5),
     }
@@ -364,6 +364,33 @@ def as_tensors(det: Detections) -> tuple[torch.Tensor, ...]:
     )
 
 
+def per_video(det: Detections, videos: np.ndarray) -> list[np.ndarray]:
+    """Rows ``[K, 4]`` (class, score, start, end) of each video of ``videos``."""
+    score = det.score if det.score is not None else np.ones(len(det))
+    rows = np.column_stack([det.label, score, det.segment])
+    return [rows[det.video == v] for v in videos]
+
+
+def by_video(det: Detections) -> Detections:
+    """``det`` in the order per-video updates feed it: by video index, stable (the order that
+    breaks score ties)."""
+    order = np.argsort(det.video, kind="stable")
+    score = None if det.score is None else det.score[order]
+    return Detections(det.video[order], det.label[order], det.segment[order], score)
+
+
+def metric_update(metric: DetectionMAP, gt: Detections, pred: Detections, videos) -> None:
+    """Feed ``videos`` (their detections and ground truth) to ``metric``, as a batch would."""
+    videos = np.asarray(videos)
+    truth = per_video(gt, videos)
+    metric.update(
+        videos.tolist(),
+        per_video(pred, videos),
+        [t[:, 2:4] for t in truth],
+        [t[:, 0] for t in truth],
+    )
+
+
 def test_detection_map_metric_equals_function_and_split_updates():
     gt, pred, thresholds, num_classes = random_case(4)
     # float32 inputs, as a model would give them; the metric keeps what it is given.
@@ -373,32 +400,39 @@ def test_detection_map_metric_equals_function_and_split_updates():
         pred.segment.astype(np.float32),
         pred.score.astype(np.float32),
     )
-    expected = detection_map(gt, pred32, thresholds, num_classes)
+    expected = detection_map(gt, by_video(pred32), thresholds, num_classes)
+    videos = np.unique(np.concatenate([gt.video, pred32.video]))  # -1: unknown videos
 
-    whole = DetectionMAP(gt, num_classes, thresholds)
-    whole.update(*as_tensors(pred32))
-    split = DetectionMAP(gt, num_classes, thresholds)
-    for part in np.array_split(np.arange(len(pred32)), 3):
-        sub = Detections(
-            pred32.video[part], pred32.label[part], pred32.segment[part], pred32.score[part]
-        )
-        split.update(*as_tensors(sub))
+    whole = DetectionMAP(num_classes, thresholds)
+    metric_update(whole, gt, pred32, videos)
+    split = DetectionMAP(num_classes, thresholds)
+    for part in np.array_split(videos, 3):
+        metric_update(split, gt, pred32, part)
     for metric in (whole, split):
         out = metric.compute()
         assert set(out) == set(expected)
         for key, value in expected.items():
             assert out[key].item() == pytest.approx(value, abs=1e-12)
-    whole.reset()
-    assert whole.compute()["avg"].item() == 0.0
 
 
 def _ddp_worker(rank: int, world: int, port: int, payload: dict, out_dir: str) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        metric = DetectionMAP(payload["gt"], payload["num_classes"], payload["thresholds"])
-        if rank == 0:  # rank 1 receives no detections at all
-            metric.update(*as_tensors(payload["pred"]))
+        metric = DetectionMAP(payload["num_classes"], payload["thresholds"])
+        gt, pred = payload["gt"], payload["pred"]
+        if rank == 0:  # every detection, no ground truth
+            videos = np.unique(pred.video)
+            metric.update(
+                videos.tolist(), per_video(pred, videos), [[]] * len(videos), [[]] * len(videos)
+            )
+        else:  # the ground truth, no detection at all
+            videos = np.unique(gt.video)
+            truth = per_video(gt, videos)
+            empty = [np.zeros((0, 4))] * len(videos)
+            metric.update(
+                videos.tolist(), empty, [t[:, 2:4] for t in truth], [t[:, 0] for t in truth]
+            )
         result = {k: v.item() for k, v in metric.compute().items()}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
@@ -412,7 +446,7 @@ def test_detection_map_metric_syncs_when_a_rank_has_no_detections(tmp_path):
         port = sock.getsockname()[1]
     payload = {"gt": gt, "pred": pred, "thresholds": thresholds, "num_classes": num_classes}
     mp.spawn(_ddp_worker, args=(2, port, payload, str(tmp_path)), nprocs=2, join=True)
-    expected = detection_map(gt, pred, thresholds, num_classes)
+    expected = detection_map(gt, by_video(pred), thresholds, num_classes)
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got == pytest.approx(expected, abs=1e-6)

@@ -1,54 +1,18 @@
-"""End-to-end runs of ``python -m fustal.train`` as a user runs it (subprocess, real Hydra,
-real files), at tiny sizes."""
+"""The pipeline in process at the debug scale (the real composed config, real Lightning
+Trainers, real files): stage outputs, the stage cache (reuse, keys, code changes, refresh,
+corruption) and errors on pseudo-label files."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_fustal
+from fustal.errors import FustalError
+from tests.conftest import compose_train, train
 
-TINY = [
-    "dataset.synthetic.num_classes=3",
-    "dataset.synthetic.train_videos=12",
-    "dataset.synthetic.test_videos=6",
-    "dataset.synthetic.min_duration=20",
-    "dataset.synthetic.max_duration=40",
-    "dataset.synthetic.feature_dim=16",
-    "generator.hidden_dim=32",
-    "generator.max_steps=30",
-    "generator.val_every=15",
-    "generator.batch_size=4",
-    "generator.num_segments=64",
-    "student.model.embd_dim=16",
-    "student.model.fpn_dim=16",
-    "student.model.head_dim=16",
-    "student.model.sgp_mlp_dim=32",
-    "student.model.max_seq_len=320",
-    "student.epochs_pseudo=2",
-    "student.epochs_distill=1",
-    "student.full_epochs=2",
-    "student.batch_size=4",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-]
 MAP_KEYS = [f"mAP@{t}" for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)] + ["avg"]
-
-
-def run_train(tmp: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    """``python -m fustal.train`` at the TINY sizes, data, cache and run dir under ``tmp``."""
-    return run_fustal(
-        "train",
-        *TINY,
-        f"paths.data_dir={tmp / 'data'}",
-        f"paths.cache_dir={tmp / 'cache'}",
-        f"hydra.run.dir={tmp / run}",
-        *overrides,
-    )
 
 
 def check_map(section: dict) -> None:
@@ -56,72 +20,143 @@ def check_map(section: dict) -> None:
     assert all(0.0 <= v <= 1.0 for v in section.values())
 
 
-@pytest.fixture(scope="module")
-def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pipeline")
+def entries(cache: Path, stage: str) -> list[Path]:
+    return sorted((cache / stage).iterdir()) if (cache / stage).is_dir() else []
 
 
-def test_stage_generator_writes_pseudo_labels_and_metrics(tmp: Path) -> None:
-    proc = run_train(tmp, "gen", "stage=generator")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp / "gen"
+def test_stage_generator_writes_pseudo_labels_and_metrics(tmp_path: Path) -> None:
+    metrics = train(tmp_path, "stage=generator")
+    run = tmp_path / "run"
     pseudo = json.loads((run / "pseudo_labels.json").read_text())["results"]
-    train_ids = Path(next((tmp / "data" / "synthetic").iterdir())) / "split_train.txt"
-    assert set(pseudo) == set(train_ids.read_text().split())
-    entry = next(e for entries in pseudo.values() for e in entries)
+    (root,) = (tmp_path / "data" / "synthetic").iterdir()
+    assert set(pseudo) == set((root / "split_train.txt").read_text().split())
+    entry = next(e for video in pseudo.values() for e in video)
     assert set(entry) == {"label", "score", "segment"} and entry["segment"][0] < entry["segment"][1]
     assert json.loads((run / "generator_test.json").read_text())["results"]
-    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "metrics.json").read_text()) == metrics
     check_map(metrics["generator"]["test"])
     raw = metrics["pseudo_labels"]["raw"]
     assert raw["count"] == sum(len(v) for v in pseudo.values())
     assert 0.0 <= raw["precision@0.5"] <= 1.0 and 0.0 <= raw["recall@0.5"] <= 1.0
     assert "student" not in metrics
+    (entry_dir,) = entries(tmp_path / "cache", "generator")
+    assert not (entry_dir / "checkpoints").exists()  # resume state dropped once finished
     assert not list(run.glob("**/*.tmp"))
 
 
-def test_stage_all_then_filter_sweep_reuses_generator(tmp: Path) -> None:
-    first = run_train(tmp, "all", "stage=all")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "generator: reusing" in first.stdout  # trained by the previous test, same config
-    metrics = json.loads((tmp / "all" / "metrics.json").read_text())
+def test_filter_sweep_reuses_the_generator_and_trains_one_student_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = train(tmp_path, "filter=fustal")
     for section in ("student", "student_ema"):
-        check_map(metrics[section]["test"])
-    filtered = json.loads((tmp / "all" / "pseudo_labels.filtered.json").read_text())["results"]
-    assert metrics["pseudo_labels"]["filtered"]["count"] == sum(len(v) for v in filtered.values())
-    assert metrics["pseudo_labels"]["filtered"]["count"] <= metrics["pseudo_labels"]["raw"]["count"]
-    assert "fustal results" in first.stdout and "student + EMA" in first.stdout
+        check_map(first[section]["test"])
+    filtered = json.loads((tmp_path / "run" / "pseudo_labels.filtered.json").read_text())
+    count = sum(len(v) for v in filtered["results"].values())
+    assert first["pseudo_labels"]["filtered"]["count"] == count
+    assert count <= first["pseudo_labels"]["raw"]["count"]
+    assert "fustal results" in capsys.readouterr().out
 
-    second = run_train(tmp, "score", "stage=all", "filter=score")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "generator: reusing" in second.stdout
-    assert "student: reusing" not in second.stdout
-    generators = list((tmp / "cache" / "generator").iterdir())
-    assert len(generators) == 1
-    assert len(list((tmp / "cache" / "student").iterdir())) == 2
+    second = train(tmp_path, "filter=score")
+    out = capsys.readouterr().out
+    assert "generator: reusing" in out and "student: reusing" not in out
+    assert second["generator"] == first["generator"]
+    assert len(entries(tmp_path / "cache", "generator")) == 1
+    assert len(entries(tmp_path / "cache", "student")) == 2
 
 
-def test_full_supervision_and_corrupt_cache_is_recomputed(tmp: Path) -> None:
-    proc = run_train(tmp, "full", "supervision=full", "ema=none")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp / "full" / "metrics.json").read_text())
+def test_cache_keys_cover_what_a_stage_reads_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Settings a stage does not read (the student's ground-truth epochs in a weak run, the
+    proposal worker count, DataLoader workers, the progress bar) reuse its entry; a setting it
+    reads (the generator's steps) recomputes it and everything downstream."""
+    train(tmp_path)
+    capsys.readouterr()
+    train(
+        tmp_path,
+        "student.full_epochs=7",
+        "generator.module.proposal_workers=1",
+        "num_workers=1",
+        "trainer.enable_progress_bar=true",
+    )
+    out = capsys.readouterr().out
+    assert "generator: reusing" in out and "student: reusing" in out
+    train(tmp_path, "generator.max_steps=20")
+    out = capsys.readouterr().out
+    assert "generator: reusing" not in out and "student: reusing" not in out
+    assert len(entries(tmp_path / "cache", "generator")) == 2
+    assert len(entries(tmp_path / "cache", "student")) == 2
+
+
+def test_cache_refresh_recomputes_finished_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = train(tmp_path, "stage=generator")
+    capsys.readouterr()
+    second = train(tmp_path, "stage=generator", "cache=refresh")
+    out = capsys.readouterr().out
+    assert "generator: cache=refresh: recomputing" in out and "reusing" not in out
+    assert second == first  # same inputs, same code: the same results
+    assert len(entries(tmp_path / "cache", "generator")) == 1
+
+
+def test_full_supervision_is_the_upper_bound_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    metrics = train(tmp_path, "supervision=full", "ema=none")
     check_map(metrics["student"]["test"])
-    assert "generator" not in metrics and "upper bound" in proc.stdout
+    assert "generator" not in metrics and "student_ema" not in metrics
+    assert "upper bound" in capsys.readouterr().out
+    assert not entries(tmp_path / "cache", "generator")
 
-    entry = next((tmp / "cache" / "generator").iterdir())
+
+def test_corrupt_cache_entry_is_recomputed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train(tmp_path, "stage=generator")
+    (entry,) = entries(tmp_path / "cache", "generator")
     pseudo = entry / "pseudo_labels.json"
     pseudo.write_text(pseudo.read_text()[:100])
-    again = run_train(tmp, "regen", "stage=generator")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "generator: reusing" not in again.stdout
+    capsys.readouterr()
+    train(tmp_path, "stage=generator")
+    assert "generator: reusing" not in capsys.readouterr().out
     assert json.loads(pseudo.read_text())["results"]
 
 
-def test_bad_pseudo_label_file_is_a_one_line_error(tmp: Path) -> None:
-    bad = tmp / "bad_pseudo.json"
+def test_raw_pseudo_label_quality_comes_from_the_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter scores only what it filtered: the raw labels' quality is the generator's."""
+    import fustal.pipeline.stages.filter as filter_stage
+
+    calls = []
+    real = filter_stage.rows_quality
+
+    def counted(rows, *args):
+        calls.append(sum(len(r) for r in rows.values()))
+        return real(rows, *args)
+
+    monkeypatch.setattr(filter_stage, "rows_quality", counted)
+    metrics = train(tmp_path, "stage=filter")
+    assert calls == [metrics["pseudo_labels"]["filtered"]["count"]]
+
+
+def test_pseudo_label_file_for_the_student_stage(tmp_path: Path) -> None:
+    train(tmp_path, "stage=generator", "paths.output_dir=" + str(tmp_path / "gen"))
+    pseudo = tmp_path / "gen" / "pseudo_labels.json"
+    metrics = train(tmp_path, "stage=student", f"pseudo_labels={pseudo}")
+    assert "generator" not in metrics
+    check_map(metrics["student_ema"]["test"])
+    assert metrics["pseudo_labels"]["raw"]["count"] > metrics["pseudo_labels"]["filtered"]["count"]
+
+
+def test_bad_pseudo_label_file_names_the_video(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_pseudo.json"
     bad.write_text(json.dumps({"results": {"no_such_video": []}}))
-    proc = run_train(tmp, "bad", "stage=student", f"pseudo_labels={bad}")
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and "no_such_video" in lines[-1]
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(FustalError, match="no_such_video"):
+        train(tmp_path, "stage=student", f"pseudo_labels={bad}")
+
+
+def test_in_process_config_is_checked_like_the_command_line(tmp_path: Path) -> None:
+    from fustal.pipeline.run import run_pipeline
+
+    with pytest.raises(FustalError, match=r"generator.max_step: unknown key.*generator.max_steps"):
+        run_pipeline(compose_train(tmp_path, "+generator.max_step=10"))

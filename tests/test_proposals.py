@@ -307,15 +307,10 @@ def test_proposal_pool_workers_give_the_in_process_results() -> None:
     results = []
     for workers in (0, 2):
         with ProposalPool({"nms_thresh": 0.5}, workers) as pool:
-            for vid, args in videos.items():
-                pool.submit(vid, *args)
-            results.append(pool.results())
-    assert list(results[0]) == list(results[1]) == list(videos)
-    for vid in videos:
-        np.testing.assert_array_equal(results[0][vid], results[1][vid])
-        np.testing.assert_array_equal(
-            results[0][vid], cas_to_proposals(*videos[vid], nms_thresh=0.5)
-        )
+            results.append(pool.map(list(videos.values())))
+    for got_serial, got_parallel, args in zip(*results, videos.values(), strict=True):
+        np.testing.assert_array_equal(got_serial, got_parallel)
+        np.testing.assert_array_equal(got_serial, cas_to_proposals(*args, nms_thresh=0.5))
     assert resolve_workers("auto", 10) == 0 and resolve_workers("auto", 500) >= 1
     assert resolve_workers(3, 1) == 3
     with pytest.raises(FustalError, match="proposal_workers"):

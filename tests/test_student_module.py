@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from fustal.errors import FustalError
 from fustal.student import StudentModule, pad_batch
 from fustal.student.assign import pad_segments
-from fustal.student.module import lr_factor, weight_decay_groups
+from fustal.student.module import weight_decay_groups
+from fustal.student.schedule import lr_factor, warmup_schedule
 from tests.conftest import NoHostSync
 
 FEATURE_DIM, NUM_CLASSES, MAX_LEN = 16, 3, 64
@@ -79,10 +80,18 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def make_module(**kwargs) -> StudentModule:
+def make_module(
+    model: dict = MODEL, lr: float = 5e-3, warmup_epochs: float = 0.5, **kwargs
+) -> StudentModule:
     torch.manual_seed(0)
-    defaults = {"model": MODEL, "lr": 5e-3, "warmup_epochs": 0.5, "max_epochs": 10}
-    return StudentModule(FEATURE_DIM, NUM_CLASSES, **{**defaults, **kwargs})
+    return StudentModule(
+        FEATURE_DIM,
+        NUM_CLASSES,
+        net=model,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr},
+        scheduler={"warmup_epochs": warmup_epochs},
+        **{"max_epochs": 10, **kwargs},
+    )
 
 
 class LossRecorder(pl.Callback):
@@ -292,12 +301,11 @@ def test_optimizer_groups_and_schedule() -> None:
 
 
 def test_bad_configuration_is_a_fustal_error() -> None:
-    with pytest.raises(FustalError):
-        make_module(model={**MODEL, "not_a_key": 1})
-    with pytest.raises(FustalError):
-        make_module(inference={"sigma_typo": 0.5})
-    with pytest.raises(FustalError):
-        make_module(schedule="linear")
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+    with pytest.raises(FustalError, match="schedule"):
+        warmup_schedule(optimizer, steps_per_epoch=3, total_steps=9, schedule="linear")
+    with pytest.raises(FustalError, match="ema_decay"):
+        make_module(ema_decay=1.5)
     with pytest.raises(FustalError):
         make_module(ema_decay=None).predict_batch(collate(make_videos(1)), use_ema=True)
 
@@ -336,9 +344,7 @@ class SyncFreeStudent(StudentModule):
 
 def test_training_step_on_pseudo_labels_has_no_host_sync(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = SyncFreeStudent(
-        FEATURE_DIM, NUM_CLASSES, model=MODEL, lr=5e-3, max_epochs=1, epochs_pseudo=1
-    )
+    module = SyncFreeStudent(FEATURE_DIM, NUM_CLASSES, net=MODEL, max_epochs=1, epochs_pseudo=1)
     trainer, recorder = fit(module, 1, tmp_path)
     assert len(recorder.losses) == 2 and all(math.isfinite(x) for x in recorder.losses)
 

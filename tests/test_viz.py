@@ -26,7 +26,7 @@ from fustal.viz.rundir import (
 )
 from fustal.viz.save import PNG_SIGNATURE
 from fustal.viz.timeline import Track, plot_timeline, shown_classes
-from tests.test_pipeline import run_train
+from tests.conftest import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["jump", "run", "swim", "throw", "walk"]
@@ -127,50 +127,52 @@ def plot_run(run_dir: Path) -> subprocess.CompletedProcess:
 def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = run_train(tmp_path, "run", "plot_videos=2", "logger=tensorboard")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    pictures = tmp_path / "run" / PICTURES
+    train(tmp_path, "plot_videos=2", "logger=tensorboard")
+    run = tmp_path / "run"
+    pictures = run / PICTURES
     inputs = json.loads((pictures / "inputs.json").read_text())
     root = next((tmp_path / "data" / "synthetic").iterdir())
-    ids = sorted((root / "split_train.txt").read_text().split())
-    assert [v["id"] for v in inputs["videos"]] == ids[:2]
+    train_ids = sorted((root / "split_train.txt").read_text().split())[:2]
+    test_ids = sorted((root / "split_test.txt").read_text().split())[:2]
+    assert [v["id"] for v in inputs["videos"]] == train_ids + test_ids
+    assert [v["subset"] for v in inputs["videos"]] == ["train"] * 2 + ["test"] * 2
     assert list(inputs["videos"][0]["tracks"]) == [
         "ground truth",
         "pseudo labels (raw)",
         "pseudo labels (filtered)",
         "student + EMA",
     ]
-    assert set(read_cas(pictures / "cas.npz")) == set(ids[:2])
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["pseudo_labels"]
+    assert list(inputs["videos"][2]["tracks"]) == ["ground truth", "generator", "student + EMA"]
+    assert set(read_cas(pictures / "cas.npz")) == set(train_ids + test_ids)
+    metrics = json.loads((run / "metrics.json").read_text())["pseudo_labels"]
     curves = inputs["pseudo_label_pr"]["curves"]
     at = inputs["pseudo_label_pr"]["tiou"].index(0.5)
     for key in ("raw", "filtered"):
         assert curves[key]["count"] == metrics[key]["count"]
         assert curves[key]["precision"][at] == pytest.approx(metrics[key]["precision@0.5"])
         assert curves[key]["recall"][at] == pytest.approx(metrics[key]["recall@0.5"])
-    names = [timeline_name(v) for v in ids[:2]] + ["pseudo_label_pr.png"]
+    names = [timeline_name(v) for v in train_ids + test_ids] + ["pseudo_label_pr.png"]
     drawn = {name: (pictures / name).read_bytes() for name in names}
     for name in names:
         check_png(pictures / name)
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "summary"), {"images": 0})
+    events = EventAccumulator(str(run / "tensorboard" / "summary"), {"images": 0})
     events.Reload()
     assert sorted(events.Tags()["images"]) == sorted(f"pictures/{Path(n).stem}" for n in names)
 
     for name in names:
         (pictures / name).unlink()
-    redraw = plot_run(tmp_path / "run")
+    redraw = plot_run(run)
     assert redraw.returncode == 0, redraw.stderr[-3000:]
     assert {name: (pictures / name).read_bytes() for name in names} == drawn
     assert plot_run(tmp_path / "missing").returncode == 2
 
-    generator = run_train(tmp_path, "gen", "stage=generator", "plot_videos=1")
-    assert generator.returncode == 0, generator.stderr[-3000:]
+    train(tmp_path, "stage=generator", "plot_videos=1", f"paths.output_dir={tmp_path / 'gen'}")
     inputs = json.loads((tmp_path / "gen" / PICTURES / "inputs.json").read_text())
     assert list(inputs["videos"][0]["tracks"]) == ["ground truth", "pseudo labels (raw)"]
+    assert list(inputs["videos"][1]["tracks"]) == ["ground truth", "generator"]
     assert list(inputs["pseudo_label_pr"]["curves"]) == ["raw"]
-    check_png(tmp_path / "gen" / PICTURES / timeline_name(ids[0]))
+    check_png(tmp_path / "gen" / PICTURES / timeline_name(train_ids[0]))
 
-    off = run_train(tmp_path, "off", "stage=generator", "plot_videos=0")
-    assert off.returncode == 0, off.stderr[-3000:]
+    train(tmp_path, "stage=generator", "plot_videos=0", f"paths.output_dir={tmp_path / 'off'}")
     assert not (tmp_path / "off" / PICTURES).exists()

@@ -58,6 +58,12 @@ class StageData:
     def train_videos(self) -> list[Video]:
         return self.videos(self.train_subset)
 
+    def feature_dim(self) -> int:
+        """The feature dimension (validated equal for every video)."""
+        if self.summaries:
+            return self.summaries[0].dim
+        return int(self.features.load(self.train_videos()[0]).shape[1])
+
     def test_videos(self) -> list[Video]:
         return self.videos(self.test_subset)
 

@@ -1,9 +1,11 @@
 """Video-level data for the stage-1 generator: non-overlapping features resampled to a fixed
-number of steps, multi-hot video labels, and the original length for time conversion."""
+number of steps, multi-hot video labels, the original length for time conversion, and (for
+evaluation) each video's ground truth."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,13 +15,16 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
-from fustal.data.sampling import EpochSampler, item_rng, rank_batch_size, split_key
+from fustal.data.sampling import EpochSampler, ResumePoint, item_rng, rank_batch_size, split_key
+
+SUBSETS = ("train", "test")
 
 
 class GeneratorVideos(Dataset):
     """One item per video: ``features [N, D]`` (N = num_segments when training, else the uniform
     resampling), ``labels [C]``, ``length`` (original T), ``seconds_per_step`` (of the returned
-    steps), ``index`` (position in ``videos``) and ``video_id``."""
+    steps), ``index`` (position in ``videos``), ``video_id`` and the ground truth
+    ``gt_segments [M, 2]`` (seconds) and ``gt_labels [M]``."""
 
     def __init__(
         self,
@@ -38,7 +43,7 @@ class GeneratorVideos(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, key: int) -> dict:
+    def __getitem__(self, key: int) -> dict[str, Any]:
         epoch, index = split_key(key, len(self.videos))
         video = self.videos[index]
         feats = self.data.features.load(video)
@@ -53,12 +58,15 @@ class GeneratorVideos(Dataset):
             "seconds_per_step": timing.stride_s * length / len(idx),
             "index": index,
             "video_id": video.id,
+            "gt_segments": video.segments,
+            "gt_labels": video.labels,
         }
 
 
-def collate_videos(items: list[dict]) -> dict:
+def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack items, zero-padding ``features`` to the longest; ``valid [B]`` holds each video's
-    number of returned steps (pass it to the generator so video scores ignore the padding)."""
+    number of returned steps (pass it to the generator so video scores ignore the padding).
+    Ground truth stays a list of numpy arrays per video."""
     steps = [item["features"].shape[0] for item in items]
     feats = torch.zeros(len(items), max(steps), items[0]["features"].shape[1])
     for i, item in enumerate(items):
@@ -73,14 +81,19 @@ def collate_videos(items: list[dict]) -> dict:
         ),
         "index": torch.tensor([item["index"] for item in items]),
         "video_id": [item["video_id"] for item in items],
+        "gt_segments": [item["gt_segments"] for item in items],
+        "gt_labels": [item["gt_labels"] for item in items],
     }
 
 
 class GeneratorDataModule(pl.LightningDataModule):
-    """Training videos (random-perturb sampling, shuffled) and evaluation loaders over the test
-    videos (validation: test mAP) and the training videos (prediction: pseudo labels). Under
-    DDP every loader is sharded by rank; ``batch_size`` is the global training batch (each rank
-    loads its share), ``eval_batch_size`` is per process."""
+    """Training videos (random-perturb sampling, shuffled), the test videos for validation and
+    testing (the research code evaluates on them every ``val_every`` steps; nothing is selected
+    on them), and :meth:`loader` over either subset for prediction (pseudo labels on ``train``,
+    detections on ``test``). Under DDP every loader is sharded by rank; ``batch_size`` is the
+    global training batch (each rank loads its share), ``eval_batch_size`` is per process. The
+    position inside an epoch is part of the state dict, so a mid-epoch checkpoint resumes
+    exactly."""
 
     def __init__(
         self,
@@ -98,19 +111,34 @@ class GeneratorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.train_videos = data.train_videos()
-        self.test_videos = data.test_videos()
+        self.videos = {"train": data.train_videos(), "test": data.test_videos()}
+        self.resume = ResumePoint()
 
-    def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
+    @property
+    def train_videos(self) -> list[Video]:
+        return self.videos["train"]
+
+    @property
+    def test_videos(self) -> list[Video]:
+        return self.videos["test"]
+
+    def loader(self, subset: str, train: bool = False) -> DataLoader:
+        """A loader over the ``train`` or ``test`` videos (``train=True``: training sampling)."""
+        videos = self.videos[subset]
         dataset = GeneratorVideos(self.data, videos, self.num_segments, train, self.seed)
+        batch_size = (
+            rank_batch_size(self.batch_size, "generator.data.batch_size")
+            if train
+            else self.eval_batch_size
+        )
         return DataLoader(
             dataset,
-            batch_size=(
-                rank_batch_size(self.batch_size, "generator.batch_size")
-                if train
-                else self.eval_batch_size
-            ),
-            sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
+            batch_size=batch_size,
+            sampler=EpochSampler(
+                len(dataset), self.seed, shuffle=train, resume=self.resume, batch_size=batch_size
+            )
+            if train
+            else EpochSampler(len(dataset), self.seed, shuffle=False),
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_videos,
@@ -118,13 +146,19 @@ class GeneratorDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_videos, train=True)
+        return self.loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_videos, train=False)
+        return self.loader("test")
 
-    def predict_loader(self, subset: str) -> DataLoader:
-        """Uniformly sampled loader over ``"train"`` or ``"test"`` videos (for inference)."""
-        return self._loader(
-            self.train_videos if subset == "train" else self.test_videos, train=False
-        )
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.resume.state(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume.load(state_dict)

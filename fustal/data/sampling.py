@@ -1,27 +1,25 @@
 """Deterministic, resumable, rank-aware sampling.
 
 Randomness in fustal's training data is a pure function of ``(seed, epoch, index)``, so a run
-resumed from an epoch-boundary checkpoint replays exactly what an uninterrupted run would, and
-every DDP rank agrees on the permutation before taking its shard.
+resumed from a checkpoint replays exactly what an uninterrupted run would, and every DDP rank
+agrees on the permutation before taking its shard. A checkpoint taken inside an epoch records how
+many batches of it were done (:class:`ResumePoint`, saved through the DataModule's
+``state_dict``); the resumed epoch then skips them, so mid-epoch checkpoints resume exactly too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from fustal.errors import FustalError
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from fustal.training.distributed import world
 
 
 def rank_batch_size(batch_size: int, key: str) -> int:
@@ -42,15 +40,47 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng((seed, epoch, index))
 
 
+@dataclass
+class ResumePoint:
+    """Where a restored run stopped inside an epoch: ``batches`` training batches of ``epoch``
+    were done (``epoch`` -1: nothing to skip). One instance is shared by a DataModule and its
+    training sampler; the sampler consumes it once."""
+
+    epoch: int = -1
+    batches: int = 0
+
+    def state(self, trainer: pl.Trainer | None) -> dict[str, int]:
+        """The position of ``trainer``'s fit loop, as saved into a checkpoint: the current
+        epoch and the batches of it processed so far."""
+        if trainer is None:
+            return {"epoch": -1, "batches": 0}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.epoch, self.batches = int(state.get("epoch", -1)), int(state.get("batches", 0))
+
+
 class EpochSampler(Sampler[int]):
     """Yields dataset keys ``epoch * n + index``: shuffled by ``(seed, epoch)`` when training,
     in order otherwise; each rank takes every ``world``-th key (training pads the permutation so
-    that ranks get equal counts; evaluation does not, so nothing is duplicated)."""
+    that ranks get equal counts; evaluation does not, so nothing is duplicated). With a
+    ``resume`` point for the current epoch, the first ``resume.batches * batch_size`` keys of
+    this rank are skipped (once)."""
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        resume: ResumePoint | None = None,
+        batch_size: int = 1,
+    ) -> None:
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
+        self.resume = resume
+        self.batch_size = batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,7 +97,11 @@ class EpochSampler(Sampler[int]):
         order = self._order()
         if self.shuffle and size > 1 and order.size % size:
             order = np.concatenate([order, order[: size - order.size % size]])
-        return iter((self.epoch * self.num_items + order[rank::size]).tolist())
+        keys = self.epoch * self.num_items + order[rank::size]
+        if self.resume is not None and self.resume.epoch == self.epoch:
+            keys = keys[self.resume.batches * self.batch_size :]
+            self.resume.epoch = -1
+        return iter(keys.tolist())
 
     def __len__(self) -> int:
         rank, size = world()

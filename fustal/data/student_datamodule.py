@@ -1,9 +1,11 @@
 """Segment-level data for the stage-3 student: overlapping features with, per training video,
-target segments in feature-grid units (pseudo labels, or ground truth with supervision=full)."""
+target segments in feature-grid units (pseudo labels, or ground truth with supervision=full),
+and for evaluation each video's ground truth in seconds."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,10 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
-from fustal.data.sampling import EpochSampler, item_rng, rank_batch_size, split_key
+from fustal.data.sampling import EpochSampler, ResumePoint, item_rng, rank_batch_size, split_key
 from fustal.student.assign import pad_segments
 
-Targets = Mapping[str, tuple[np.ndarray, np.ndarray]]  # vid -> (segments_s [M, 2], labels [M])
+# the training targets: :data:`fustal.metrics.results.VideoDetections` rows per video
+# (class_index, score, start_s, end_s); a video without rows has no localization target
+Targets = Mapping[str, np.ndarray]
 
 
 def random_crop(
@@ -84,8 +88,8 @@ class StudentVideos(Dataset):
     def _targets(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
         if self.targets is None:
             return video.segments, video.labels
-        segs, labels = self.targets.get(video.id, (np.zeros((0, 2)), np.zeros(0, np.int64)))
-        return np.asarray(segs, np.float64).reshape(-1, 2), np.asarray(labels, np.int64)
+        rows = np.asarray(self.targets.get(video.id, np.zeros((0, 4))), np.float64).reshape(-1, 4)
+        return rows[:, 2:4], rows[:, 0].astype(np.int64)
 
     def __getitem__(self, key: int) -> dict:
         epoch, index = split_key(key, len(self.videos))
@@ -125,6 +129,8 @@ class StudentVideos(Dataset):
             "stride_s": timing.stride_s,
             "window_s": timing.window_s,
             "duration": video.duration if video.duration is not None else float("inf"),
+            "gt_segments": video.segments,
+            "gt_labels": video.labels,
         }
 
 
@@ -161,23 +167,29 @@ def make_collate(pad_to: int | None, stride: int):
             "stride_s": torch.tensor([item["stride_s"] for item in items], dtype=torch.float64),
             "window_s": torch.tensor([item["window_s"] for item in items], dtype=torch.float64),
             "duration": torch.tensor([item["duration"] for item in items], dtype=torch.float64),
+            "gt_segments": [item["gt_segments"] for item in items],
+            "gt_labels": [item["gt_labels"] for item in items],
         }
 
     return collate
 
 
 class PseudoLabelDataModule(pl.LightningDataModule):
-    """Student data: training videos with ``targets`` (pseudo labels in seconds; ``None`` means
-    ground truth, i.e. supervision=full) and the test videos for evaluation. Under DDP every
-    loader is sharded by rank; ``batch_size`` is the global training batch (each rank loads its
-    share), ``eval_batch_size`` is per process."""
+    """Student data: training videos with ``targets`` (:data:`Targets`, pseudo labels in
+    seconds; ``None`` means ground truth, i.e. supervision=full) and the test videos for
+    validation and testing; :meth:`loader` serves either subset for prediction. ``max_seq_len``
+    and ``max_stride`` come from the network (clips are cropped to and padded to at least
+    ``max_seq_len``, rounded up to a multiple of ``max_stride``). Under DDP every loader is
+    sharded by rank; ``batch_size`` is the global training batch (each rank loads its share),
+    ``eval_batch_size`` is per process. The position inside an epoch is part of the state dict,
+    so a mid-epoch checkpoint resumes exactly."""
 
     def __init__(
         self,
         data: StageData,
-        targets: Targets | None,
         max_seq_len: int,
         max_stride: int,
+        targets: Targets | None = None,
         batch_size: int = 8,
         eval_batch_size: int = 1,
         num_workers: int = 0,
@@ -194,27 +206,43 @@ class PseudoLabelDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.augment = dict(augment or {})
-        self.train_videos = data.train_videos()
-        self.test_videos = data.test_videos()
+        self.videos = {"train": data.train_videos(), "test": data.test_videos()}
+        self.resume = ResumePoint()
 
-    def _loader(self, videos: Sequence[Video], train: bool) -> DataLoader:
+    @property
+    def train_videos(self) -> list[Video]:
+        return self.videos["train"]
+
+    @property
+    def test_videos(self) -> list[Video]:
+        return self.videos["test"]
+
+    def loader(self, subset: str, train: bool = False) -> DataLoader:
+        """A loader over the ``train`` or ``test`` videos (``train=True``: training crops and
+        targets; else whole videos)."""
         dataset = StudentVideos(
             self.data,
-            videos,
+            self.videos[subset],
             self.targets if train else None,
             train,
             self.max_seq_len,
             **self.augment,
             seed=self.seed,
         )
+        batch_size = (
+            rank_batch_size(self.batch_size, "student.data.batch_size")
+            if train
+            else self.eval_batch_size
+        )
+        sampler = (
+            EpochSampler(len(dataset), self.seed, True, self.resume, batch_size)
+            if train
+            else EpochSampler(len(dataset), self.seed, shuffle=False)
+        )
         return DataLoader(
             dataset,
-            batch_size=(
-                rank_batch_size(self.batch_size, "student.batch_size")
-                if train
-                else self.eval_batch_size
-            ),
-            sampler=EpochSampler(len(dataset), self.seed, shuffle=train),
+            batch_size=batch_size,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             collate_fn=make_collate(self.max_seq_len, self.max_stride),
@@ -222,10 +250,19 @@ class PseudoLabelDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_videos, train=True)
+        return self.loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_videos, train=False)
+        return self.loader("test")
 
-    def predict_loader(self, subset: str) -> DataLoader:
-        return self._loader(self.train_videos if subset == "train" else self.test_videos, False)
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.resume.state(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume.load(state_dict)

@@ -1,37 +1,55 @@
-"""LightningModule for stage 1: trains the cross-video contrastive generator."""
+"""LightningModule for stage 1: trains the cross-video contrastive generator and turns its CAS
+into proposals (validation, test, prediction)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from torch import Tensor
 
 from fustal.generator.losses import action_loss, contrast_matrix, cross_video_contrast
 from fustal.generator.mining import mine_snippets
 from fustal.generator.network import GeneratorNet, GeneratorOutput
+from fustal.metrics.torchmetric import DetectionMAP
+from fustal.pseudo.parallel import ProposalPool, resolve_workers
+from fustal.pseudo.proposals import proposal_kwargs
 
 LOG_PREFIX = "generator/train/"
+EVAL_PREFIX = "generator/test/"
+THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.Adam",
+    "_partial_": True,
+    "lr": 1e-4,
+    "betas": [0.9, 0.999],
+    "weight_decay": 5e-4,
+}
 
 
 class GeneratorModule(pl.LightningModule):
-    """Stage-1 generator: :class:`GeneratorNet` trained with the action loss plus snippet and
-    (optionally) cross-video contrast; ``cross_video=False`` is plain CoLA.
+    """Stage-1 generator: a network (``net``: a ``_target_`` config, default
+    :class:`GeneratorNet`) trained with the action loss plus snippet and (optionally) cross-video
+    contrast; ``cross_video=False`` is plain CoLA. ``optimizer`` is a partial ``_target_``
+    config called with the parameters (default: METHOD.md's Adam).
 
-    ``classes`` (names in index order), ``feature_timing`` (see
-    :func:`fustal.inference.feature_timing`), ``num_segments`` (inference sampling length) and
-    ``proposals`` (the ``generator.proposals`` config) are metadata only: saved with the
-    hyperparameters, they let ``python -m fustal.predict`` use a checkpoint on its own.
+    Evaluation (``validation_step``/``test_step``, logged as ``generator/test/*`` since the
+    research code evaluates on the test videos, and ``predict_step``) turns the CAS of each video
+    into proposals with ``proposals`` (the keywords of
+    :func:`~fustal.pseudo.proposals.cas_to_proposals`) in ``proposal_workers`` processes.
+    ``classes``, ``feature_timing`` and ``num_segments`` are metadata saved with the
+    hyperparameters, so that ``python -m fustal.predict`` can use a checkpoint on its own.
     """
 
     def __init__(
         self,
         feature_dim: int,
         num_classes: int,
-        hidden_dim: int = 2048,
-        dropout: float = 0.7,
+        net: Mapping[str, Any] | None = None,
         r_easy: int = 5,
         r_hard: int = 20,
         m: int = 3,
@@ -39,24 +57,32 @@ class GeneratorModule(pl.LightningModule):
         mining_dropout: float = 0.6,
         temperature: float = 0.07,
         contrast_weight: float = 0.01,
-        cross_video_weight: float = 0.2,
         cross_video: bool = True,
-        lr: float = 1e-4,
-        betas: tuple = (0.9, 0.999),
-        weight_decay: float = 5e-4,
+        cross_video_weight: float = 0.2,
+        optimizer: Mapping[str, Any] | None = None,
+        proposals: Mapping[str, Any] | None = None,
+        proposal_workers: int | str = "auto",
+        tiou_thresholds: Sequence[float] = THUMOS_TIOU,
         classes: Sequence[str] | None = None,
         feature_timing: Mapping[str, Any] | None = None,
         num_segments: int | None = None,
-        proposals: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = GeneratorNet(feature_dim, num_classes, hidden_dim, dropout, r_easy)
+        net_cfg = {"_target_": "fustal.generator.network.GeneratorNet", **(net or {})}
+        self.net: GeneratorNet = instantiate(
+            net_cfg, feature_dim=feature_dim, num_classes=num_classes, r_easy=r_easy
+        )
+        self.proposal_params = proposal_kwargs(proposals or {})
+        self.val_map = DetectionMAP(num_classes, tiou_thresholds)
+        self.test_map = DetectionMAP(num_classes, tiou_thresholds)
+        self.pool: ProposalPool | None = None
 
     def forward(self, features: Tensor, valid: Tensor | None = None) -> GeneratorOutput:
         """features ``[B, N, D]`` (``valid [B]``: unpadded steps) -> :class:`GeneratorOutput`."""
         return self.net(features, valid)
 
+    # ---------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """Total loss ``action + contrast_weight * (snippet_contrast + cross_video)``. The data
         layer guarantees a positive class per video; the step has no host synchronisation and
@@ -82,7 +108,6 @@ class GeneratorModule(pl.LightningModule):
             else:
                 cross, pairs = contrast.new_zeros(()), contrast.new_zeros(())
             loss = action + hp.contrast_weight * (contrast + cross)
-
         logs = {
             "loss": loss,
             "action": action,
@@ -96,11 +121,91 @@ class GeneratorModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with the configured lr, betas and weight decay."""
-        hp = self.hparams
-        return torch.optim.Adam(
-            self.parameters(),
-            lr=hp.lr,
-            betas=tuple(float(b) for b in hp.betas),
-            weight_decay=hp.weight_decay,
+        """The ``optimizer`` partial called with every parameter."""
+        return instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def cas(self, batch: dict) -> list[dict[str, Any]]:
+        """Per video of ``batch`` (padding removed, on the CPU): ``cas [T, C]``,
+        ``actionness [T]``, ``video_scores [C]`` and ``seconds_per_step``."""
+        valid = batch["valid"]
+        pred = self(batch["features"], valid=valid)
+        cas, act, scores = pred.cas.float().cpu(), pred.actionness.float().cpu(), pred.video_scores
+        scores = scores.float().cpu()
+        lengths = valid.tolist()
+        return [
+            {
+                "cas": cas[i, :n].numpy(),
+                "actionness": act[i, :n].numpy(),
+                "video_scores": scores[i].numpy(),
+                "seconds_per_step": float(batch["seconds_per_step"][i]),
+            }
+            for i, n in enumerate(lengths)
+        ]
+
+    def detect(self, batch: dict) -> list[np.ndarray]:
+        """Proposals ``[K, 4]`` ``(class, score, start_s, end_s)`` of every video of ``batch``
+        (METHOD.md section 3), computed in the proposal worker processes."""
+        outputs = self.cas(batch)
+        items = [
+            (o["cas"], o["actionness"], o["video_scores"], o["seconds_per_step"]) for o in outputs
+        ]
+        return self._pool(len(items)).map(items)
+
+    def _pool(self, num_videos: int) -> ProposalPool:
+        """The proposal pool, started at first use (kept until :meth:`teardown`)."""
+        if self.pool is None:
+            loaders = self._loaders()
+            videos = sum(len(getattr(d, "dataset", ())) for d in loaders) or num_videos
+            workers = resolve_workers(self.hparams.proposal_workers, videos)
+            self.pool = ProposalPool(self.proposal_params, workers)
+        return self.pool
+
+    def _loaders(self) -> list[Any]:
+        """The dataloaders of the running evaluation or prediction (empty outside a Trainer)."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer
+            return []
+        fn = trainer.state.fn
+        loaders = {
+            "validate": trainer.val_dataloaders,
+            "fit": trainer.val_dataloaders,
+            "test": trainer.test_dataloaders,
+            "predict": trainer.predict_dataloaders,
+        }.get(str(fn.value) if fn else "")
+        if loaders is None:
+            return []
+        return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+
+    def teardown(self, stage: str) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def _evaluate(self, metric: DetectionMAP, batch: dict) -> None:
+        metric.update(
+            batch["index"].tolist(), self.detect(batch), batch["gt_segments"], batch["gt_labels"]
         )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(self.val_map, batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(self.test_map, batch)
+
+    def _log_map(self, metric: DetectionMAP) -> None:
+        values = metric.compute()  # synced over the ranks: the same everywhere
+        self.log_dict({EVAL_PREFIX + k: v for k, v in values.items()}, sync_dist=True)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_map(self.val_map)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_map(self.test_map)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
+        """``{"video_id": [...], "generator": [[K, 4], ...]}`` (proposals in seconds)."""
+        return {"video_id": list(batch["video_id"]), "generator": self.detect(batch)}

@@ -14,12 +14,15 @@ from fustal.metrics.detection import (
     tiou_key,
     tiou_matrix,
 )
-from fustal.metrics.quality import pseudo_label_quality
+from fustal.metrics.quality import pseudo_label_quality, rows_quality, score_rows
 from fustal.metrics.results import (
+    VideoDetections,
     gt_to_detections,
-    proposals_to_results,
     read_results,
     results_to_detections,
+    results_to_rows,
+    rows_to_detections,
+    rows_to_results,
 )
 
 __all__ = [
@@ -29,10 +32,15 @@ __all__ = [
     "detection_map",
     "gt_to_detections",
     "match_predictions",
-    "proposals_to_results",
+    "VideoDetections",
     "pseudo_label_quality",
     "read_results",
     "results_to_detections",
+    "results_to_rows",
+    "rows_quality",
+    "rows_to_detections",
+    "rows_to_results",
+    "score_rows",
     "tiou_key",
     "tiou_matrix",
 ]

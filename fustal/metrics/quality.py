@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
+
+from fustal.data.annotations import Video
 from fustal.metrics.detection import Detections, detection_map, match_predictions
+from fustal.metrics.results import gt_to_detections, rows_to_detections
 
 
 def pseudo_label_quality(
@@ -22,7 +26,7 @@ def pseudo_label_quality(
     Raises :class:`FustalError` when ``gt`` is empty.
 
     Returns ``{"count": int, f"precision@{match_tiou:g}": float, f"recall@{match_tiou:g}": float,
-    "avg_mAP": float, "mAP@t": float for each threshold}``.
+    "avg": float, "mAP@t": float for each threshold}``.
     """
     maps = detection_map(gt, pred, tiou_thresholds, num_classes)
     matched = int(match_predictions(gt, pred, [match_tiou], num_classes).sum())
@@ -32,7 +36,31 @@ def pseudo_label_quality(
         "count": count,
         f"precision@{key}": matched / count if count else 0.0,
         f"recall@{key}": matched / len(gt),
-        "avg_mAP": maps.pop("avg"),
+        "avg": maps.pop("avg"),
     }
     out.update(maps)
     return out
+
+
+def score_rows(
+    rows: Mapping[str, np.ndarray],
+    videos: Sequence[Video],
+    num_classes: int,
+    tiou_thresholds: Sequence[float],
+) -> dict[str, float]:
+    """Detection mAP of per-video rows (:data:`~fustal.metrics.results.VideoDetections`) on
+    ``videos``: ``{"mAP@t": ..., "avg": ...}``."""
+    gt, video_ids = gt_to_detections(videos)
+    return detection_map(gt, rows_to_detections(rows, video_ids), tiou_thresholds, num_classes)
+
+
+def rows_quality(
+    rows: Mapping[str, np.ndarray],
+    videos: Sequence[Video],
+    num_classes: int,
+    tiou_thresholds: Sequence[float],
+) -> dict:
+    """:func:`pseudo_label_quality` of per-video rows against the ground truth of ``videos``."""
+    gt, video_ids = gt_to_detections(videos)
+    pred = rows_to_detections(rows, video_ids)
+    return pseudo_label_quality(gt, pred, num_classes, tiou_thresholds)

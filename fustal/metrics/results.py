@@ -1,6 +1,9 @@
-"""ActivityNet results files and conversions to flat :class:`Detections`.
+"""Detections per video, ActivityNet results files, and conversions to flat :class:`Detections`.
 
-A results file is ``{"results": {vid: [{"label": name, "score": s, "segment": [start, end]}]}}``
+In memory, fustal passes detections between stages as one representation,
+:data:`VideoDetections`: ``{video_id: [K, 4] float64 rows (class_index, score, start_s, end_s)}``
+(pseudo labels, test detections, filtered pseudo labels alike). A results file, the only form
+written to disk, is ``{"results": {vid: [{"label": name, "score": s, "segment": [start, end]}]}}``
 (extra top-level keys such as ``"version"`` or ``"external_data"`` are ignored); a top-level
 object without ``"results"`` is read as the ``{vid: [...]}`` mapping itself.
 """
@@ -19,6 +22,8 @@ from fustal.io import read_json
 from fustal.metrics.detection import Detections
 
 RESULT_KEYS = ("label", "score", "segment")
+ROW_COLUMNS = ("class_index", "score", "start_s", "end_s")
+VideoDetections = dict[str, np.ndarray]
 
 
 def _check_entries(results: Any, where: str) -> None:
@@ -126,8 +131,8 @@ def gt_to_detections(videos: Sequence[Video]) -> tuple[Detections, list[str]]:
     return gt, video_ids
 
 
-def proposals_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> dict:
-    """``{vid: [K, 4] rows (class_index, score, start_s, end_s)}`` -> ``{"results": {...}}``."""
+def rows_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> dict:
+    """:data:`VideoDetections` -> ``{"results": {vid: [{"label", "score", "segment"}]}}``."""
     out: dict[str, list[dict]] = {}
     for vid, rows in per_video.items():
         rows = np.asarray(rows, dtype=np.float64)
@@ -152,3 +157,47 @@ def proposals_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]
             )
         ]
     return {"results": out}
+
+
+def results_to_rows(
+    results: Mapping[str, Sequence[Mapping[str, Any]]], classes: list[str], where: str
+) -> VideoDetections:
+    """A results mapping ``{vid: [{"label", "score", "segment"}]}`` -> :data:`VideoDetections`,
+    checked: every label in ``classes``, scores and segments finite numbers, no segment ending
+    before it starts. A violation is a :class:`FustalError` naming ``where`` and the video."""
+    _check_entries(results, where)
+    index = {name: i for i, name in enumerate(classes)}
+    out: VideoDetections = {}
+    for vid, entries in results.items():
+        rows = np.zeros((len(entries), 4))
+        for i, entry in enumerate(entries):
+            label = entry["label"]
+            if not isinstance(label, str) or label not in index:
+                raise FustalError(f"{where}: video {vid}: unknown class {label!r}")
+            rows[i, 0] = index[label]
+            rows[i, 1:2] = _as_floats([entry["score"]], [str(vid)], "score")
+            rows[i, 2:4] = _as_floats([entry["segment"]], [str(vid)], "segment").reshape(2)
+            if rows[i, 3] < rows[i, 2]:
+                raise FustalError(f"{where}: video {vid}: segment ends before it starts")
+        out[str(vid)] = rows
+    return out
+
+
+def rows_to_detections(rows: Mapping[str, np.ndarray], video_ids: list[str]) -> Detections:
+    """Flatten :data:`VideoDetections` into :class:`Detections` indexing ``video_ids``
+    (detections on other videos get video index -1: false positives for the evaluation)."""
+    index = {vid: i for i, vid in enumerate(video_ids)}
+    parts = [np.asarray(r, np.float64).reshape(-1, 4) for r in rows.values()]
+    flat = np.concatenate(parts) if parts else np.zeros((0, 4))
+    videos = np.repeat([index.get(v, -1) for v in rows], [len(p) for p in parts])
+    return Detections(
+        video=videos.astype(np.int64),
+        label=flat[:, 0].astype(np.int64),
+        segment=flat[:, 2:4],
+        score=flat[:, 1],
+    )
+
+
+def count_rows(rows: Mapping[str, np.ndarray]) -> int:
+    """Number of detections in :data:`VideoDetections`."""
+    return int(sum(len(r) for r in rows.values()))

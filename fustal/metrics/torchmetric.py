@@ -1,4 +1,5 @@
-"""Detection mAP as a torchmetrics ``Metric`` that gathers detections across DDP ranks."""
+"""Detection mAP as a torchmetrics ``Metric``: detections and ground truth arrive batch by batch
+(in Lightning's ``validation_step`` / ``test_step``) and are gathered across DDP ranks."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-from fustal.metrics.detection import Detections, check_ground_truth, check_thresholds, detection_map
+from fustal.metrics.detection import Detections, check_thresholds, detection_map
 
-_STATES = ("video", "label", "score", "start", "end")
+_PRED = ("pred_video", "pred_label", "pred_score", "pred_start", "pred_end")
+_GT = ("gt_video", "gt_label", "gt_start", "gt_end")
 
 
-def _state_to_numpy(state: list[Tensor] | Tensor) -> np.ndarray:
+def _numpy(state: list[Tensor] | Tensor) -> np.ndarray:
     """A list state (or its synced concatenation) -> ``[N]`` float64 array."""
     if isinstance(state, list):
         if not state:
@@ -24,43 +26,79 @@ def _state_to_numpy(state: list[Tensor] | Tensor) -> np.ndarray:
 
 
 class DetectionMAP(torchmetrics.Metric):
-    """Accumulates detections of a validation/test epoch and computes detection mAP.
+    """ActivityNet detection mAP over the videos seen in an epoch.
 
-    Video indices refer to the video list of ``gt`` (e.g. from
-    :func:`fustal.metrics.results.gt_to_detections`); -1 marks an unknown video. All states are
-    1-D lists in the metric dtype (float64 by default, exact for indices) with
-    ``dist_reduce_fx="cat"``, so a rank without detections syncs an empty tensor of that dtype.
+    :meth:`update` takes, per video of a batch, its index (unique within the evaluated subset,
+    e.g. the dataset index), its detections ``[K, 4]`` ``(class, score, start_s, end_s)`` and its
+    ground truth (``segments [M, 2]`` seconds, ``labels [M]``). All states are 1-D float64
+    lists with ``dist_reduce_fx="cat"``, so each rank may see a different share of the videos
+    (a rank with none syncs empty tensors). :meth:`compute` returns ``{"mAP@t": ..., "avg":
+    ...}`` as float64 scalar tensors.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, gt: Detections, num_classes: int, tiou_thresholds: Sequence[float]) -> None:
+    def __init__(self, num_classes: int, tiou_thresholds: Sequence[float]) -> None:
         super().__init__()
-        check_ground_truth(gt, num_classes)
-        self.gt = gt
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.tiou_thresholds = [float(t) for t in check_thresholds(tiou_thresholds)]
-        for name in _STATES:
+        for name in (*_PRED, *_GT):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.set_dtype(torch.float64)
 
-    def update(self, video: Tensor, label: Tensor, score: Tensor, segment: Tensor) -> None:
-        """Add ``N`` detections: ``video [N]``, ``label [N]``, ``score [N]``, ``segment [N, 2]``."""
-        segment = segment.detach().reshape(-1, 2)
-        values = (video, label, score, segment[:, 0], segment[:, 1])
-        for name, value in zip(_STATES, values, strict=True):
-            getattr(self, name).append(value.detach().reshape(-1).to(self.dtype))
+    def _append(self, names: Sequence[str], columns: Sequence[np.ndarray]) -> None:
+        for name, column in zip(names, columns, strict=True):
+            value = torch.as_tensor(np.asarray(column, np.float64).reshape(-1), device=self.device)
+            getattr(self, name).append(value.to(self.dtype))
+
+    def update(
+        self,
+        videos: Sequence[int],
+        detections: Sequence[np.ndarray],
+        gt_segments: Sequence[np.ndarray],
+        gt_labels: Sequence[np.ndarray],
+    ) -> None:
+        """Add one batch: per video its index, detections and ground truth."""
+        rows = [np.asarray(d, np.float64).reshape(-1, 4) for d in detections]
+        segs = [np.asarray(s, np.float64).reshape(-1, 2) for s in gt_segments]
+        pred = np.concatenate(rows) if rows else np.zeros((0, 4))
+        truth = np.concatenate(segs) if segs else np.zeros((0, 2))
+        self._append(
+            _PRED,
+            (
+                np.repeat(videos, [len(r) for r in rows]),
+                pred[:, 0],
+                pred[:, 1],
+                pred[:, 2],
+                pred[:, 3],
+            ),
+        )
+        labels = [np.asarray(lab, np.float64).reshape(-1) for lab in gt_labels]
+        self._append(
+            _GT,
+            (
+                np.repeat(videos, [len(s) for s in segs]),
+                np.concatenate(labels) if labels else np.zeros(0),
+                truth[:, 0],
+                truth[:, 1],
+            ),
+        )
 
     def compute(self) -> dict[str, Tensor]:
-        """``{tiou_key(t): mAP, ..., "avg": mean}`` as float64 scalar tensors."""
-        video, label, score, start, end = (_state_to_numpy(getattr(self, n)) for n in _STATES)
+        video, label, score, start, end = (_numpy(getattr(self, n)) for n in _PRED)
         pred = Detections(
             video=np.rint(video).astype(np.int64),
             label=np.rint(label).astype(np.int64),
             segment=np.stack([start, end], axis=1),
             score=score,
         )
-        result = detection_map(self.gt, pred, self.tiou_thresholds, self.num_classes)
+        g_video, g_label, g_start, g_end = (_numpy(getattr(self, n)) for n in _GT)
+        gt = Detections(
+            video=np.rint(g_video).astype(np.int64),
+            label=np.rint(g_label).astype(np.int64),
+            segment=np.stack([g_start, g_end], axis=1),
+        )
+        result = detection_map(gt, pred, self.tiou_thresholds, self.num_classes)
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.items()}

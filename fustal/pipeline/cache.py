@@ -1,30 +1,71 @@
 """Content-addressed stage artifacts.
 
-A stage's artifacts live in ``<cache_dir>/<stage>/<key>/`` where ``key`` hashes the config that
-determines them. ``manifest.json`` is written last and lists every artifact with its size and
-sha256: a stage is reused only when the manifest exists and every file matches it, so nothing
-half-written or corrupted is ever read back. An unfinished stage keeps its ``last.ckpt`` there,
-and the next run with the same key resumes from it. A file lock serializes runs (e.g. parallel
-sweep jobs) that share a key.
+A stage's artifacts live in ``<cache_dir>/<stage>/<key>/`` where ``key`` hashes everything that
+determines them: the config fields the stage reads, the dataset identity, the seed, the keys of
+its upstream stages and a fingerprint of the code it runs (:func:`code_fingerprint`: the source of
+the fustal modules it depends on and the package version), so editing a stage's code recomputes
+it and everything downstream. ``manifest.json`` is written last and lists every artifact with its
+size and sha256: a stage is reused only when the manifest exists and every file matches it, so
+nothing half-written or corrupted is ever read back. An unfinished stage keeps its training
+checkpoint there, and the next run with the same key resumes from it. A file lock serializes
+runs (e.g. parallel sweep jobs) that share a key; under DDP rank 0 takes it and tells the other
+ranks (:func:`stage_lock`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fustal
 from fustal.io import read_json, write_json
+from fustal.training.distributed import (
+    barrier,
+    broadcast_from_zero,
+    is_distributed,
+    is_global_zero,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# Seconds between rank 0's attempts at a stage lock another run holds (DDP).
+LOCK_POLL_S = 1.0
+
+
+@cache
+def source_files(module: str) -> tuple[Path, ...]:
+    """The ``.py`` files of a fustal module, or of every module of a package."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"code fingerprint: no module {module}")
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations:
+        return tuple(sorted(origin.parent.rglob("*.py")))
+    return (origin,)
+
+
+def code_fingerprint(modules: Iterable[str]) -> str:
+    """sha256 of the source of ``modules`` (packages include every submodule) and the package
+    version: what a stage's artifacts depend on besides its config."""
+    digest = hashlib.sha256(fustal.__version__.encode())
+    for module in sorted(set(modules)):
+        files = source_files(module)
+        base = min((path.parent for path in files), key=lambda d: len(d.parts))
+        for path in files:
+            digest.update(f"{module}:{path.relative_to(base)}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def file_digest(path: Path) -> str:
@@ -130,3 +171,25 @@ class StageDir:
             tmp = run_dir / f".{name}.tmp"
             shutil.copyfile(self.path / name, tmp)
             os.replace(tmp, run_dir / name)
+
+
+@contextmanager
+def stage_lock(sdir: StageDir) -> Iterator[bool]:
+    """Hold a stage dir for this run; yields whether its artifacts can be reused.
+
+    Rank 0 takes the file lock (serializing runs that share the dir) and checks the entry (a
+    corrupt one is discarded there); every rank gets that verdict. While another run holds the
+    lock, rank 0 tells the other ranks so every ``LOCK_POLL_S`` seconds: one collective waiting
+    for the whole of another run's training would time out. Leaving the block waits for every
+    rank, so what rank 0 wrote inside it is there for all of them afterwards."""
+    rank_zero = is_global_zero()
+
+    def waiting() -> None:
+        broadcast_from_zero(False)
+        time.sleep(LOCK_POLL_S)
+
+    with sdir.lock(waiting if is_distributed() else None) if rank_zero else nullcontext():
+        while not broadcast_from_zero(rank_zero):  # rank 0 holds the lock here: True ends it
+            pass
+        yield broadcast_from_zero(sdir.complete() if rank_zero else False)
+        barrier()

@@ -1,6 +1,6 @@
 """Pseudo labels: CAS proposals (stage 1) and the prior-based filter (stage 2)."""
 
-from fustal.pseudo.filters import filter_results, iou_density_mask, overlap_density, pairwise_tiou
+from fustal.pseudo.filters import filter_rows, iou_density_mask, overlap_density, pairwise_tiou
 from fustal.pseudo.nms import nms_research
 from fustal.pseudo.proposals import (
     ACTIONNESS_THRESHOLDS,
@@ -14,7 +14,7 @@ __all__ = [
     "CAS_THRESHOLDS",
     "PROPOSAL_COLUMNS",
     "cas_to_proposals",
-    "filter_results",
+    "filter_rows",
     "iou_density_mask",
     "nms_research",
     "overlap_density",

@@ -18,13 +18,11 @@ none       None             None
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
 
-from fustal.errors import FustalError
 from fustal.pseudo.nms import segments_and_scores
 
 
@@ -77,61 +75,29 @@ def iou_density_mask(
     return keep
 
 
-def _is_number(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _video_arrays(vid: str, entries: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``segments [N, 2]`` and ``scores [N]`` of one video's result entries, validated."""
-    if not isinstance(entries, list):
-        raise FustalError(f"results/{vid}: expected a list of predictions")
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise FustalError(f"results/{vid}[{i}]: expected an object")
-        segment, score = entry.get("segment"), entry.get("score")
-        if not (isinstance(segment, list | tuple) and len(segment) == 2):
-            raise FustalError(f"results/{vid}[{i}]: 'segment' must be [start, end]")
-        if not (all(_is_number(v) for v in segment) and _is_number(score)):
-            raise FustalError(f"results/{vid}[{i}]: 'segment' and 'score' must be finite numbers")
-        if segment[1] < segment[0]:
-            raise FustalError(f"results/{vid}[{i}]: segment ends before it starts")
-    segments = np.array([e["segment"] for e in entries], dtype=np.float64).reshape(-1, 2)
-    scores = np.array([e["score"] for e in entries], dtype=np.float64)
-    return segments, scores
-
-
-def filter_results(
-    results: dict, min_density: float | None, min_score: float | None
-) -> tuple[dict, dict]:
-    """Apply :func:`iou_density_mask` to every video of an ActivityNet results dict.
+def filter_rows(
+    rows: Mapping[str, np.ndarray], min_density: float | None, min_score: float | None
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Apply :func:`iou_density_mask` to every video's pseudo labels.
 
     Args:
-        results: ``{"results": {vid: [{"label", "score", "segment"}, ...]}, ...}``.
+        rows: ``{video_id: [K, 4] rows (class_index, score, start_s, end_s)}``.
         min_density, min_score: as in :func:`iou_density_mask`.
 
     Returns:
-        ``(filtered, stats)``: ``filtered`` is ``results`` with each video's list replaced by the
-        surviving entries (the same entry objects, order kept; other top-level keys kept; every
-        video kept, even with an empty list); ``stats`` is ``{"videos", "before", "after",
+        ``(filtered, stats)``: the surviving rows of every video (order kept; a video left
+        without any keeps an empty ``[0, 4]``), and ``{"videos", "before", "after",
         "videos_without_labels"}`` (counts; the last after filtering).
     """
-    videos = results.get("results") if isinstance(results, dict) else None
-    if not isinstance(videos, dict):
-        raise FustalError("results: expected an object with a 'results' mapping of videos")
-    filtered: dict[str, list] = {}
-    before = after = empty = 0
-    for vid, entries in videos.items():
-        segments, scores = _video_arrays(vid, entries)
-        mask = iou_density_mask(segments, scores, min_density, min_score)
-        filtered[vid] = [entry for entry, keep in zip(entries, mask, strict=True) if keep]
-        before += len(entries)
-        after += len(filtered[vid])
-        empty += not filtered[vid]
+    filtered: dict[str, np.ndarray] = {}
+    for vid, video_rows in rows.items():
+        video_rows = np.asarray(video_rows, np.float64).reshape(-1, 4)
+        keep = iou_density_mask(video_rows[:, 2:4], video_rows[:, 1], min_density, min_score)
+        filtered[vid] = video_rows[keep]
     stats = {
-        "videos": len(videos),
-        "before": before,
-        "after": after,
-        "videos_without_labels": empty,
+        "videos": len(rows),
+        "before": int(sum(len(r) for r in rows.values())),
+        "after": int(sum(len(r) for r in filtered.values())),
+        "videos_without_labels": sum(1 for r in filtered.values() if len(r) == 0),
     }
-    return {**results, "results": filtered}, stats
+    return filtered, stats

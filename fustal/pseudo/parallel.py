@@ -2,17 +2,17 @@
 
 :func:`~fustal.pseudo.proposals.cas_to_proposals` is numpy work of a few milliseconds per
 video, done once per video at every evaluation and for every training video at pseudo-label
-export. :class:`ProposalPool` runs it in a process pool while the caller keeps producing CAS
-(the next batch's forward pass), so stage-1 evaluation is not bound to one core. The workers are
-started with ``forkserver`` (safe next to torch's threads) and import numpy only.
+export. :class:`ProposalPool` runs it in a process pool (a batch's videos in parallel), so
+stage-1 evaluation is not bound to one core. The workers are started with ``forkserver`` (safe
+next to torch's threads) and import numpy only.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -43,49 +43,35 @@ def resolve_workers(workers: int | str, num_videos: int) -> int:
 
 
 class ProposalPool:
-    """Collects ``cas_to_proposals`` results per video; computes them in ``workers`` processes
-    (0: in the calling process, synchronously). Use as a context manager; :meth:`results`
-    returns ``{video_id: [K, 4]}`` in submission order."""
+    """Runs ``cas_to_proposals`` with fixed ``params`` over many videos, in ``workers``
+    processes (0: in the calling process). Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, params: Mapping[str, Any], workers: int = 0) -> None:
         self.params = dict(params)
         self.workers = workers
         self.executor: ProcessPoolExecutor | None = None
-        self.pending: dict[str, Future | np.ndarray] = {}
+        if workers > 0:
+            self.executor = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("forkserver")
+            )
 
     def __enter__(self) -> ProposalPool:
-        if self.workers > 0:
-            self.executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("forkserver")
-            )
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
 
-    def submit(
-        self,
-        video_id: str,
-        cas: np.ndarray,
-        actionness: np.ndarray,
-        video_scores: np.ndarray,
-        seconds_per_step: float,
-    ) -> None:
-        """Queue one video (``cas [T, C]``, ``actionness [T]``, ``video_scores [C]``)."""
-        args = (cas, actionness, video_scores, seconds_per_step)
+    def map(
+        self, videos: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]]
+    ) -> list[np.ndarray]:
+        """Proposals ``[K, 4]`` of each ``(cas [T, C], actionness [T], video_scores [C],
+        seconds_per_step)``, in order."""
         if self.executor is None:
-            self.pending[video_id] = cas_to_proposals(*args, **self.params)
-        else:
-            self.pending[video_id] = self.executor.submit(cas_to_proposals, *args, **self.params)
-
-    def results(self) -> dict[str, np.ndarray]:
-        """Every submitted video's ``[K, 4]`` proposals (waits for the workers); clears the
-        queue."""
-        out = {
-            vid: item.result() if isinstance(item, Future) else item
-            for vid, item in self.pending.items()
-        }
-        self.pending = {}
-        return out
+            return [cas_to_proposals(*video, **self.params) for video in videos]
+        futures = [self.executor.submit(cas_to_proposals, *v, **self.params) for v in videos]
+        return [future.result() for future in futures]

@@ -33,7 +33,7 @@ the sample is repeated) and a class whose every run is shorter than ``min_length
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -317,3 +317,21 @@ def cas_to_proposals(
     return np.column_stack(
         [classes[class_pos[keep_idx]].astype(np.float64), scores[keep_idx], segments[keep_idx]]
     ).reshape(-1, len(PROPOSAL_COLUMNS))
+
+
+def threshold_values(spec: Any) -> np.ndarray:
+    """A threshold list as configured: ``{start, stop, step}`` -> ``np.arange(start, stop,
+    step)``; a list is taken as is."""
+    if isinstance(spec, Mapping):
+        return np.arange(float(spec["start"]), float(spec["stop"]), float(spec["step"]))
+    return np.asarray(list(spec), dtype=np.float64)
+
+
+def proposal_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``proposals`` config (METHOD.md section 3 values) -> keyword arguments of
+    :func:`cas_to_proposals` (threshold ranges expanded)."""
+    kwargs = dict(spec)
+    for key in ("cas_thresholds", "actionness_thresholds"):
+        if key in kwargs:
+            kwargs[key] = threshold_values(kwargs[key])
+    return kwargs

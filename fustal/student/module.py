@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
-from fustal.student.decode import SegmentBatch, decode_batch, teacher_targets
+from fustal.metrics.torchmetric import DetectionMAP
+from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
@@ -24,25 +25,13 @@ from fustal.student.model import TriDet
 log = logging.getLogger(__name__)
 
 LOG_PREFIX = "student/train/"
-SCHEDULES = ("constant", "cosine")
+THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
+DEFAULT_SCHEDULER = {"_target_": "fustal.student.schedule.warmup_schedule", "_partial_": True}
 CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
 # the teacher is "not ready" when it still holds more than this share of its random initial
 # weights at the switch to distillation
 TEACHER_INIT_SHARE_WARN = 0.05
-
-
-def _plain_kwargs(value: Mapping | DictConfig | None, fn: Callable, what: str) -> dict:
-    """A plain dict of keyword arguments for ``fn``; keys that are not among its defaulted
-    parameters raise :class:`FustalError`."""
-    if isinstance(value, DictConfig):
-        value = OmegaConf.to_container(value, resolve=True)
-    kwargs = dict(value or {})
-    params = inspect.signature(fn).parameters.values()
-    accepted = {p.name for p in params if p.default is not inspect.Parameter.empty}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise FustalError(f"{what}: unknown keys {unknown}")
-    return kwargs
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -58,42 +47,31 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
     ]
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning-rate multiplier of optimizer step ``step`` (0-based): linear warmup
-    ``step / (warmup_steps - 1)`` over the first ``warmup_steps`` steps (0 at the first step,
-    1 at step ``warmup_steps - 1``, as the research code's scheduler), then constant or cosine
-    decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return step / max(warmup_steps - 1, 1)
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class StudentModule(pl.LightningModule):
     """TriDet student trained on (pseudo) segments plus FuSTAL's video-level loss.
 
+    ``net`` is a ``_target_`` config of the network (default :class:`TriDet` with METHOD.md
+    sizes), ``optimizer`` and ``scheduler`` partial ``_target_`` configs (AdamW with weight decay
+    on conv/linear weights only; :func:`~fustal.student.schedule.warmup_schedule`), ``inference``
+    the keywords of :func:`~fustal.student.decode.decode_batch`.
+
     Before ``epochs_pseudo`` it learns from the batch's padded targets (``segments [B, M, 2]``,
     ``labels [B, M]``, ``target_valid [B, M]``); from then on (when ``ema_decay`` is set) from
-    its EMA teacher's predictions on the same clean clip. ``model`` holds :class:`TriDet`
-    keyword arguments, ``inference`` those of :func:`fustal.student.decode.decode_batch`. The EMA
-    copy (updated after every optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the
-    loss normalizer are part of the state dict, hence of checkpoints. ``classes`` (names in
-    index order) and ``feature_timing`` (see :func:`fustal.inference.feature_timing`) are
-    metadata only: saved with the hyperparameters, they let ``python -m fustal.predict`` turn
-    detections into labelled seconds.
+    its EMA teacher's predictions on the same clean clip. The EMA copy (updated after every
+    optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the loss normalizer are part of
+    the state dict, hence of checkpoints. Evaluation (``validation_step``/``test_step``, logged
+    as ``student/test/*`` and ``student_ema/test/*``; ``predict_step``) decodes detections in
+    seconds for the raw weights and the EMA copy. ``classes`` and ``feature_timing`` are
+    metadata saved with the hyperparameters for ``python -m fustal.predict``.
     """
 
     def __init__(
         self,
         feature_dim: int,
         num_classes: int,
-        model: Mapping | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 1,
-        schedule: str = "constant",
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         max_epochs: int = 101,
         epochs_pseudo: int = 61,
         ema_decay: float | None = 0.999,
@@ -106,25 +84,34 @@ class StudentModule(pl.LightningModule):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         iou_weight_power: float = 0.2,
-        inference: Mapping | None = None,
-        predict_with_ema: bool = True,
+        inference: Mapping[str, Any] | None = None,
+        tiou_thresholds: Sequence[float] = THUMOS_TIOU,
         classes: Sequence[str] | None = None,
         feature_timing: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        if schedule not in SCHEDULES:
-            raise FustalError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
         if ema_decay is not None and not 0.0 <= ema_decay <= 1.0:
             raise FustalError(f"ema_decay: must lie in [0, 1] or be null, got {ema_decay}")
-        self.model_kwargs = _plain_kwargs(model, TriDet, "student.model")
-        self.decode_kwargs = _plain_kwargs(inference, decode_batch, "student.inference")
-        self.model = TriDet(feature_dim, num_classes, **self.model_kwargs)
+        net_cfg = {"_target_": "fustal.student.model.TriDet", **(net or {})}
+        self.model: TriDet = instantiate(net_cfg, feature_dim=feature_dim, num_classes=num_classes)
+        self.decode_kwargs = dict(inference or {})
         self.ema: ModelEMA | None = None
         if ema_decay is not None:
             self.ema = ModelEMA(self.model, ema_decay, ema_warmup)
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
         self.steps_per_epoch: int | None = None
+        self.maps = torch.nn.ModuleDict(
+            {
+                f"{stage}_{variant}": DetectionMAP(num_classes, tiou_thresholds)
+                for stage in ("val", "test")
+                for variant in self.variants()
+            }
+        )
+
+    def variants(self) -> list[str]:
+        """The weights evaluated: ``student`` and, with an EMA copy, ``student_ema``."""
+        return ["student", "student_ema"] if self.ema is not None else ["student"]
 
     def distilling(self) -> bool:
         """Whether the current epoch learns from the EMA teacher."""
@@ -188,18 +175,61 @@ class StudentModule(pl.LightningModule):
             net.train(was_training)
 
     def predict_batch(self, batch: dict, use_ema: bool = False) -> list[np.ndarray]:
-        """Detections per video: ``[K, 4]`` rows ``(class_index, score, start, end)`` in grid
-        units (see :meth:`detect`)."""
+        """Detections per video: ``[K, 4]`` rows ``(class_index, score, start, end)`` on the
+        feature grid of the batch's clips (see :meth:`detect`)."""
         return self.detect(batch, use_ema).to_rows()
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        """``{"video_id": [...], "detections": [[K, 4], ...]}`` (EMA model if enabled and
-        ``predict_with_ema``)."""
-        use_ema = self.hparams.predict_with_ema and self.ema is not None
-        return {
-            "video_id": list(batch["video_id"]),
-            "detections": self.predict_batch(batch, use_ema),
-        }
+    def detections_in_seconds(self, batch: dict, use_ema: bool) -> list[np.ndarray]:
+        """Per video ``[K, 4]`` rows in seconds, clipped to the video (zero-length detections
+        kept, as in the research evaluation)."""
+        out = []
+        for i, rows in enumerate(self.predict_batch(batch, use_ema)):
+            timing = Timing(float(batch["stride_s"][i]), float(batch["window_s"][i]))
+            duration = float(batch["duration"][i])
+            out.append(
+                detections_to_seconds(
+                    rows,
+                    float(batch["offset"][i]),
+                    timing,
+                    None if math.isinf(duration) else duration,
+                )
+            )
+        return out
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
+        """``{"video_id": [...], "student": [[K, 4], ...], "student_ema": [...]}`` (detections
+        in seconds; ``student_ema`` with an EMA copy)."""
+        out: dict[str, list] = {"video_id": list(batch["video_id"])}
+        for variant in self.variants():
+            out[variant] = self.detections_in_seconds(batch, variant == "student_ema")
+        return out
+
+    def _evaluate(self, stage: str, batch: dict) -> None:
+        index = batch["index"].tolist()
+        for variant in self.variants():
+            rows = self.detections_in_seconds(batch, variant == "student_ema")
+            self.maps[f"{stage}_{variant}"].update(
+                index, rows, batch["gt_segments"], batch["gt_labels"]
+            )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def _log_maps(self, stage: str) -> None:
+        for variant in self.variants():
+            metric = self.maps[f"{stage}_{variant}"]
+            values = metric.compute()  # synced over the ranks: the same everywhere
+            self.log_dict({f"{variant}/test/{k}": v for k, v in values.items()}, sync_dist=True)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_maps("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_maps("test")
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """Focal + DIoU (over the running normalizer) + weighted video-level loss. No host
@@ -272,7 +302,7 @@ class StudentModule(pl.LightningModule):
         if self.ema is None or self.current_epoch != self.hparams.epochs_pseudo:
             return
         share = self.ema.initial_share()
-        self.log("student/teacher_init_share", share, rank_zero_only=True)
+        self.log("student/teacher_init_share", share, sync_dist=True)
         self._announce_switch(share)
 
     @rank_zero_only
@@ -303,9 +333,13 @@ class StudentModule(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (decay on Conv/Linear weights) with per-step warmup + constant/cosine."""
+        """The ``optimizer`` partial on two parameter groups (decay on Conv/Linear weights only)
+        and the per-step ``scheduler`` partial."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(weight_decay_groups(self.model, hp.weight_decay), lr=hp.lr)
+        optimizer_cfg = {**DEFAULT_OPTIMIZER, **(hp.optimizer or {})}
+        weight_decay = float(optimizer_cfg.pop("weight_decay", 0.05))
+        groups = weight_decay_groups(self.model, weight_decay)
+        optimizer = instantiate(optimizer_cfg)(groups)
         stepping = self.trainer.estimated_stepping_batches  # also sets num_training_batches
         batches = self.trainer.num_training_batches
         if math.isfinite(batches):
@@ -315,10 +349,9 @@ class StudentModule(pl.LightningModule):
             # batches, so spread the step budget over this module's epochs
             steps_per_epoch = max(1, math.ceil(stepping / hp.max_epochs))
         self.steps_per_epoch = steps_per_epoch
-        warmup = round(hp.warmup_epochs * steps_per_epoch)
         total = min(hp.max_epochs * steps_per_epoch, stepping)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, warmup, total, hp.schedule)
+        scheduler = instantiate({**DEFAULT_SCHEDULER, **(hp.scheduler or {})})(
+            optimizer, steps_per_epoch=steps_per_epoch, total_steps=total
         )
         return {
             "optimizer": optimizer,

@@ -3,12 +3,15 @@
 Lightning's DDP launcher starts ranks 1..N-1 at the first ``Trainer.fit``, with a command built
 from ``sys.argv``: under ``-m`` (Hydra multirun) that command replays the whole sweep, into the
 unused ``hydra.run.dir``. fustal starts them itself when the stages start
-(:func:`distributed_run`): ``python -m fustal.train`` with the job's own overrides, in the job's
-output dir (no ``.hydra/``, logging to ``<job name>_rank<r>.log``, stdout discarded since it only
-repeats rank 0's). The process group is up before any stage, so that cache decisions, training,
-evaluation and inference run in lockstep; the stage Trainers find it (and ``LOCAL_RANK``) and
-launch nothing. On leaving, rank 0 waits for the other ranks, the process group is destroyed and
-the environment restored, so that the next job of a multirun starts afresh.
+(:func:`distributed_run`), as ``torchrun`` would: ``python -m fustal.train`` with the job's own
+overrides and the ``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` environment, in the job's output dir
+(no ``.hydra/``, logging to ``<job name>_rank<r>.log``, stdout discarded since it only repeats
+rank 0's). Every process then joins the process group (``torch.distributed``); the stage Trainers
+find it and the externally set ranks, and launch nothing. Processes started by ``torchrun`` or a
+cluster (SLURM) are recognised by Lightning's cluster environment and join the same way. On
+leaving, rank 0 waits for the other ranks, the process group is destroyed and the environment
+restored, so that the next job of a multirun starts afresh. Only public Lightning and torch APIs
+are used.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
-from pytorch_lightning.strategies import DDPStrategy, ParallelStrategy
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+from pytorch_lightning.strategies import DDPStrategy
 
 from fustal.config import to_plain
 from fustal.errors import FustalError
@@ -51,36 +54,36 @@ WATCHDOG_GRACE_S = 30.0
 def multiprocess_strategy(cfg: DictConfig) -> DDPStrategy | None:
     """The DDP strategy of ``cfg.trainer`` when it runs more than one process; None for a
     single process."""
-    options = to_plain(cfg.trainer)
+    options = {k: v for k, v in to_plain(cfg.trainer).items() if k != "_target_"}
     if options.get("num_nodes", 1) == 1 and options.get("devices", 1) in (1, "1"):
         return None
-    strategy = pl.Trainer(**options, logger=False, enable_checkpointing=False).strategy
-    if not isinstance(strategy, ParallelStrategy):
+    trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False)
+    if trainer.world_size <= 1:
         return None
-    if not (
-        isinstance(strategy, DDPStrategy)
-        and isinstance(strategy.launcher, _SubprocessScriptLauncher)
+    strategy = trainer.strategy
+    name = str(options.get("strategy", ""))
+    if not isinstance(strategy, DDPStrategy) or any(
+        word in name for word in ("spawn", "fork", "notebook")
     ):
         raise FustalError(
-            f"trainer.strategy={options.get('strategy')}: fustal runs every stage in each process"
-            " and needs script-launched DDP (trainer=ddp or trainer=ddp_cpu)"
+            f"trainer.strategy={name}: fustal runs every stage in each process and needs"
+            " script-launched DDP (trainer=ddp or trainer=ddp_cpu)"
         )
-    return strategy if strategy.num_processes * strategy.num_nodes > 1 else None
+    return strategy
 
 
 def join_process_group(strategy: DDPStrategy) -> None:
-    """Set this rank's device and join the process group, as Lightning does at a fit, but with
-    gloo next to NCCL on GPUs: Lightning moves the model back to the CPU after a fit, and the
-    evaluation and inference that follow gather CPU tensors (object collectives and barriers
-    take gloo too)."""
+    """Join the process group as this process's rank (``torch.distributed``, with gloo next to
+    NCCL on GPUs: the evaluation and the cache decisions gather Python objects on the CPU)."""
     strategy.set_world_ranks()
     device = strategy.root_device
-    assert strategy.accelerator is not None and strategy.cluster_environment is not None
-    strategy.accelerator.setup_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     backend = strategy.process_group_backend or (
         "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
     )
     env = strategy.cluster_environment
+    assert env is not None
     os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port))
     dist.init_process_group(backend, rank=strategy.global_rank, world_size=strategy.world_size)
 
@@ -205,10 +208,10 @@ def distributed_run(cfg: DictConfig) -> Iterator[None]:
     saved_env = dict(os.environ)
     workers: Workers | None = None
     try:
-        assert strategy.cluster_environment is not None and strategy.launcher is not None
+        assert strategy.cluster_environment is not None
         if not strategy.cluster_environment.creates_processes_externally:
             workers = Workers(strategy)
-        strategy.launcher.launch(join_process_group, strategy)
+        join_process_group(strategy)
         yield
         if workers is not None:
             workers.join()

@@ -1,4 +1,6 @@
-"""Hydra/OmegaConf helpers: the project-root resolver, config printing, config hashing."""
+"""Configuration: the project-root resolver, printing, hashing and path helpers; the structured
+schema of the composed config (:mod:`fustal.config.schema`) and its one-line checks
+(:mod:`fustal.config.checks`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
@@ -65,14 +66,6 @@ def config_hash(*parts: Any, length: int = 12) -> str:
     """Stable content hash of JSON-serializable config parts."""
     text = json.dumps([to_plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def arange_thresholds(spec: Any) -> np.ndarray:
-    """``{start, stop, step}`` -> ``np.arange(start, stop, step)``; a list is taken as is."""
-    spec = to_plain(spec)
-    if isinstance(spec, dict):
-        return np.arange(spec["start"], spec["stop"], spec["step"])
-    return np.asarray(spec, dtype=np.float64)
 
 
 def make_console() -> Console:

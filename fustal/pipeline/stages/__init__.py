@@ -1,0 +1,2 @@
+"""The three stages of the FuSTAL pipeline (generator, filter, student), each a
+:class:`~fustal.pipeline.stage.Stage`."""

@@ -1,0 +1,66 @@
+"""Pieces the training stages share: seeding, the cache-key view of the config, the videos the
+pictures show, and training with resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from fustal.config import to_plain
+from fustal.data.annotations import Video
+from fustal.pipeline.stage import CHECKPOINTS, RunContext
+from fustal.training.trainer import trainer_identity
+
+# the pictures show at most this many training and test videos; their CAS and detections are
+# stored with the stages (whatever plot_videos is, so that it is not part of the cache keys)
+PICTURE_VIDEOS_MAX = 8
+# data-loading settings that change nothing a stage computes (left out of its cache key)
+COSMETIC_DATA_KEYS = ("num_workers",)
+
+
+def seed_stage(seed: int) -> None:
+    """Seed the global RNGs before a stage builds its model, so that its initialization does not
+    depend on what ran earlier in the process (a stage trained, resumed or reused)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def data_identity(ctx: RunContext, features: str) -> dict[str, Any]:
+    """What identifies the data a stage reads: the dataset config (synthetic parameters
+    included), the feature layout, the seed and the trainer settings that matter."""
+    cfg = ctx.cfg
+    return {
+        "dataset": to_plain(cfg.dataset),
+        "features": to_plain(cfg.features[features]),
+        "seed": cfg.seed,
+        "trainer": trainer_identity(to_plain(cfg.trainer)),
+    }
+
+
+def without(node: DictConfig, *keys: str) -> dict[str, Any]:
+    """``node`` as a plain dict without ``keys``."""
+    plain = to_plain(node)
+    return {k: v for k, v in plain.items() if k not in keys}
+
+
+def picture_videos(videos: list[Video]) -> list[Video]:
+    """The videos the pictures may show: the first :data:`PICTURE_VIDEOS_MAX` by id."""
+    return sorted(videos, key=lambda v: v.id)[:PICTURE_VIDEOS_MAX]
+
+
+def fit(
+    ctx: RunContext,
+    stage: str,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    folder: Path,
+) -> None:
+    """``trainer.fit``, resumed from the stage's last checkpoint when an interrupted run left
+    one (weights, EMA, optimizer, scheduler, loop and data position)."""
+    last = folder / CHECKPOINTS / "last.ckpt"
+    if last.is_file():
+        ctx.say(f"{stage}: resuming from {last}")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)

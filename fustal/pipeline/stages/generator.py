@@ -1,0 +1,162 @@
+"""Stage 1: train the cross-video contrastive generator, then turn its CAS into proposals on the
+training videos (the pseudo labels) and the test videos (its own detections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
+from fustal.generator.module import GeneratorModule
+from fustal.inference import feature_timing, predict_videos
+from fustal.io import read_json, write_json
+from fustal.metrics.quality import rows_quality, score_rows
+from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
+from fustal.pipeline.stage import Stage
+from fustal.pipeline.stages.common import (
+    CHECKPOINTS,
+    COSMETIC_DATA_KEYS,
+    data_identity,
+    fit,
+    picture_videos,
+    seed_stage,
+    without,
+)
+from fustal.training.distributed import is_global_zero
+from fustal.training.trainer import make_trainer
+from fustal.viz.rundir import read_cas, write_cas
+
+CAS_FILE = "pictures_cas.npz"
+
+
+@dataclass
+class GeneratorOutputs:
+    """Pseudo labels (training videos) and test detections, in seconds; the stage's metrics
+    (``generator.test``, ``pseudo_labels.raw``); the CAS of the picture videos; the checkpoint."""
+
+    pseudo_labels: VideoDetections
+    test: VideoDetections
+    metrics: dict[str, Any]
+    cas: dict[str, dict[str, Any]]
+    checkpoint: Path
+
+
+class GeneratorStage(Stage[GeneratorOutputs]):
+    name = "generator"
+    code = (
+        "fustal.generator",
+        "fustal.pseudo.proposals",
+        "fustal.pseudo.nms",
+        "fustal.data",
+        "fustal.metrics",
+        "fustal.training",
+        "fustal.pipeline.stages.generator",
+    )
+    artifacts = (
+        "generator.ckpt",
+        "pseudo_labels.json",
+        "generator_test.json",
+        "metrics.json",
+        CAS_FILE,
+    )
+    exported = ("pseudo_labels.json", "generator_test.json")
+
+    def key_parts(self) -> dict[str, Any]:
+        gcfg = self.cfg.generator
+        return {
+            "max_steps": gcfg.max_steps,
+            "val_every": gcfg.val_every,
+            "module": without(gcfg.module, "proposal_workers"),
+            "data": without(gcfg.data, *COSMETIC_DATA_KEYS),
+            **data_identity(self.ctx, "generator"),
+        }
+
+    def build(self) -> tuple[GeneratorModule, GeneratorDataModule]:
+        """The module and DataModule from the ``generator`` group (``_target_`` configs)."""
+        cfg, data = self.cfg, self.ctx.data.generator
+        seed_stage(cfg.seed)
+        dm = instantiate(cfg.generator.data, _partial_=True, _convert_="all")(
+            data=data, seed=cfg.seed
+        )
+        module = instantiate(
+            cfg.generator.module, _partial_=True, _convert_="all", _recursive_=False
+        )(
+            feature_dim=data.feature_dim(),
+            num_classes=data.num_classes,
+            tiou_thresholds=list(cfg.dataset.tiou_thresholds),
+            classes=data.classes,
+            feature_timing=feature_timing(data),
+            num_segments=dm.num_segments,
+        )
+        return module, dm
+
+    def run(self, folder: Path) -> GeneratorOutputs:
+        cfg, gcfg, ctx = self.cfg, self.cfg.generator, self.ctx
+        module, dm = self.build()
+        ctx.say(
+            f"stage 1/3 generator: training {gcfg.max_steps} steps"
+            f" (test mAP every {gcfg.val_every})"
+        )
+        trainer = make_trainer(
+            cfg,
+            "generator",
+            checkpoint={
+                "dirpath": str(folder / CHECKPOINTS),
+                "every_n_train_steps": gcfg.val_every,
+            },
+            max_steps=gcfg.max_steps,
+            val_check_interval=gcfg.val_every,
+            check_val_every_n_epoch=None,
+        )
+        fit(ctx, self.name, trainer, module, dm, folder)
+        trainer.save_checkpoint(folder / "generator.ckpt")
+        ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
+        pseudo = predict_videos(trainer, module, dm.loader("train"))["generator"]
+        test = predict_videos(trainer, module, dm.loader("test"))["generator"]
+        data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
+        metrics = {
+            "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
+            "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
+        }
+        cas = self.picture_cas(module, dm)
+        if is_global_zero():
+            write_json(folder / "pseudo_labels.json", rows_to_results(pseudo, data.classes))
+            write_json(folder / "generator_test.json", rows_to_results(test, data.classes))
+            write_json(folder / "metrics.json", metrics)
+            write_cas(folder / CAS_FILE, cas)
+        return GeneratorOutputs(pseudo, test, metrics, cas, folder / "generator.ckpt")
+
+    def picture_cas(
+        self, module: GeneratorModule, dm: GeneratorDataModule
+    ) -> dict[str, dict[str, Any]]:
+        """The CAS the pictures show: of the first training and test videos, from the module in
+        memory."""
+        videos = picture_videos(dm.train_videos) + picture_videos(dm.test_videos)
+        loader = DataLoader(
+            GeneratorVideos(dm.data, videos, dm.num_segments, train=False),
+            batch_size=dm.eval_batch_size,
+            collate_fn=collate_videos,
+        )
+        module.eval()
+        out = {}
+        for batch in loader:
+            batch = {k: v.to(module.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            for vid, item in zip(batch["video_id"], module.cas(batch), strict=True):
+                out[vid] = item
+        return out
+
+    def load(self, folder: Path) -> GeneratorOutputs:
+        classes = self.ctx.data.generator.classes
+        pseudo = results_to_rows(read_results(folder / "pseudo_labels.json"), classes, "cache")
+        test = results_to_rows(read_results(folder / "generator_test.json"), classes, "cache")
+        return GeneratorOutputs(
+            pseudo,
+            test,
+            read_json(folder / "metrics.json"),
+            read_cas(folder / CAS_FILE),
+            folder / "generator.ckpt",
+        )

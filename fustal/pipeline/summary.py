@@ -1,0 +1,159 @@
+"""The end of a run: the results table, and the results logged to TensorBoard / W&B as scalars,
+tables and pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.table import Table
+
+from fustal.training.loggers import make_loggers
+
+
+def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> None:
+    """Log the run's results to the TensorBoard / W&B loggers (job ``summary``): test mAP per
+    tIoU and pseudo-label quality as tables and as ``<stage>/<subset>/<name>`` scalars, and the
+    pictures as images (tag ``pictures/<file stem>``)."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    loggers = [
+        lg for lg in make_loggers(cfg, "summary") if isinstance(lg, TensorBoardLogger | WandbLogger)
+    ]
+    if not loggers:
+        return
+    tables = summary_tables(metrics)
+    scalars = {
+        f"{key.replace('.', '/')}/{name}": value
+        for key, node in flat_sections(metrics).items()
+        for name, value in node.items()
+        if isinstance(value, int | float)
+    }
+    for logger in loggers:
+        logger.log_metrics(scalars, step=0)
+        for name, (columns, rows) in tables.items():
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"tables/{name}", columns=columns, data=rows)
+            else:
+                header = " | ".join(columns)
+                lines = [header, " | ".join("---" for _ in columns)]
+                lines += [" | ".join(str(cell) for cell in row) for row in rows]
+                logger.experiment.add_text(f"tables/{name}", "\n".join(lines))
+        log_pictures(logger, pictures)
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+def flat_sections(metrics: dict) -> dict[str, dict]:
+    """``{"generator.test": {...}, "pseudo_labels.raw": {...}}`` from the nested metrics."""
+    out: dict[str, dict] = {}
+    for key, node in metrics.items():
+        if not isinstance(node, dict):
+            continue
+        if all(not isinstance(v, dict) for v in node.values()):
+            out[key] = node
+        else:
+            out.update({f"{key}.{k}": v for k, v in flat_sections(node).items()})
+    return out
+
+
+def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
+    """Tables ``name -> (columns, rows)``: ``test_map`` (one row per model, one column per tIoU)
+    and ``pseudo_label_quality`` (one row per raw / filtered)."""
+    sections = flat_sections(metrics)
+    tables: dict[str, tuple[list[str], list[list]]] = {}
+    models = {k: v for k, v in sections.items() if k.endswith(".test")}
+    if models:
+        names = list(next(iter(models.values())))
+        rows = [
+            [key, *(round(node.get(n, float("nan")), 6) for n in names)]
+            for key, node in models.items()
+        ]
+        tables["test_map"] = (["model", *names], rows)
+    quality = {
+        k: v for k, v in sections.items() if k in ("pseudo_labels.raw", "pseudo_labels.filtered")
+    }
+    if quality:
+        names = list(next(iter(quality.values())))
+        rows = [
+            [key.split(".")[-1], *(round(node.get(n, float("nan")), 6) for n in names)]
+            for key, node in quality.items()
+        ]
+        tables["pseudo_label_quality"] = (["pseudo_labels", *names], rows)
+    return tables
+
+
+def log_pictures(logger: object, paths: list[Path]) -> None:
+    """Log PNGs as images (tag ``pictures/<file stem>``) to a TensorBoard or W&B logger."""
+    from matplotlib.image import imread
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    for path in paths:
+        tag = f"pictures/{path.stem}"
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
+        else:
+            logger.log_image(key=tag, images=[str(path)])
+
+
+ROWS = (
+    ("generator", "generator.test"),
+    ("pseudo, raw", "pseudo_labels.raw"),
+    ("pseudo, filtered", "pseudo_labels.filtered"),
+    ("student", "student.test"),
+    ("student + EMA", "student_ema.test"),
+)
+# thresholds shown as columns when the dataset evaluates at them (THUMOS, ActivityNet)
+SHOWN_TIOU = ((0.3, 0.5, 0.7), (0.5, 0.75, 0.95))
+
+
+def shown_thresholds(tiou_thresholds: list[float]) -> list[float]:
+    """Three thresholds for the table: the usual ones of the dataset's evaluation, else the
+    first, middle and last."""
+    rounded = [round(float(t), 4) for t in tiou_thresholds]
+    for shown in SHOWN_TIOU:
+        if all(t in rounded for t in shown):
+            return list(shown)
+    return sorted({rounded[0], rounded[len(rounded) // 2], rounded[-1]})
+
+
+def average_label(tiou_thresholds: list[float]) -> str:
+    """``avg 0.1:0.7``: the average's name with its range."""
+    return f"avg {min(tiou_thresholds):g}:{max(tiou_thresholds):g}"
+
+
+def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str = "weak") -> Table:
+    """One table: generator, raw/filtered pseudo-label quality (training videos), student,
+    student+EMA (test videos); mAP columns follow the dataset's thresholds."""
+    shown = shown_thresholds(tiou_thresholds)
+    table = Table(
+        title="fustal results (mAP %; pseudo labels on training videos, others on test videos)"
+    )
+    table.add_column("")
+    for t in shown:
+        table.add_column(f"@{t:g}", justify="right")
+    table.add_column(average_label(tiou_thresholds), justify="right")
+    for col in ("count", "prec@.5", "rec@.5"):
+        table.add_column(col, justify="right")
+    for label, key in ROWS:
+        if supervision == "full":
+            label = label.replace("student", "upper bound")
+        node = metrics
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not node:
+            continue
+
+        def pct(name: str, node: dict = node) -> str:
+            return f"{100 * node[name]:.2f}" if name in node else "-"
+
+        table.add_row(
+            label,
+            *(pct(f"mAP@{t:g}") for t in shown),
+            pct("avg"),
+            str(node["count"]) if "count" in node else "-",
+            pct("precision@0.5"),
+            pct("recall@0.5"),
+        )
+    return table
