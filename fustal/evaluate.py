@@ -29,7 +29,14 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import CONFIG_DIR, absolute_paths, make_console, register_resolvers, to_plain
+from fustal.config import (
+    CONFIG_DIR,
+    absolute_paths,
+    make_console,
+    register_resolvers,
+    run_dir,
+    to_plain,
+)
 from fustal.config.schema import TrainSchema
 from fustal.errors import FustalError, exit_on_error
 
@@ -54,7 +61,7 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
     """The dataset as the checkpoint's stage sees it (the generator's class order is the
     student annotation file's, as in the pipeline)."""
     from fustal.data.dataset import load_stage_data
-    from fustal.pipeline.data import load_pipeline_data, resolve_dataset_root
+    from fustal.data.views import load_pipeline_data, resolve_dataset_root
 
     if kind == "generator":
         return load_pipeline_data(cfg).generator
@@ -121,8 +128,7 @@ def run(cfg: DictConfig) -> dict:
     from fustal.io import ensure_writable_dir, write_json
     from fustal.metrics.quality import score_rows
     from fustal.metrics.results import rows_to_results
-    from fustal.pipeline.run import output_dir
-    from fustal.pipeline.summary import results_table
+    from fustal.metrics.table import results_table
     from fustal.training.trainer import make_trainer
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path is None:
@@ -137,7 +143,7 @@ def run(cfg: DictConfig) -> dict:
     data = load_data(cfg, ckpt.kind)
     check_data(ckpt, data)
     dm = datamodule(cfg, ckpt, data)
-    out = ensure_writable_dir(output_dir(cfg))
+    out = ensure_writable_dir(run_dir(cfg))
     trainer = make_trainer(cfg, "evaluate")
     tiou = list(cfg.dataset.tiou_thresholds)
     metrics: dict[str, Any] = {}

@@ -33,12 +33,13 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fustal.pipeline.generator_stage import feature_dim  # noqa: E402
+
 from fustal.config import CONFIG_DIR, register_resolvers, to_plain  # noqa: E402
 from fustal.data.student_datamodule import PseudoLabelDataModule  # noqa: E402
+from fustal.data.views import load_pipeline_data  # noqa: E402
 from fustal.inference import feature_timing  # noqa: E402
 from fustal.io import write_json  # noqa: E402
-from fustal.pipeline.data import load_pipeline_data  # noqa: E402
-from fustal.pipeline.generator_stage import feature_dim  # noqa: E402
 from fustal.student.decode import SegmentBatch, soft_nms_batch  # noqa: E402
 from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
 

@@ -68,6 +68,15 @@ def config_hash(*parts: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def run_dir(cfg: DictConfig) -> Path:
+    """The run dir: Hydra's output dir inside a Hydra app, else ``paths.output_dir``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
 def make_console() -> Console:
     """A rich console: the terminal's width, or 120 columns when the output is not a terminal
     (logs, pipes, CI), so that tables are not squeezed to 80 columns."""

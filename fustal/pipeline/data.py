@@ -1,60 +1,15 @@
-"""Dataset resolution for the pipeline (synthetic generation, both stage views) and the
-``stage=data`` validation summary."""
+"""``stage=data``: validate every annotation and feature file of both stage views and print a
+summary."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from fustal.data.dataset import (
-    StageData,
-    SubsetSummary,
-    align_skipped,
-    load_stage_data,
-    validate_stage_data,
-)
-from fustal.errors import FustalError
-
-
-def resolve_dataset_root(cfg: DictConfig) -> Path:
-    """The dataset root; for the synthetic dataset (``dataset.root: null``) generate it on first
-    use under ``paths.data_dir/synthetic/<hash>`` and store the path in ``cfg.dataset.root``."""
-    if cfg.dataset.get("root") is None:
-        if "synthetic" not in cfg.dataset:
-            raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
-        from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
-
-        params = dict(cfg.dataset.synthetic)
-        root = ensure_synthetic(SyntheticConfig(**params), Path(cfg.paths.data_dir) / "synthetic")
-        with open_dict(cfg):
-            cfg.dataset.root = str(root)
-    return Path(str(cfg.dataset.root))
-
-
-@dataclass
-class PipelineData:
-    """The dataset as both stages see it: generator (non-overlapping) and student (overlapping)."""
-
-    generator: StageData
-    student: StageData
-
-    @property
-    def classes(self) -> list[str]:
-        return self.student.classes
-
-
-def load_pipeline_data(cfg: DictConfig) -> PipelineData:
-    """Load both stage views of the dataset; their class lists must agree."""
-    resolve_dataset_root(cfg)
-    student = load_stage_data(cfg.dataset, cfg.features.student)
-    generator = load_stage_data(cfg.dataset, cfg.features.generator, classes=student.classes)
-    align_skipped(generator, student)
-    return PipelineData(generator=generator, student=student)
+from fustal.data.dataset import StageData, SubsetSummary, validate_stage_data
+from fustal.data.views import load_pipeline_data
 
 
 def summary_table(name: str, data: StageData, summaries: list[SubsetSummary]) -> Table:

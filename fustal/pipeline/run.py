@@ -10,32 +10,25 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from fustal.config import make_console
+from fustal.config import make_console, run_dir
 from fustal.config.checks import check_config
+from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
 from fustal.io import ensure_writable_dir
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows
+from fustal.metrics.table import results_table
 from fustal.pipeline.cache import file_digest
-from fustal.pipeline.data import load_pipeline_data, run_data_stage
+from fustal.pipeline.data import run_data_stage
 from fustal.pipeline.launch import distributed_run
 from fustal.pipeline.pictures import make_pictures
 from fustal.pipeline.stage import RunContext, run_stage
 from fustal.pipeline.stages.filter import FilterStage
 from fustal.pipeline.stages.generator import GeneratorStage
 from fustal.pipeline.stages.student import StudentStage
-from fustal.pipeline.summary import log_run_summary, results_table
+from fustal.pipeline.summary import log_run_summary
 from fustal.training.distributed import is_global_zero
 
 STAGES = ("data", "generator", "filter", "student", "all")
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """The run dir: Hydra's output dir inside a Hydra app, else ``paths.output_dir``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.output_dir)
 
 
 @dataclass
@@ -55,7 +48,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.stage == "data":
         return run_data_stage(cfg, console)
-    ctx = RunContext(cfg, ensure_writable_dir(output_dir(cfg)), console, load_pipeline_data(cfg))
+    ctx = RunContext(cfg, ensure_writable_dir(run_dir(cfg)), console, load_pipeline_data(cfg))
     with distributed_run(cfg):
         outputs = run_stages(ctx)
     if is_global_zero():

@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from fustal.config import config_hash, to_plain
+from fustal.data.views import PipelineData
 from fustal.io import write_json
 from fustal.pipeline.cache import StageDir, code_fingerprint, stage_lock
-from fustal.pipeline.data import PipelineData
 from fustal.training.distributed import is_global_zero
 
 log = logging.getLogger(__name__)

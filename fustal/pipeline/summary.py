@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from omegaconf import DictConfig
-from rich.table import Table
 
 from fustal.training.loggers import make_loggers
 
@@ -95,65 +94,3 @@ def log_pictures(logger: object, paths: list[Path]) -> None:
             logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
         else:
             logger.log_image(key=tag, images=[str(path)])
-
-
-ROWS = (
-    ("generator", "generator.test"),
-    ("pseudo, raw", "pseudo_labels.raw"),
-    ("pseudo, filtered", "pseudo_labels.filtered"),
-    ("student", "student.test"),
-    ("student + EMA", "student_ema.test"),
-)
-# thresholds shown as columns when the dataset evaluates at them (THUMOS, ActivityNet)
-SHOWN_TIOU = ((0.3, 0.5, 0.7), (0.5, 0.75, 0.95))
-
-
-def shown_thresholds(tiou_thresholds: list[float]) -> list[float]:
-    """Three thresholds for the table: the usual ones of the dataset's evaluation, else the
-    first, middle and last."""
-    rounded = [round(float(t), 4) for t in tiou_thresholds]
-    for shown in SHOWN_TIOU:
-        if all(t in rounded for t in shown):
-            return list(shown)
-    return sorted({rounded[0], rounded[len(rounded) // 2], rounded[-1]})
-
-
-def average_label(tiou_thresholds: list[float]) -> str:
-    """``avg 0.1:0.7``: the average's name with its range."""
-    return f"avg {min(tiou_thresholds):g}:{max(tiou_thresholds):g}"
-
-
-def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str = "weak") -> Table:
-    """One table: generator, raw/filtered pseudo-label quality (training videos), student,
-    student+EMA (test videos); mAP columns follow the dataset's thresholds."""
-    shown = shown_thresholds(tiou_thresholds)
-    table = Table(
-        title="fustal results (mAP %; pseudo labels on training videos, others on test videos)"
-    )
-    table.add_column("")
-    for t in shown:
-        table.add_column(f"@{t:g}", justify="right")
-    table.add_column(average_label(tiou_thresholds), justify="right")
-    for col in ("count", "prec@.5", "rec@.5"):
-        table.add_column(col, justify="right")
-    for label, key in ROWS:
-        if supervision == "full":
-            label = label.replace("student", "upper bound")
-        node = metrics
-        for part in key.split("."):
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if not node:
-            continue
-
-        def pct(name: str, node: dict = node) -> str:
-            return f"{100 * node[name]:.2f}" if name in node else "-"
-
-        table.add_row(
-            label,
-            *(pct(f"mAP@{t:g}") for t in shown),
-            pct("avg"),
-            str(node["count"]) if "count" in node else "-",
-            pct("precision@0.5"),
-            pct("recall@0.5"),
-        )
-    return table
