@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fustal-installed
 # CPU build; GPU users install their CUDA build of torch into .venv first (see README).
 TORCH ?= torch==2.13.0
-PYTEST_ARGS ?=
+# two workers: the suite's in-process runs are single-threaded (CI has 2 cores)
+PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-full lint format bench bench-map bench-proposals bench-student clean
+.PHONY: install demo test test-full lint typecheck check format bench bench-map bench-proposals \
+	bench-student bench-distill bench-paper clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,11 +33,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+typecheck: install
+	$(PY) -m mypy fustal
+
+# everything CI runs
+check: lint typecheck test
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: bench-map bench-proposals bench-student
+bench: bench-map bench-proposals bench-student bench-distill bench-paper
 
 bench-map: install
 	$(PY) scripts/bench_map.py
@@ -45,6 +53,12 @@ bench-proposals: install
 
 bench-student: install
 	$(PY) scripts/bench_student.py
+
+bench-distill: install
+	$(PY) scripts/bench_distill.py
+
+bench-paper: install
+	$(PY) scripts/bench_paper.py
 
 clean:
 	rm -rf outputs/runs outputs/multiruns outputs/cache data/synthetic

@@ -9,10 +9,17 @@ from functools import wraps
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 class FustalError(Exception):
     """Bad input or configuration. Entry points print ``error: <message>`` and exit 2."""
+
+
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C, SIGTERM) while Lightning was training or predicting.
+    Entry points print ``interrupted: <message>`` and exit 130; nothing unfinished was committed,
+    so the same command resumes."""
 
 
 def debug_enabled() -> bool:
@@ -32,6 +39,12 @@ def exit_on_error(main: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             print(f"error: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+        except (Interrupted, KeyboardInterrupt) as err:
+            if debug_enabled():
+                raise
+            reason = str(err) or "stopped; run the same command to resume"
+            print(f"interrupted: {reason}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         except OSError as err:
             if debug_enabled():
                 raise

@@ -23,7 +23,7 @@ dimension or on other classes than the dataset's: one line ``error: ...``, exit 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -43,6 +43,7 @@ from fustal.errors import FustalError, exit_on_error
 if TYPE_CHECKING:
     from fustal.data.dataset import StageData
     from fustal.inference import Checkpoint
+    from fustal.student.model import TriDet
 
 register_resolvers()
 
@@ -115,7 +116,7 @@ def datamodule(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> Any:
     """The stage's DataModule (``<stage>.data`` config) on ``data``."""
     make = hydra.utils.instantiate(cfg[ckpt.kind].data, _partial_=True, _convert_="all")
     if ckpt.kind == "student":
-        model = ckpt.module.model
+        model = cast("TriDet", ckpt.module.model)
         return make(data=data, max_seq_len=model.max_seq_len, max_stride=model.max_stride)
     return make(data=data, seed=cfg.seed)
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fustal.data.dataset import StageData
-from fustal.errors import FustalError
+from fustal.errors import FustalError, Interrupted
 from fustal.generator.module import GeneratorModule
 from fustal.student.module import StudentModule
 from fustal.training.distributed import gather_in_order
@@ -37,18 +37,23 @@ STATE_PREFIXES = {"student": "model.", "generator": "net."}
 
 
 def feature_timing(data: StageData) -> dict[str, Any]:
-    """What converts a stage's feature steps to seconds: the layout, window and stride in frames
-    and the fps (``features.fps``, else the most common fps of the dataset's videos;
-    ``fps_varies`` says whether their fps differ)."""
+    """What converts a stage's feature steps to seconds, and what made its features: the layout,
+    window and stride in frames and the fps (``features.fps``, else the most common fps of the
+    dataset's videos; ``fps_varies`` says whether their fps differ), ``steps`` (resized layout:
+    the length every video was resized to, None when they differ) and ``extractor`` (the
+    features' record, e.g. from their ``features.json``; None: unknown)."""
     spec = data.features
     counts = Counter(v.fps for v in data.annotations.videos.values() if v.fps is not None)
     fps = spec.fps if spec.fps is not None else (counts.most_common(1)[0][0] if counts else None)
+    lengths = {int(t) for s in data.summaries or [] for t in s.lengths}
     return {
         "layout": spec.layout,
         "window_frames": spec.window_frames,
         "stride_frames": spec.stride_frames,
         "fps": None if fps is None else float(fps),
         "fps_varies": spec.fps is None and len(counts) > 1,
+        "steps": lengths.pop() if spec.layout == "resized" and len(lengths) == 1 else None,
+        "extractor": spec.extractor,
     }
 
 
@@ -64,12 +69,17 @@ class Checkpoint:
     global_step: int | None = None
 
     @property
+    def hparams(self) -> Any:
+        """The module's saved hyperparameters (attribute access)."""
+        return self.module.hparams
+
+    @property
     def feature_dim(self) -> int:
-        return int(self.module.hparams.feature_dim)
+        return int(self.hparams.feature_dim)
 
     @property
     def num_classes(self) -> int:
-        return int(self.module.hparams.num_classes)
+        return int(self.hparams.num_classes)
 
     @property
     def classes(self) -> list[str] | None:
@@ -179,7 +189,12 @@ def predict_videos(
     {video_id: [K, 4] rows (class, score, start_s, end_s)}}`` with the variants the module's
     ``predict_step`` returns (``generator``; ``student`` and ``student_ema``). Under DDP each rank
     predicts its shard and every rank gets all videos, in single-process order."""
-    batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
+    try:
+        batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
+    except SystemExit:  # Lightning's answer to Ctrl-C (exit 1) and SIGTERM (exit 0)
+        raise Interrupted("stopped while predicting; nothing was written") from None
+    if trainer.interrupted:
+        raise Interrupted("stopped while predicting; nothing was written")
     local: dict[str, dict[str, np.ndarray]] = {}
     for batch in batches:
         assert isinstance(batch, dict)

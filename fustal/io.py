@@ -123,6 +123,11 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
             raise
 
 
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Atomically write one ``.npy`` file (no pickled objects)."""
+    write_with(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read JSON, turning a missing or malformed file into a one-line :class:`FustalError`."""
     path = Path(path)

@@ -1,5 +1,5 @@
 """``python -m fustal.predict ckpt_path=CKPT features=DIR out=detections.json``: detections of a
-saved checkpoint on new feature files, without annotations.
+saved checkpoint on new feature files or video files, without annotations.
 
 Usage::
 
@@ -10,15 +10,23 @@ Usage::
 
 Every ``DIR/*.npy`` is one video: a ``[T, D]`` array in the feature layout the checkpoint was
 trained on (for a generator: its streams concatenated, as it reads them), video id = file stem.
+When ``DIR`` holds video files instead (``.mp4``, ``.avi``, ...), their features are extracted
+first, as ``fustal.extract`` extracted the checkpoint's training features (its record is stored
+in the checkpoint); a checkpoint trained on other features refuses them.
+
 A student checkpoint predicts with its EMA weights when it has them (``use_ema=false``: the raw
 ones); a generator checkpoint turns its CAS into proposals with its training settings. Videos
 longer than the student's ``max_seq_len`` are run whole, as in the pipeline's evaluation.
 
 Class names and feature timing (frames per window and stride, fps) come from the checkpoint;
 ``classes``, ``fps``, ``stride_frames`` and ``window_frames`` override them. Detections are
-clipped to each video's duration: ``durations=FILE`` (JSON ``{video_id: seconds}``) or the end of
-its last feature window. The results file is written atomically; bad input (checkpoint, folder,
-feature file) is one line ``error: ...`` and exit code 2, and leaves no results file.
+clipped to each video's duration: ``durations=FILE`` (JSON ``{video_id: seconds}``), the video
+file's, or the end of its last feature window. Features that do not fit the checkpoint are
+refused: a ``DIR/features.json`` sidecar describing other features (timing or extractor), a
+duration that the features' steps at the checkpoint's step length cannot span (e.g. ActionFormer
+features given to a generator trained on CoLA's 0.64 s steps), resized features of another
+length. The results file is written atomically; bad input (checkpoint, folder, feature file) is
+one line ``error: ...`` and exit code 2, and leaves no results file.
 
 ``conf/predict.yaml`` holds the keys and defaults. It is served through Hydra's ConfigStore, not
 composed from ``conf/``, so that ``features=DIR`` is a value (in ``conf/``, ``features`` is a
@@ -27,6 +35,7 @@ config group).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,18 +62,97 @@ ConfigStore.instance().store(name=CONFIG_NAME, node=OmegaConf.load(CONFIG_DIR / 
 SUBSET = "predict"
 TIMING_KEYS = ("fps", "stride_frames", "window_frames")
 SHOWN_VIDEOS = 10
+# a duration more than this factor beyond what the feature steps can span is another time scale
+SPAN_TOLERANCE = 1.5
 
 
 def feature_files(folder: Path) -> list[Path]:
     """The ``*.npy`` files of ``folder``, sorted by name."""
+    return sorted(p for p in folder.glob("*.npy") if p.is_file())
+
+
+def feature_folder(
+    cfg: DictConfig, ckpt: Checkpoint, scratch: Path, console: Console
+) -> tuple[Path, dict[str, float]]:
+    """The folder of ``.npy`` features to predict on and the durations its video files give:
+    ``features`` itself, or, when it holds video files, their features extracted into
+    ``scratch`` as the checkpoint's training features were."""
+    from fustal.extract.decode import video_files
+
+    folder = Path(str(cfg.features)).expanduser()
     if not folder.exists():
         raise FustalError(f"features: folder not found: {folder}")
     if not folder.is_dir():
         raise FustalError(f"features: not a folder: {folder}")
-    files = sorted(p for p in folder.glob("*.npy") if p.is_file())
-    if not files:
-        raise FustalError(f"features: no .npy feature files in {folder}")
-    return files
+    videos, npy = video_files(folder), feature_files(folder)
+    if videos and npy:
+        raise FustalError(
+            f"features: {folder} holds both .npy feature files and video files; pass a folder"
+            " of one kind"
+        )
+    if not videos and not npy:
+        raise FustalError(f"features: no .npy feature files or video files in {folder}")
+    if not videos:
+        return folder, {}
+    from fustal.extract.extractor import ExtractConfig, extract_folder
+
+    device = "cpu" if cfg.trainer.get("accelerator") == "cpu" else "auto"
+    extract = ExtractConfig.from_record(ckpt.feature_timing or {}, str(ckpt.path), device=device)
+    infos = extract_folder(folder, scratch, extract, console)
+    return scratch, {vid: info.duration for vid, info in infos.items()}
+
+
+def check_sidecar(folder: Path, timing: Mapping[str, Any], ckpt: Checkpoint) -> None:
+    """A ``features.json`` in ``folder`` must describe the features the checkpoint takes: the
+    same window, stride and fps (an fps-less sidecar: each video's own, not checked) and the same
+    extractor record."""
+    from fustal.data.features import SIDECAR, describe_features, read_sidecar
+
+    path = folder / SIDECAR
+    if not path.is_file():
+        return
+    sidecar = read_sidecar(path)
+    theirs = {
+        "layout": "overlap",
+        "fps": sidecar.fps,
+        "window_frames": sidecar.window_frames,
+        "stride_frames": sidecar.stride_frames,
+        "extractor": sidecar.extractor,
+    }
+    ours = {**timing, "extractor": (ckpt.feature_timing or {}).get("extractor")}
+    keys = ["window_frames", "stride_frames", "extractor"] + (["fps"] if sidecar.fps else [])
+    if ours["layout"] == "resized" or any(theirs[k] != ours[k] for k in keys):
+        raise FustalError(
+            f"{path}: these are features {describe_features(theirs)}; the {ckpt.kind} checkpoint"
+            f" {ckpt.path} takes features {describe_features(ours)}"
+        )
+
+
+def check_steps(
+    path: Path, steps: int, duration: float, timing: Mapping[str, Any], ckpt: Checkpoint
+) -> None:
+    """The checkpoint's time scale fits a video of ``duration`` seconds with ``steps`` feature
+    steps: for windows, ``steps`` steps of ``stride_s`` seconds and a window span it to within
+    a factor :data:`SPAN_TOLERANCE`; for resized features, ``steps`` is the trained length."""
+    if timing["layout"] == "resized":
+        trained = timing.get("steps")
+        if trained is not None and steps != trained:
+            raise FustalError(
+                f"{path}: {steps} feature steps; the {ckpt.kind} checkpoint {ckpt.path} was"
+                f" trained on features resized to {trained} steps per video"
+            )
+        return
+    stride_s = timing["stride_frames"] / timing["fps"]
+    window_s = timing["window_frames"] / timing["fps"]
+    low, high = (steps - 1) * stride_s, steps * stride_s + window_s
+    if duration * SPAN_TOLERANCE < low or duration > high * SPAN_TOLERANCE:
+        raise FustalError(
+            f"{path}: {steps} feature steps of {stride_s:.3g} s (the {ckpt.kind} checkpoint's"
+            f" step) span {low:.1f}-{high:.1f} s, but the video lasts {duration:.1f} s: these"
+            f" features have another step than the ones {ckpt.path} was trained on"
+            f" ({timing['window_frames']:g}-frame windows every {timing['stride_frames']:g}"
+            f" frames at {timing['fps']:g} fps)"
+        )
 
 
 def num_steps(path: Path, dim: int) -> int:
@@ -96,12 +184,14 @@ def resolve_classes(cfg: DictConfig, ckpt: Checkpoint) -> list[str]:
 
 
 def resolve_timing(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[str, Any]:
-    """Layout, fps, stride and window frames: the config's where set, else the checkpoint's."""
+    """Layout, fps, stride and window frames: the config's where set, else the checkpoint's;
+    ``steps``: the checkpoint's resized length (None: not resized, or not stored)."""
     stored = ckpt.feature_timing or {}
     timing: dict[str, Any] = {
         k: cfg[k] if cfg[k] is not None else stored.get(k) for k in TIMING_KEYS
     }
     timing["layout"] = stored.get("layout", "overlap")
+    timing["steps"] = stored.get("steps")
     if timing["layout"] == "resized":
         return timing
     missing = [k for k in TIMING_KEYS if timing[k] is None]
@@ -148,11 +238,12 @@ def prediction_data(
     files: list[Path],
     classes: list[str],
     timing: Mapping[str, Any],
-    feature_dim: int,
+    ckpt: Checkpoint,
     durations: Mapping[str, float],
 ) -> StageData:
     """The feature files as a one-subset :class:`StageData` without ground truth, so that the
-    pipeline's data modules and inference functions run on them unchanged."""
+    pipeline's data modules and inference functions run on them unchanged; each file's length
+    is checked against its duration (:func:`check_steps`)."""
     from fustal.data.annotations import Annotations, Video
     from fustal.data.dataset import StageData
     from fustal.data.features import FeatureSpec
@@ -164,19 +255,23 @@ def prediction_data(
         window_frames=timing["window_frames"],
         stride_frames=timing["stride_frames"],
         fps=timing["fps"],
-        dim=feature_dim,
+        dim=ckpt.feature_dim,
     )
     videos = {}
     for path in files:
-        vid, steps = path.stem, num_steps(path, feature_dim)
+        vid, steps = path.stem, num_steps(path, ckpt.feature_dim)
         duration = durations.get(vid)
         if duration is None and spec.layout == "resized":
             raise FustalError(
                 f"{path}: the checkpoint's resized features need the video's duration; pass"
                 " durations=FILE (JSON {video_id: seconds})"
             )
-        if duration is None:
-            duration = ((steps - 1) * spec.stride_frames + spec.window_frames) / spec.fps
+        if duration is not None:
+            check_steps(path, steps, duration, timing, ckpt)
+        else:
+            # not resized: resolve_timing made every timing value a positive number
+            frames = (steps - 1) * timing["stride_frames"] + timing["window_frames"]
+            duration = frames / timing["fps"]
         videos[vid] = Video(
             vid, SUBSET, float(duration), spec.fps, np.zeros((0, 2)), np.zeros(0, np.int64)
         )
@@ -195,16 +290,17 @@ def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> di
     module = ckpt.module
     trainer = hydra.utils.instantiate(cfg.trainer, _convert_="all")
     if ckpt.kind == "student":
+        net: Any = module.model
         dm = PseudoLabelDataModule(
             data,
-            module.model.max_seq_len,
-            module.model.max_stride,
+            net.max_seq_len,
+            net.max_stride,
             eval_batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
         )
         out = predict_videos(trainer, module, dm.loader("test"))
         return out["student_ema"] if cfg.use_ema and "student_ema" in out else out["student"]
-    hp = module.hparams
+    hp: Any = module.hparams
     if hp.get("num_segments") is None or hp.get("proposals") is None:
         raise FustalError(
             f"{ckpt.path}: the generator checkpoint stores no proposal settings (written before"
@@ -214,12 +310,12 @@ def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> di
         data, hp.num_segments, eval_batch_size=cfg.batch_size, num_workers=cfg.num_workers
     )
     proposals = predict_videos(trainer, module, gdm.loader("test"))["generator"]
-    out = {}
+    clipped: dict[str, np.ndarray] = {}
     for video in data.test_videos():
         props = proposals[video.id].copy()
         props[:, 2:4] = np.clip(props[:, 2:4], 0.0, video.duration)
-        out[video.id] = props[props[:, 3] > props[:, 2]]
-    return out
+        clipped[video.id] = props[props[:, 3] > props[:, 2]]
+    return clipped
 
 
 def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
@@ -259,14 +355,15 @@ def run(cfg: DictConfig) -> dict:
     console = make_console()
     ckpt = load_checkpoint(str(cfg.ckpt_path))
     console.print(f"predict: {ckpt.describe()}")
-    folder = Path(str(cfg.features)).expanduser()
-    files = feature_files(folder)
     classes = resolve_classes(cfg, ckpt)
     timing = resolve_timing(cfg, ckpt, console)
-    data = prediction_data(
-        folder, files, classes, timing, ckpt.feature_dim, read_durations(cfg.durations)
-    )
-    detections = predict_detections(cfg, ckpt, data)
+    given = read_durations(cfg.durations)
+    with tempfile.TemporaryDirectory(prefix="fustal-predict-") as scratch:
+        folder, durations = feature_folder(cfg, ckpt, Path(scratch), console)
+        check_sidecar(folder, timing, ckpt)
+        files = feature_files(folder)
+        data = prediction_data(folder, files, classes, timing, ckpt, {**durations, **given})
+        detections = predict_detections(cfg, ckpt, data)
     results = rows_to_results(detections, classes)
     write_json(out, results)
     console.print(summary_table(data, detections, out))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fustal.config import make_console
 from fustal.data.annotations import load_annotations
-from fustal.errors import exit_on_error
-from fustal.metrics.detection import detection_map
+from fustal.errors import FustalError, exit_on_error
+from fustal.metrics.detection import check_thresholds, detection_map
 from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
 
 DEFAULT_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -44,8 +45,34 @@ def score(gt_path: str, pred_path: str, subset: str, tiou: Sequence[float]) -> d
     """mAP of ``pred_path`` against the ``subset`` videos of ``gt_path`` (GT segments unclipped)."""
     annotations = load_annotations(gt_path, clip_to_duration=False)
     gt, video_ids = gt_to_detections(annotations.subset(subset))
-    pred = results_to_detections(read_results(pred_path), annotations.classes, video_ids)
+    results = read_results(pred_path)
+    check_thresholds(tiou)
+    check_overlap(list(results), video_ids, pred_path, gt_path, subset)
+    pred = results_to_detections(results, annotations.classes, video_ids)
     return detection_map(gt, pred, tiou, annotations.num_classes)
+
+
+def check_overlap(
+    predicted: list[str], video_ids: list[str], pred_path: str, gt_path: str, subset: str
+) -> None:
+    """A results file that names none of the subset's videos is an error (it would score 0 with
+    exit code 0); one that names only some of them gets a warning on stderr."""
+    known = set(video_ids)
+    shared = [vid for vid in predicted if vid in known]
+    if not shared:
+        first = predicted[0] if predicted else "none"
+        raise FustalError(
+            f"{pred_path}: none of its {len(predicted)} videos is in the '{subset}' subset of"
+            f" {gt_path} (first: {first}); wrong --subset or ground-truth file?"
+        )
+    missing = len(known) - len(shared)
+    if missing or len(shared) < len(predicted):
+        print(
+            f"warning: {pred_path}: {len(shared)} of its {len(predicted)} videos are in the"
+            f" '{subset}' subset ({missing} of the subset's {len(known)} videos have no"
+            " detections and count as misses)",
+            file=sys.stderr,
+        )
 
 
 def print_table(result: dict[str, float], title: str) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -28,8 +27,8 @@ from fustal.io import atomic_open
 
 HEADLINE = (
     "generator.test.avg",
-    "pseudo_labels.raw.avg_mAP",
-    "pseudo_labels.filtered.avg_mAP",
+    "pseudo_labels.raw.avg",
+    "pseudo_labels.filtered.avg",
     "student.test.avg",
     "student_ema.test.avg",
 )
@@ -54,7 +53,7 @@ def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
     found = []
     for metrics_path in sorted(sweep_dir.glob("*/metrics.json")):
         overrides_path = metrics_path.parent / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+        overrides = list(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
         kept = [o for o in overrides if not o.lstrip("+~").startswith("seed=")]
         found.append((kept, flatten(json.loads(metrics_path.read_text()))))
     shared = set.intersection(*(set(kept) for kept, _ in found)) if len(found) > 1 else set()
@@ -83,7 +82,8 @@ def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
             values = np.array([r[key] for r in runs if key in r])
             if values.size:
                 row[f"{key}.mean"] = float(values.mean())
-                row[f"{key}.std"] = float(values.std())
+                # a spread needs two runs at least: "n/a" for one
+                row[f"{key}.std"] = float(values.std()) if values.size > 1 else "n/a"
         rows.append(row)
     fields = ["setting", "runs"] + [f"{k}.{s}" for k in keys for s in ("mean", "std")]
     with atomic_open(sweep_dir / "summary.csv") as handle:
@@ -93,6 +93,15 @@ def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def cell(row: dict[str, Any], key: str) -> str:
+    """``mean ± std`` of ``key`` in %, ``± n/a`` for a single run, ``-`` when absent."""
+    if f"{key}.mean" not in row:
+        return "-"
+    std = row.get(f"{key}.std")
+    spread = f"{100 * std:.2f}" if isinstance(std, float) else "n/a"
+    return f"{100 * row[f'{key}.mean']:.2f} ± {spread}"
+
+
 def summary_table(rows: list[dict[str, Any]]) -> Table:
     """Rich table of the headline metrics (mean ± std over seeds, in %)."""
     table = Table(title="sweep summary (avg mAP %, mean ± std over seeds)")
@@ -100,14 +109,9 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("runs", justify="right")
     present = [k for k in HEADLINE if any(f"{k}.mean" in r for r in rows)]
     for key in present:
-        table.add_column(key.replace(".avg_mAP", "").replace(".avg", ""), justify="right")
+        table.add_column(key.replace(".test", "").replace(".avg", ""), justify="right")
     for row in rows:
-        cells = [
-            f"{100 * row[f'{k}.mean']:.2f} ± {100 * row[f'{k}.std']:.2f}"
-            if f"{k}.mean" in row
-            else "-"
-            for k in present
-        ]
+        cells = [cell(row, key) for key in present]
         table.add_row(row["setting"], str(row["runs"]), *cells)
     return table
 
@@ -122,9 +126,9 @@ class SweepSummaryCallback(Callback):
         except FustalError as err:
             print(f"no sweep summary: {err}")
             return
-        console = Console(file=io.StringIO(), width=160)
-        console.print(summary_table(rows))
-        text = console.file.getvalue()
+        buffer = io.StringIO()
+        Console(file=buffer, width=160).print(summary_table(rows))
+        text = buffer.getvalue()
         print(text)
         with atomic_open(sweep_dir / "summary.txt") as handle:
             handle.write(text)

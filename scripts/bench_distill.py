@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -33,14 +33,14 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fustal.pipeline.generator_stage import feature_dim  # noqa: E402
-
 from fustal.config import CONFIG_DIR, register_resolvers, to_plain  # noqa: E402
 from fustal.data.student_datamodule import PseudoLabelDataModule  # noqa: E402
 from fustal.data.views import load_pipeline_data  # noqa: E402
 from fustal.inference import feature_timing  # noqa: E402
 from fustal.io import write_json  # noqa: E402
+from fustal.pipeline.stages.common import seed_stage  # noqa: E402
 from fustal.student.decode import SegmentBatch, soft_nms_batch  # noqa: E402
+from fustal.student.model import TriDet  # noqa: E402
 from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
 
 TARGET_RATIO = 1.15
@@ -67,7 +67,7 @@ class ResearchTeacherStudent(StudentModule):
     @torch.no_grad()
     def teacher_targets(self, batch: dict) -> SegmentBatch:
         assert self.ema is not None
-        net = self.ema.module
+        net = cast(TriDet, self.ema.module)
         was_training = net.training
         net.eval()
         try:
@@ -83,7 +83,7 @@ class ResearchTeacherStudent(StudentModule):
             )
         finally:
             net.train(was_training)
-        thresh = self.hparams.teacher_score_thresh
+        thresh = self.hp.teacher_score_thresh
         keep = dets.valid & (dets.scores > thresh)
         if keep.shape[1]:  # rows are sorted by score: the first valid entry is the best
             keep[:, 0] |= ~keep.any(dim=1) & dets.valid[:, 0]
@@ -91,36 +91,31 @@ class ResearchTeacherStudent(StudentModule):
 
 
 def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule, Any]:
+    """The student stage's module (as ``cls``) and DataModule from the composed config, the
+    training ground truth as targets."""
     scfg = cfg.student
-    epochs = scfg.epochs_pseudo + scfg.epochs_distill
-    dm = PseudoLabelDataModule(
-        data,
-        None,
-        scfg.model.max_seq_len,
-        2 ** int(scfg.model.arch[2]),
-        scfg.batch_size,
-        scfg.eval_batch_size,
-        0,
-        augment=to_plain(scfg.augment),
-        seed=cfg.seed,
-    )
-    pl.seed_everything(cfg.seed, verbose=False)
+    seed_stage(cfg.seed)
+    kwargs = to_plain(scfg.module)
+    kwargs.pop("_target_")
     module = cls(
-        feature_dim=feature_dim(data),
+        **kwargs,
+        feature_dim=data.feature_dim(),
         num_classes=data.num_classes,
-        model=to_plain(scfg.model),
-        lr=scfg.lr,
-        weight_decay=scfg.weight_decay,
-        warmup_epochs=scfg.warmup_epochs,
-        schedule=scfg.schedule,
-        max_epochs=epochs,
+        max_epochs=scfg.epochs_pseudo + scfg.epochs_distill,
         epochs_pseudo=scfg.epochs_pseudo,
-        ema_decay=cfg.ema.decay,
-        teacher_score_thresh=cfg.ema.score_thresh,
-        video_loss_weight=scfg.video_loss_weight,
-        inference=to_plain(scfg.inference),
+        tiou_thresholds=list(cfg.dataset.tiou_thresholds),
         classes=data.classes,
         feature_timing=feature_timing(data),
+    )
+    dm_kwargs = to_plain(scfg.data)
+    dm_kwargs.pop("_target_")
+    dm = PseudoLabelDataModule(
+        data=data,
+        targets=None,
+        max_seq_len=module.model.max_seq_len,
+        max_stride=module.model.max_stride,
+        seed=cfg.seed,
+        **dm_kwargs,
     )
     return module, dm
 
@@ -160,7 +155,7 @@ def main() -> None:
         fit = trainer(scfg.epochs_pseudo, timer, root)
         fit.fit(module, datamodule=dm)
         switch = root / "switch.ckpt"
-        fit.save_checkpoint(switch)
+        fit.save_checkpoint(switch, weights_only=False)
         pseudo = timer.times
         runs: dict[str, list[float]] = {}
         for name, cls in (("fustal", StudentModule), ("research", ResearchTeacherStudent)):

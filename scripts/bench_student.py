@@ -331,7 +331,7 @@ def build_module(config: dict[str, Any], seed: int) -> StudentModule:
     """A freshly initialised student (same weights for the same ``seed``)."""
     torch.manual_seed(seed)
     model = {**config["model"], "max_seq_len": config["seq_len"]}
-    return StudentModule(config["feature_dim"], config["num_classes"], model=model)
+    return StudentModule(config["feature_dim"], config["num_classes"], net=model)
 
 
 def measure(
@@ -415,7 +415,9 @@ def effective_model_config(module: StudentModule) -> dict[str, Any]:
     """TriDet keyword arguments in effect: its defaults overridden by the module's."""
     params = inspect.signature(TriDet).parameters.values()
     defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    merged = {**defaults, **module.model_kwargs}
+    net = dict(module.hp.net or {})
+    net.pop("_target_", None)
+    merged = {**defaults, **net}
     return {k: list(map(list, v)) if k == "regression_ranges" else v for k, v in merged.items()}
 
 

@@ -37,8 +37,14 @@ from tests.conftest import DEBUG
 HYDRA_EXIT = 1
 TRAIN_VIDEO = "video_validation_0000002"
 TEST_VIDEO = "video_test_0000002"
-# files Hydra writes into the run dir before the task starts
-HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
+# the run's record, written before the stages start: Hydra's files, fustal's config.yaml
+RECORD_FILES = {
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+    "train.log",
+    "config.yaml",
+}
 
 
 @dataclass(frozen=True)
@@ -485,6 +491,160 @@ def trainer_key_owned_by_a_stage(root: Path, tmp: Path) -> Broken:
     return Broken(["+trainer.max_epochs=5"], names, "set per stage by fustal")
 
 
+# ---------------------------------------------------------------- empty or partial dataset roots
+
+
+@case
+def dataset_root_empty(root: Path, tmp: Path) -> Broken:
+    # every input of both views is named in one line
+    empty = tmp / "empty"
+    empty.mkdir()
+    names = [
+        str(empty / "gt.json"),
+        str(empty / "split_train.txt"),
+        str(empty / "split_test.txt"),
+        str(annotation(empty)),
+        f"generator features (nonoverlap, features/{{subset}}/{{stream}}/{{video}}.npy):"
+        f" folder not found: {empty / 'features'}",
+        f"student features (overlap, i3d_features/{{video}}.npy): folder not found:"
+        f" {empty / 'i3d_features'}",
+    ]
+    return Broken([f"dataset.root={empty}"], names, "6 inputs missing")
+
+
+@case
+def dataset_root_partial(root: Path, tmp: Path) -> Broken:
+    # one layout is missing, the other lacks one file: both are named
+    shutil.rmtree(root / "i3d_features")
+    path = stream(root, "test", "flow", TEST_VIDEO)
+    path.unlink()
+    names = [
+        f"generator features (nonoverlap, features/{{subset}}/{{stream}}/{{video}}.npy): 1 of 12"
+        f" videos lack them, first: video {TEST_VIDEO} (test): feature file not found: {path}",
+        f"student features (overlap, i3d_features/{{video}}.npy): 12 of 12 videos lack them"
+        f" (folder not found: {root / 'i3d_features'})",
+        "dataset.skip_missing=true",
+    ]
+    return Broken([], names, "feature file not found")
+
+
+@case
+def skip_missing_leaves_no_test_video(root: Path, tmp: Path) -> Broken:
+    for path in (root / "i3d_features").glob("video_test_*.npy"):
+        path.unlink()
+    names = ["dataset.skip_missing", "'test'", str(annotation(root)), "all 4 skipped"]
+    return Broken(["dataset.skip_missing=true"], names, "is left")
+
+
+@case
+def skip_missing_leaves_no_video_at_all(root: Path, tmp: Path) -> Broken:
+    # stage=all: the error comes before any stage, so no cache entry is made
+    shutil.rmtree(root / "features")
+    names = ["dataset.skip_missing", "'train'", "the generator's nonoverlap features are missing"]
+    return Broken(["dataset.skip_missing=true"], names, "is left", stage="all")
+
+
+# ---------------------------------------------------------------- custom datasets
+
+# +experiment=custom on the synthetic copy: its thumos14.json as annotations.csv + videos.csv,
+# its i3d_features as the one folder of features (16-frame windows every 4 frames)
+CUSTOM = [
+    "+experiment=custom",
+    "features.student.path='i3d_features/{video}.npy'",
+    "features.student.sidecar=i3d_features/features.json",
+    "features.student.train_subset=validation",
+]
+
+
+def write_custom(root: Path, sidecar: Any = None) -> None:
+    """``annotations.csv``, ``videos.csv`` and an ``i3d_features/features.json`` sidecar
+    (default: the synthetic layout's timing, each video's fps) from the synthetic copy."""
+    database = json.loads(annotation(root).read_text())["database"]
+    rows, table = ["video,subset,label,start,end"], ["video,duration,fps"]
+    for vid, entry in database.items():
+        table.append(f"{vid},{entry['duration']},{entry['fps']}")
+        for ann in entry["annotations"]:
+            start, end = ann["segment"]
+            rows.append(f"{vid},{entry['subset']},{ann['label']},{start},{end}")
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    (root / "videos.csv").write_text("\n".join(table) + "\n")
+    timing = sidecar if sidecar is not None else {"window_frames": 16, "stride_frames": 4}
+    (root / "i3d_features" / "features.json").write_text(json.dumps(timing))
+
+
+def edit_lines(path: Path, edit: Callable[[list[str]], list[str]]) -> None:
+    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+
+
+@case
+def custom_root_without_annotations(root: Path, tmp: Path) -> Broken:
+    names = [str(root / "annotations.csv"), str(root / "videos.csv")]
+    return Broken(CUSTOM, names, "2 inputs missing")
+
+
+@case
+def custom_csv_start_not_a_number(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    path = root / "annotations.csv"
+
+    def start_soon(row: str) -> str:
+        video, subset, label, _, end = row.split(",")
+        return ",".join([video, subset, label, "soon", end])
+
+    edit_lines(path, lambda rows: [start_soon(r) if r.startswith(TEST_VIDEO) else r for r in rows])
+    return Broken(CUSTOM, [str(path), TEST_VIDEO, "segment start", "'soon'"], "not a number")
+
+
+@case
+def custom_csv_wrong_header(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    path = root / "annotations.csv"
+    edit_lines(path, lambda rows: ["video,split,label,start,end", *rows[1:]])
+    return Broken(CUSTOM, [str(path), "video,subset,label,start,end"], "expected the header")
+
+
+@case
+def custom_csv_video_not_in_table(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    edit_lines(root / "videos.csv", lambda rows: [r for r in rows if not r.startswith(TEST_VIDEO)])
+    names = [str(root / "annotations.csv"), TEST_VIDEO, str(root / "videos.csv")]
+    return Broken(CUSTOM, names, "not in the video table")
+
+
+@case
+def custom_table_duration_not_a_number(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    edit_lines(
+        root / "videos.csv",
+        lambda rows: [f"{TRAIN_VIDEO},long,30" if r.startswith(TRAIN_VIDEO) else r for r in rows],
+    )
+    names = [str(root / "videos.csv"), TRAIN_VIDEO, "duration", "'long'"]
+    return Broken(CUSTOM, names, "not a number")
+
+
+@case
+def custom_sidecar_missing(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    sidecar = root / "i3d_features" / "features.json"
+    sidecar.unlink()
+    names = ["features.student.window_frames", str(sidecar)]
+    return Broken(CUSTOM, names, "not set, and the sidecar")
+
+
+@case
+def custom_sidecar_not_a_number(root: Path, tmp: Path) -> Broken:
+    write_custom(root, {"fps": 25, "window_frames": 16, "stride_frames": "4"})
+    names = [str(root / "i3d_features" / "features.json"), "stride_frames", "'4'"]
+    return Broken(CUSTOM, names, "expected a positive number")
+
+
+@case
+def custom_sidecar_disagrees_with_the_config(root: Path, tmp: Path) -> Broken:
+    write_custom(root)
+    names = ["features.student.stride_frames", "8", str(root / "i3d_features" / "features.json")]
+    return Broken([*CUSTOM, "features.student.stride_frames=8"], names, "disagrees with")
+
+
 NUM_CASES = len(CASES)
 
 
@@ -552,7 +712,7 @@ def forked() -> Runner:
 
 def leftovers(tmp: Path, dataset: Path) -> list[str]:
     """Files a failed run left: temp files anywhere, anything in the stage cache, anything in
-    the run dir besides what Hydra writes before the task starts."""
+    the run dir besides the run's record (:data:`RECORD_FILES`)."""
     found = [
         str(p)
         for p in tmp.rglob("*")
@@ -563,7 +723,7 @@ def leftovers(tmp: Path, dataset: Path) -> list[str]:
         found += [
             str(p)
             for p in run.rglob("*")
-            if p.is_file() and p.relative_to(run).as_posix() not in HYDRA_FILES
+            if p.is_file() and p.relative_to(run).as_posix() not in RECORD_FILES
         ]
     found += [str(p) for p in dataset.rglob(".*")]
     found += [str(p) for p in (tmp / "cache").rglob("*")]

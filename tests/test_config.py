@@ -139,12 +139,26 @@ GROUP_OPTIONS = [
         "dataset=activitynet13",
         {"dataset.name": "activitynet13", "dataset.tiou_thresholds": ANET_TIOU},
     ),
+    (
+        "dataset=activitynet13_synthetic",
+        {
+            "dataset.root": None,
+            "dataset.tiou_thresholds": ANET_TIOU,
+            "dataset.synthetic.layout": "activitynet",
+        },
+    ),
+    ("dataset=custom", {"dataset.name": "custom", "dataset.root": None}),
     ("features@features.generator=i3d_nonoverlap", {"features.generator.layout": "nonoverlap"}),
     ("features@features.generator=i3d_overlap", {"features.generator.layout": "overlap"}),
     ("features@features.generator=resized", {"features.generator.layout": "resized"}),
     ("features@features.student=i3d_nonoverlap", {"features.student.layout": "nonoverlap"}),
     ("features@features.student=i3d_overlap", {"features.student.layout": "overlap"}),
     ("features@features.student=resized", {"features.student.layout": "resized"}),
+    (
+        "features@features.generator=custom",
+        {"features.generator.sidecar": "features/features.json"},
+    ),
+    ("features@features.student=custom", {"features.student.video_table": "videos.csv"}),
     ("generator=cola_cv", {"generator.name": "cola_cv", "generator.module.cross_video": True}),
     (
         "generator=cola",
@@ -512,7 +526,7 @@ def test_the_composed_config_and_every_option_pass_the_schema(hydra_context: Non
     check_config(compose_train())
     for override, _ in GROUP_OPTIONS:
         check_config(compose_train(override))
-    for experiment in ("thumos14", "thumos14_full", "activitynet13"):
+    for experiment in ("thumos14", "thumos14_full", "activitynet13", "activitynet13_synthetic"):
         check_config(compose_train(f"+experiment={experiment}"))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -890,3 +891,159 @@ def test_epoch_sampler_skips_the_batches_a_restored_run_did_once() -> None:
     sampler.set_epoch(4)
     full.set_epoch(4)
     assert list(sampler) == list(full)
+
+
+# ---------------------------------------------------------------- custom datasets
+
+
+def write_csv_dataset(root: Path) -> None:
+    """Two training videos and a test video without actions, in CSV form."""
+    (root / "annotations.csv").write_text(
+        "video,subset,label,start,end\n"
+        "a,train,wave,1.0,2.5\n"
+        "a,train,jump,4,6\n"
+        "b,train,jump,0.5,30\n"
+        "c,test,,,\n"
+    )
+    (root / "videos.csv").write_text("video,duration,fps\na,10,30\nb,20.5,\nc,8,25\nunused,1,1\n")
+
+
+def test_csv_annotations(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    ann = load_annotations(tmp_path / "annotations.csv", video_table=tmp_path / "videos.csv")
+    assert ann.classes == ["jump", "wave"] and ann.subsets == ["test", "train"]
+    assert list(ann.videos) == ["a", "b", "c"]
+    a, b, c = ann.videos.values()
+    np.testing.assert_allclose(a.segments, [[1.0, 2.5], [4.0, 6.0]])
+    assert a.labels.tolist() == [1, 0] and (a.duration, a.fps) == (10.0, 30.0)
+    assert (b.fps, b.segments.tolist()) == (None, [[0.5, 20.5]])  # clipped to the duration
+    assert c.num_segments == 0 and c.subset == "test"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "table", "needle"),
+    [
+        ("video,subset,label,start\n", None, "expected the header video,subset,label,start,end"),
+        ("video,subset,label,start,end\na,train,wave,1\n", None, "line 2: expected 5 fields"),
+        ("video,subset,label,start,end\na,train,wave,1,\n", None, "video a: label, start and end"),
+        ("video,subset,label,start,end\nz,train,wave,1,2\n", None, "line 2: video z: not in"),
+        (
+            "video,subset,label,start,end\na,train,wave,1,2\na,test,wave,3,4\n",
+            None,
+            "line 3: video a: in the subsets 'train' and 'test'",
+        ),
+        (
+            "video,subset,label,start,end\na,train,wave,1,2\n",
+            "video,duration,fps\na,10,30\na,11,30\n",
+            "videos.csv: line 3: video a: listed twice",
+        ),
+        (
+            "video,subset,label,start,end\na,train,wave,1,2\n",
+            "video,duration,fps\na,10,fast\n",
+            "videos.csv: line 2: video a: fps: not a number: 'fast'",
+        ),
+    ],
+)
+def test_bad_csv_annotations(
+    tmp_path: Path, annotations: str, table: str | None, needle: str
+) -> None:
+    write_csv_dataset(tmp_path)
+    (tmp_path / "annotations.csv").write_text(annotations)
+    if table is not None:
+        (tmp_path / "videos.csv").write_text(table)
+    with pytest.raises(FustalError, match=re.escape(needle)):
+        load_annotations(tmp_path / "annotations.csv", video_table=tmp_path / "videos.csv")
+
+
+def test_csv_annotations_need_a_video_table(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    with pytest.raises(FustalError, match="need a video table"):
+        load_annotations(tmp_path / "annotations.csv")
+
+
+def custom_features(root: Path, sidecar: dict | None) -> dict:
+    """``features/`` of the CSV dataset (with ``sidecar``); the ``custom`` features config."""
+    (root / "features").mkdir()
+    for vid, steps in (("a", 30), ("b", 60), ("c", 20)):
+        np.save(root / "features" / f"{vid}.npy", np.ones((steps, 5), np.float32))
+    if sidecar is not None:
+        (root / "features" / "features.json").write_text(json.dumps(sidecar))
+    return features_cfg("custom")
+
+
+def test_sidecar_fills_the_timing(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    sidecar = {"fps": 10, "window_frames": 8, "stride_frames": 4, "extractor": {"backbone": "x"}}
+    cfg = custom_features(tmp_path, sidecar)
+    data = load_stage_data({"root": str(tmp_path)}, cfg)
+    spec = data.features
+    assert (spec.fps, spec.window_frames, spec.stride_frames) == (10, 8, 4)
+    assert spec.extractor == {"backbone": "x"}
+    assert spec.sidecar == tmp_path / "features" / "features.json"
+    assert spec.timing(data.train_videos()[0], 30) == Timing(0.4, 0.8)
+    # a value set in the config must agree with the sidecar
+    same = FeatureSpec.from_config({**cfg, "stride_frames": 4}, tmp_path)
+    assert same.stride_frames == 4
+    with pytest.raises(FustalError, match=r"features.fps: 25 disagrees with fps 10.0 in .*json"):
+        FeatureSpec.from_config({**cfg, "fps": 25}, tmp_path)
+
+
+def test_sidecar_in_seconds_and_per_video_fps(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    cfg = custom_features(tmp_path, {"step_seconds": 0.5, "window_seconds": 1.5})
+    spec = FeatureSpec.from_config(cfg, tmp_path)
+    video = load_stage_data({"root": str(tmp_path)}, cfg).train_videos()[0]
+    assert spec.timing(video, 30) == Timing(0.5, 1.5)
+    (tmp_path / "features" / "features.json").write_text(
+        '{"window_frames": 16, "stride_frames": 4}'
+    )
+    spec = FeatureSpec.from_config(cfg, tmp_path)
+    assert spec.fps is None and spec.timing(video, 30) == Timing(4 / 30, 16 / 30)
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "needle"),
+    [
+        ({"fps": 10, "window_frames": 8}, "stride_frames: expected a positive number, got None"),
+        ({"fps": 10, "window_frames": 8, "stride_frames": 0}, "stride_frames: expected a positive"),
+        ({"step_seconds": 1, "fps": 10}, "give either fps"),
+        ({"fps": 10, "window_frames": 8, "stride_frames": 4, "hop": 2}, "unknown key 'hop'"),
+        ({"step_seconds": 1, "extractor": "i3d"}, "extractor: expected an object"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_bad_sidecar(tmp_path: Path, sidecar: object, needle: str) -> None:
+    write_csv_dataset(tmp_path)
+    cfg = custom_features(tmp_path, sidecar)
+    with pytest.raises(FustalError, match=re.escape(needle)) as err:
+        FeatureSpec.from_config(cfg, tmp_path)
+    assert str(tmp_path / "features" / "features.json") in str(err.value)
+
+
+def test_timing_needs_config_or_sidecar(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    cfg = custom_features(tmp_path, None)
+    with pytest.raises(FustalError, match="features.window_frames: not set, and the sidecar"):
+        FeatureSpec.from_config(cfg, tmp_path)
+    spec = FeatureSpec.from_config({**cfg, "window_frames": 8, "stride_frames": 8}, tmp_path)
+    assert spec.sidecar is None and spec.fps is None
+
+
+def test_missing_inputs_are_listed_together(tmp_path: Path) -> None:
+    cfg = features_cfg("custom")
+    with pytest.raises(FustalError) as err:
+        load_stage_data({"root": str(tmp_path)}, cfg)
+    message = str(err.value)
+    assert message.startswith(f"dataset.root {tmp_path}: 3 inputs missing: ")
+    for path in ("annotations.csv", "videos.csv", "features"):
+        assert str(tmp_path / path) in message
+
+
+def test_skip_missing_leaving_no_video_is_an_error(tmp_path: Path) -> None:
+    write_csv_dataset(tmp_path)
+    cfg = custom_features(tmp_path, {"fps": 10, "window_frames": 8, "stride_frames": 4})
+    (tmp_path / "features" / "c.npy").unlink()
+    with pytest.raises(FustalError, match="1 of 3 videos lack them, first: video c"):
+        load_stage_data({"root": str(tmp_path)}, cfg)
+    with pytest.raises(FustalError, match="no 'test' video of .* is left \\(all 1 skipped"):
+        load_stage_data({"root": str(tmp_path), "skip_missing": True}, cfg, validate=False)

@@ -224,6 +224,7 @@ def test_predict_generator_on_new_features(pipeline: Pipeline, tmp_path: Path) -
 
 def test_help() -> None:
     for module, needles in (
+        ("train", ["python -m fustal.train", "Stages (stage=)", "experiment:", "debug=default"]),
         ("evaluate", ["fustal.evaluate", "ckpt_path", "experiment:", "student:"]),
         ("predict", ["fustal.predict", "ckpt_path", "features", "stride_frames"]),
     ):

@@ -13,10 +13,12 @@ from omegaconf import OmegaConf
 from fustal.config import CONFIG_DIR
 from fustal.data.dataset import load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.data.student_datamodule import PseudoLabelDataModule
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 from fustal.generator.module import GeneratorModule
 from fustal.inference import predict_videos
 from fustal.pipeline.run import run_pipeline
+from fustal.student.module import StudentModule
 from tests.conftest import compose_train
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -132,3 +134,37 @@ def test_student_learns_from_ground_truth(tmp_path: Path) -> None:
         compose_train(tmp_path, "supervision=full", "plot_videos=0", debug=False)
     )
     assert metrics["student"]["test"]["mAP@0.5"] > 0.5, metrics["student"]
+
+
+def test_student_learns_in_lightnings_own_loops(root: Path) -> None:
+    """The student as a notebook uses it: ``Trainer.validate``/``fit``/``test``/``predict`` on
+    :class:`StudentModule` and its DataModule (here on the ground truth), no fustal runner."""
+    data = stage(root, "i3d_overlap")
+    torch.manual_seed(0)
+    module = StudentModule(
+        feature_dim=32,
+        num_classes=3,
+        net=OmegaConf.to_container(compose_train(root).student.module.net),
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 5e-3},
+        scheduler={"warmup_epochs": 1},
+        max_epochs=16,
+        epochs_pseudo=12,
+        ema_decay=0.9,
+        tiou_thresholds=TIOU,
+    )
+    dm = PseudoLabelDataModule(
+        data, module.model.max_seq_len, module.model.max_stride, batch_size=4, eval_batch_size=5
+    )
+    key = "student/test/avg"
+    (before,) = trainer().validate(module, datamodule=dm, verbose=False)
+    fit = trainer(max_epochs=16, check_val_every_n_epoch=16, gradient_clip_val=1.0)
+    fit.fit(module, datamodule=dm)
+    assert float(fit.callback_metrics[key]) > before[key] + 0.25, (before, fit.callback_metrics)
+    (tested,) = trainer().test(module, datamodule=dm, verbose=False)
+    assert tested[key] == pytest.approx(float(fit.callback_metrics[key]))
+    assert tested["student_ema/test/avg"] > before[key] + 0.25
+    batches = trainer().predict(module, datamodule=dm)
+    videos = [vid for batch in batches for vid in batch["video_id"]]
+    assert sorted(videos) == sorted(v.id for v in dm.test_videos)
+    rows = [r for batch in batches for r in batch["student_ema"]]
+    assert all(r.shape[1] == 4 and (r[:, 2] <= r[:, 3]).all() for r in rows)

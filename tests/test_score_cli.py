@@ -113,3 +113,22 @@ def test_bad_input_exits_2_with_one_line(tmp_path, pred_content, extra, message)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert proc.stdout == ""
+
+
+def test_results_on_other_videos_exit_2_and_partial_overlap_warns(tmp_path, noisy_results):
+    other = tmp_path / "other.json"
+    entry = {"label": "BaseballPitch", "score": 0.5, "segment": [0, 1]}
+    other.write_text(json.dumps({"results": {"video_validation_0000051": [entry]}}))
+    proc = run_score(ANNOTATIONS / "gt.json", other)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "none of its 1 videos is in the 'test' subset" in lines[0]
+
+    partial = tmp_path / "partial.json"
+    results = json.loads(noisy_results.read_text())["results"]
+    kept = dict(list(results.items())[:5])
+    partial.write_text(json.dumps({"results": kept}))
+    proc = run_score(ANNOTATIONS / "gt.json", partial, "--json")
+    assert proc.returncode == 0
+    assert "warning:" in proc.stderr and "count as misses" in proc.stderr
+    assert json.loads(proc.stdout)["avg"] < 0.1

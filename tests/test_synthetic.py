@@ -1,4 +1,5 @@
-"""Tests of the synthetic dataset: on-disk layouts, agreement, determinism, caching, signal."""
+"""Tests of the synthetic dataset: on-disk layouts, agreement, determinism, caching, signal; the
+ActivityNet-shaped layout, its loaders and its experiment end to end."""
 
 from __future__ import annotations
 
@@ -12,19 +13,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 import fustal.data.synthetic as synthetic
+from fustal.data.dataset import load_stage_data
 from fustal.data.synthetic import (
+    ACTIVITYNET,
     SyntheticConfig,
+    class_names,
     config_hash,
     ensure_synthetic,
     generate,
     make_directions,
+    plan_dataset,
     window_means,
 )
 from fustal.errors import FustalError
+from tests.conftest import compose_train
 
 REAL_THUMOS = Path(__file__).resolve().parents[1] / "data/annotations/thumos14/thumos14.json"
+REAL_ANET = (
+    Path(__file__).resolve().parents[1] / "data/annotations/activitynet13/activitynet13.json"
+)
 SMALL = SyntheticConfig(
     num_classes=3,
     train_videos=4,
@@ -400,3 +410,203 @@ def test_generation_is_fast(tmp_path: Path) -> None:
     generate(SyntheticConfig(), tmp_path)
     assert time.perf_counter() - start < 15.0
     assert not os.listdir(tmp_path / "features/train/rgb")[0].startswith(".")
+
+
+# ---------------------------------------------------------------- the activitynet layout
+
+ANET_SMALL = SyntheticConfig.for_layout(
+    ACTIVITYNET, num_classes=4, train_videos=6, test_videos=4, feature_dim=8, resized_steps=50
+)
+ANET_ANNOTATIONS = "annotations/activitynet13.json"
+RESIZED_YAML = Path(__file__).resolve().parents[1] / "conf/features/resized.yaml"
+ANET_KEYS = [f"mAP@{t:g}" for t in np.linspace(0.5, 0.95, 10).round(2)] + ["avg"]
+
+
+@pytest.fixture(scope="module")
+def anet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(ANET_SMALL, tmp_path_factory.mktemp("anet"))
+
+
+def test_activitynet_layout_is_what_the_resized_loader_reads(anet_root: Path) -> None:
+    ann = json.loads((anet_root / ANET_ANNOTATIONS).read_text())
+    database = ann["database"]
+    assert ann["version"] == f"Synthetic-{config_hash(ANET_SMALL)}"
+    assert sorted(p.name for p in anet_root.iterdir()) == [
+        "annotations",
+        "features",
+        "synthetic.json",
+    ]
+    assert {p.name for p in (anet_root / "features").iterdir()} == {
+        f"v_{vid}.npy" for vid in database
+    }
+    for vid, entry in database.items():
+        assert set(entry) == {"subset", "duration", "fps", "annotations"}
+        assert all(set(a) == {"label", "segment", "label_id"} for a in entry["annotations"])
+        x = np.load(anet_root / f"features/v_{vid}.npy")
+        assert x.shape == (ANET_SMALL.resized_steps, ANET_SMALL.feature_dim)
+        assert x.dtype == np.float32
+
+    features_cfg = OmegaConf.to_container(OmegaConf.load(RESIZED_YAML))
+    dataset_cfg = {"root": str(anet_root), "classes": None, "skip_missing": False}
+    data = load_stage_data(dataset_cfg, features_cfg)
+    assert data.classes == class_names(ANET_SMALL.num_classes)
+    assert [len(data.train_videos()), len(data.test_videos())] == [6, 4]
+    assert all(v.id.startswith("training_") for v in data.train_videos())
+    assert all(v.id.startswith("validation_") for v in data.test_videos())
+    for summary in data.summaries:
+        assert summary.dim == ANET_SMALL.feature_dim
+        assert set(summary.lengths.tolist()) == {ANET_SMALL.resized_steps}
+    video = data.test_videos()[0]
+    timing = data.features.timing(video, ANET_SMALL.resized_steps)
+    assert timing.stride_s == pytest.approx(video.duration / ANET_SMALL.resized_steps)
+
+
+def test_activitynet_videos_have_one_or_two_long_actions_of_one_class() -> None:
+    cfg = SyntheticConfig.for_layout(ACTIVITYNET)
+    assert (cfg.num_classes, cfg.min_duration, cfg.max_duration) == (20, 30.0, 120.0)
+    names, plans = plan_dataset(cfg)
+    assert names == class_names(20) and len(plans) == cfg.train_videos + cfg.test_videos
+    counts, fractions, coverage = [], [], []
+    for plan in plans:
+        segs = plan.segments
+        assert cfg.min_duration <= plan.duration <= cfg.max_duration
+        assert len(set(plan.labels.tolist())) == 1 and 1 <= segs.shape[0] <= 2
+        assert plan.labels[0] == plan.index % cfg.num_classes
+        assert np.all(segs[:, 1] - segs[:, 0] >= cfg.min_action_length - 0.02)
+        assert segs[0, 0] >= cfg.min_gap - 0.01 and segs[-1, 1] <= plan.duration - 0.99
+        assert np.all(segs[1:, 0] - segs[:-1, 1] >= cfg.min_gap - 0.02)
+        counts.append(segs.shape[0])
+        fractions += ((segs[:, 1] - segs[:, 0]) / plan.duration).tolist()
+        coverage.append((segs[:, 1] - segs[:, 0]).sum() / plan.duration)
+    assert 0.15 < np.mean(np.array(counts) == 2) < 0.35
+    assert 0.3 < np.median(fractions) < 0.5 and 0.4 < np.median(coverage) < 0.6
+    assert max(coverage) > 0.85
+
+
+def test_activitynet_features_follow_the_actions(anet_root: Path) -> None:
+    """Step ``i`` covers ``[i h, (i + 1) h)``: the class signal is high on steps inside actions."""
+    prototypes = make_directions(ANET_SMALL, ANET_SMALL.num_classes).prototypes
+    database = json.loads((anet_root / ANET_ANNOTATIONS).read_text())["database"]
+    inside, outside = [], []
+    for vid, entry in database.items():
+        x = np.load(anet_root / f"features/v_{vid}.npy")
+        step = entry["duration"] / x.shape[0]
+        t = (np.arange(x.shape[0]) + 0.5) * step
+        segs = np.array([a["segment"] for a in entry["annotations"]])
+        dist = np.maximum(segs[:, :1] - t, t - segs[:, 1:]).min(axis=0)
+        proj = x @ prototypes[entry["annotations"][0]["label_id"]]
+        inside.append(proj[dist < -step])
+        outside.append(proj[dist > ANET_SMALL.context_span + step])
+    assert np.concatenate(inside).mean() > np.concatenate(outside).mean() + 0.5
+
+
+def test_activitynet_deterministic_and_hashed(anet_root: Path, tmp_path: Path) -> None:
+    assert read_tree(generate(ANET_SMALL, tmp_path / "again")) == read_tree(anet_root)
+    other = read_tree(generate(replace(ANET_SMALL, seed=1), tmp_path / "other"))
+    assert other[ANET_ANNOTATIONS] != read_tree(anet_root)[ANET_ANNOTATIONS]
+    assert config_hash(replace(ANET_SMALL, resized_steps=64)) != config_hash(ANET_SMALL)
+    marker = json.loads((anet_root / "synthetic.json").read_text())
+    assert marker["params"]["layout"] == ACTIVITYNET and marker["params"]["resized_steps"] == 50
+
+
+def test_thumos_identity_ignores_the_activitynet_fields() -> None:
+    """The thumos default keeps the hash (and so the files and cache entries) of the versions
+    before the activitynet layout existed."""
+    assert config_hash(SyntheticConfig()) == "4e14df737303"
+    changed = replace(SMALL, resized_steps=7, second_action_prob=1.0, action_coverage_median=0.9)
+    assert config_hash(changed) == config_hash(SMALL)
+
+
+def test_activitynet_annotation_file_mode_real_activitynet(tmp_path: Path) -> None:
+    cfg = SyntheticConfig.for_layout(
+        ACTIVITYNET,
+        train_videos=2,
+        test_videos=2,
+        feature_dim=4,
+        resized_steps=16,
+        annotation_file=str(REAL_ANET),
+    )
+    root = generate(cfg, tmp_path)
+    real = json.loads(REAL_ANET.read_text())["database"]
+    ann = json.loads((root / ANET_ANNOTATIONS).read_text())["database"]
+    assert [real[v]["subset"] for v in ann] == ["training"] * 2 + ["validation"] * 2
+    for vid in ann:
+        assert ann[vid]["duration"] == real[vid]["duration"]
+        assert np.load(root / f"features/v_{vid}.npy").shape == (16, 4)
+
+
+def test_activitynet_bad_config() -> None:
+    with pytest.raises(FustalError, match="layout must be one of thumos, activitynet"):
+        SyntheticConfig(layout="ucf101")
+    with pytest.raises(FustalError, match="layout must be one of"):
+        SyntheticConfig.for_layout("ucf101")
+    with pytest.raises(FustalError, match="too short for two actions"):
+        SyntheticConfig.for_layout(ACTIVITYNET, min_duration=4.0)
+    with pytest.raises(FustalError, match="resized_steps"):
+        SyntheticConfig.for_layout(ACTIVITYNET, resized_steps=0)
+
+
+def test_cli_activitynet_preset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--layout", "activitynet", "--train-videos", "2", "--test-videos", "2"]
+    root = synthetic.main(["--out", str(tmp_path), *args, "--feature-dim", "4"])
+    params = json.loads((root / "synthetic.json").read_text())["params"]
+    assert (params["num_classes"], params["max_duration"], params["train_videos"]) == (20, 120, 2)
+    assert (root / ANET_ANNOTATIONS).is_file()
+    with pytest.raises(SystemExit):
+        synthetic.main(["--help"])
+    assert "activitynet: 20" in capsys.readouterr().out
+
+
+def test_activitynet_experiment_defaults(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "+experiment=activitynet13_synthetic", debug=False)
+    assert list(cfg.dataset.tiou_thresholds) == pytest.approx(np.linspace(0.5, 0.95, 10))
+    assert cfg.dataset.root is None and cfg.dataset.synthetic.layout == ACTIVITYNET
+    assert {cfg.features.generator.layout, cfg.features.student.layout} == {"resized"}
+    net = cfg.student.module.net
+    steps = cfg.dataset.synthetic.resized_steps
+    assert cfg.generator.data.num_segments == net.max_seq_len == steps == 128
+    assert steps % 2 ** net.arch[2] == 0 and len(net.regression_ranges) == net.arch[2] + 1
+
+
+def test_activitynet_experiment_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``+experiment=activitynet13_synthetic`` at a small size: all three stages, ActivityNet's
+    thresholds in the metrics and the printed table."""
+    from fustal.pipeline.run import run_pipeline
+
+    overrides = [
+        "dataset.synthetic.num_classes=3",
+        "dataset.synthetic.train_videos=10",
+        "dataset.synthetic.test_videos=5",
+        "dataset.synthetic.min_duration=20",
+        "dataset.synthetic.max_duration=40",
+        "dataset.synthetic.feature_dim=16",
+        "dataset.synthetic.resized_steps=32",
+        "generator.max_steps=20",
+        "generator.val_every=10",
+        "generator.module.net.hidden_dim=32",
+        "generator.module.proposal_workers=0",
+        "generator.data.batch_size=4",
+        "student.epochs_pseudo=2",
+        "student.epochs_distill=1",
+        "student.val_every=0",
+        "student.module.net.embd_dim=16",
+        "student.module.net.fpn_dim=16",
+        "student.module.net.head_dim=16",
+        "student.module.net.sgp_mlp_dim=32",
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "plot_videos=1",
+    ]
+    cfg = compose_train(tmp_path, "+experiment=activitynet13_synthetic", *overrides, debug=False)
+    assert cfg.generator.data.num_segments == 32 and cfg.student.module.net.max_seq_len == 32
+    metrics = run_pipeline(cfg)
+    for section in ("generator", "student", "student_ema"):
+        assert list(metrics[section]["test"]) == ANET_KEYS, section
+    for kind in ("raw", "filtered"):
+        assert set(ANET_KEYS) <= set(metrics["pseudo_labels"][kind])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    (root,) = (tmp_path / "data" / "synthetic").iterdir()
+    assert (root / ANET_ANNOTATIONS).is_file()
+    out = capsys.readouterr().out
+    assert all(column in out for column in ("@0.5", "@0.75", "@0.95", "avg 0.5:0.95"))

@@ -64,11 +64,11 @@ def test_plot_timeline_without_generator_outputs(tmp_path: Path) -> None:
         plot_timeline(tmp_path / "u.png", "x", CLASSES, tracks, cas=np.ones((4, 5)))
 
 
-def test_shown_classes_ground_truth_first_then_by_score() -> None:
+def test_shown_classes_ground_truth_first_then_by_score_in_index_order() -> None:
     gt = Track("gt", [[0, 1], [2, 3]], [4, 1])
     pred = Track("pred", [[0, 1]] * 4, [2, 4, 0, 2], [0.3, 0.9, 0.5, 0.8])
-    assert shown_classes([gt, pred]).tolist() == [1, 4, 2, 0]
-    assert shown_classes([gt, pred], limit=3).tolist() == [1, 4, 2]
+    assert shown_classes([gt, pred]).tolist() == [0, 1, 2, 4]
+    assert shown_classes([gt, pred], limit=3).tolist() == [1, 2, 4]  # gt 1, 4, then best: 2
     assert shown_classes([], fallback=np.array([0.1, 0.7, 0.2])).tolist() == [1]
 
 

@@ -5,6 +5,7 @@ schema of the composed config (:mod:`fustal.config.schema`) and its one-line che
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -46,7 +47,7 @@ def print_config_tree(
     tree = Tree("config", guide_style="dim")
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
     for key in keys:
-        branch = tree.add(f"[bold]{key}[/bold]")
+        branch = tree.add(f"[bold]{key!s}[/bold]")
         value = cfg[key]
         text = (
             OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
@@ -75,6 +76,13 @@ def run_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
+
+
+def render_text(renderable: Any, width: int = 120) -> str:
+    """A rich renderable (a table) as plain text, for log files."""
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
 
 
 def make_console() -> Console:

@@ -36,6 +36,12 @@ class SyntheticSchema:
     feature_dim: int = 64
     seed: int = 0
     annotation_file: str | None = None
+    # thumos or activitynet; the rest only the activitynet layout reads
+    layout: str = "thumos"
+    resized_steps: int = 128
+    second_action_prob: float = 0.25
+    action_coverage_median: float = 0.5
+    action_coverage_sigma: float = 0.6
 
 
 @dataclass
@@ -62,6 +68,12 @@ class FeaturesSchema:
     stride_frames: float | None = None
     fps: float | None = None
     dim: int | None = None
+    # video table (video,duration,fps) of CSV annotations
+    video_table: str | None = None
+    # features.json beside the features: fps / window / stride / extractor for the keys left null
+    sidecar: str | None = None
+    # what made the features (fustal.extract's record); stored in checkpoints for fustal.predict
+    extractor: dict[str, Any] | None = None
 
 
 @dataclass

@@ -6,13 +6,18 @@ One loader reads every annotation file the method uses:
   [{"label", "segment"}]}}}``): THUMOS'14 ``thumos14.json`` (ActionFormer/TriDet) and the official
   ActivityNet v1.3 ``activity_net.v1-3.min.json``;
 - the WTAL ``gt.json`` (segments stored as strings, no duration or fps) with optional
-  ``split_<subset>.txt`` files that list the videos of each subset.
+  ``split_<subset>.txt`` files that list the videos of each subset;
+- a CSV file ``video,subset,label,start,end`` (one action per row; a row with empty label, start
+  and end lists a video without actions) with a video table CSV ``video,duration,fps`` (custom
+  datasets; an empty fps: unknown).
 
 Classes are ordered alphabetically unless a class list is given.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +32,9 @@ from fustal.io import read_json
 log = logging.getLogger(__name__)
 
 AMBIGUOUS_LABELS = frozenset({"Ambiguous"})
+FORMATS = ("auto", "activitynet", "wtal", "csv")
+CSV_COLUMNS = ("video", "subset", "label", "start", "end")
+TABLE_COLUMNS = ("video", "duration", "fps")
 
 
 @dataclass
@@ -93,6 +101,101 @@ def _read_split(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_csv_rows(
+    path: Path, columns: Sequence[str], what: str
+) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file whose header names exactly ``columns`` (in any order), as ``(line
+    number, {column: stripped text})``."""
+    if not path.is_file():
+        raise FustalError(f"{what} not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise FustalError(f"{path}: not a UTF-8 CSV file") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [name.strip() for name in reader.fieldnames or []]
+    if sorted(header) != sorted(columns):
+        raise FustalError(
+            f"{path}: expected the header {','.join(columns)}, got {','.join(header) or 'none'}"
+        )
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+        if None in row or any(value is None for value in row.values()):
+            raise FustalError(f"{path}: line {reader.line_num}: expected {len(columns)} fields")
+        rows.append((reader.line_num, {k: v.strip() for k, v in row.items()}))
+    return rows
+
+
+def read_video_table(path: Path) -> dict[str, dict[str, float | None]]:
+    """``{video: {"duration", "fps"}}`` from a video table ``video,duration,fps``."""
+    table: dict[str, dict[str, float | None]] = {}
+    for line, row in read_csv_rows(path, TABLE_COLUMNS, "video table"):
+        where = f"{path}: line {line}: video {row['video']}"
+        if not row["video"]:
+            raise FustalError(f"{path}: line {line}: empty video name")
+        if row["video"] in table:
+            raise FustalError(f"{where}: listed twice")
+        fps = _as_float(row["fps"], f"{where}: fps") if row["fps"] else None
+        table[row["video"]] = {
+            "duration": _as_float(row["duration"], f"{where}: duration"),
+            "fps": fps,
+        }
+    return table
+
+
+def csv_database(path: Path, video_table: Path | None) -> dict[str, dict[str, Any]]:
+    """An annotation CSV and its video table as an ActivityNet-schema ``database`` (videos in the
+    order they first appear; videos only in the table are not part of the dataset)."""
+    if video_table is None:
+        raise FustalError(
+            f"{path}: CSV annotations need a video table (video,duration,fps): set"
+            " features.video_table"
+        )
+    table = read_video_table(video_table)
+    database: dict[str, dict[str, Any]] = {}
+    for line, row in read_csv_rows(path, CSV_COLUMNS, "annotation file"):
+        vid, subset = row["video"], row["subset"]
+        where = f"{path}: line {line}: video {vid}"
+        if not vid or not subset:
+            raise FustalError(f"{path}: line {line}: empty video or subset")
+        if vid not in table:
+            raise FustalError(f"{where}: not in the video table {video_table}")
+        entry = database.setdefault(vid, {"subset": subset, **table[vid], "annotations": []})
+        if entry["subset"] != subset:
+            raise FustalError(f"{where}: in the subsets '{entry['subset']}' and '{subset}'")
+        action = [row["label"], row["start"], row["end"]]
+        if any(action) and not all(action):
+            raise FustalError(
+                f"{where}: label, start and end must all be set (or all empty: a video without"
+                " actions)"
+            )
+        if all(action):
+            entry["annotations"].append({"label": action[0], "segment": action[1:]})
+    return database
+
+
+def read_database(
+    path: Path, fmt: str, video_table: Path | None
+) -> Mapping[str, Mapping[str, Any]]:
+    """The ActivityNet-schema ``database`` of an annotation file (JSON, or CSV converted)."""
+    source = str(path)
+    if fmt not in FORMATS:
+        raise FustalError(f"{source}: unknown annotation format '{fmt}' (one of {FORMATS})")
+    if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
+        return csv_database(path, video_table)
+    data = read_json(path, "annotation file")
+    if not isinstance(data, Mapping):
+        raise FustalError(f"{source}: expected a JSON object with a 'database' key")
+    database = data.get("database")
+    if not isinstance(database, Mapping):
+        raise FustalError(f"{source}: no 'database' object (not the ActivityNet schema)")
+    for vid, entry in database.items():
+        if not isinstance(entry, Mapping):
+            raise FustalError(f"{source}: video {vid}: entry is not an object")
+    return database
+
+
 def _collect_labels(database: Mapping[str, Any], source: str) -> list[str]:
     names: set[str] = set()
     for vid, entry in database.items():
@@ -109,34 +212,26 @@ def load_annotations(
     split_files: Mapping[str, str | Path] | None = None,
     classes: Sequence[str] | None = None,
     clip_to_duration: bool = True,
+    video_table: str | Path | None = None,
 ) -> Annotations:
     """Load an annotation file.
 
     Args:
-        path: ActivityNet-schema JSON (``thumos14.json``, ActivityNet v1.3) or WTAL ``gt.json``.
-        fmt: ``"activitynet"``, ``"wtal"`` or ``"auto"`` (WTAL when no video has a duration).
+        path: ActivityNet-schema JSON (``thumos14.json``, ActivityNet v1.3), WTAL ``gt.json`` or
+            a CSV ``video,subset,label,start,end``.
+        fmt: ``"activitynet"``, ``"wtal"``, ``"csv"`` or ``"auto"`` (CSV for a ``.csv`` file,
+            else WTAL when no video has a duration).
         split_files: optional ``{subset: file}``; each file lists the video ids of that subset
             (one per line) and overrides the subset stored in the JSON.
         classes: class names in index order; default: all labels in the file, alphabetical.
             A label outside the list is an error naming the video.
         clip_to_duration: clip segments that end after the video's duration (counted, logged).
+        video_table: the video table ``video,duration,fps`` of CSV annotations (not read for
+            JSON files).
     """
     path = Path(path)
-    data = read_json(path, "annotation file")
     source = str(path)
-    if not isinstance(data, Mapping):
-        raise FustalError(f"{source}: expected a JSON object with a 'database' key")
-    database = data.get("database")
-    if not isinstance(database, Mapping):
-        raise FustalError(f"{source}: no 'database' object (not the ActivityNet schema)")
-    for vid, entry in database.items():
-        if not isinstance(entry, Mapping):
-            raise FustalError(f"{source}: video {vid}: entry is not an object")
-    if fmt == "auto":
-        has_duration = any("duration" in e for e in database.values())
-        fmt = "activitynet" if has_duration else "wtal"
-    if fmt not in ("activitynet", "wtal"):
-        raise FustalError(f"{source}: unknown annotation format '{fmt}'")
+    database = read_database(path, fmt, Path(video_table) if video_table else None)
 
     subset_of = {vid: str(entry.get("subset", "")) for vid, entry in database.items()}
     order = list(database)

@@ -68,11 +68,182 @@ class StageData:
         return self.videos(self.test_subset)
 
 
-def _resolve(root: Path, path: str | None) -> Path | None:
-    if path is None:
-        return None
+def _resolve_path(root: Path, path: str) -> Path:
+    """``path``, relative ones taken from ``root``."""
     p = Path(path)
     return p if p.is_absolute() else root / p
+
+
+def _resolve(root: Path, path: str | None) -> Path | None:
+    return None if path is None else _resolve_path(root, path)
+
+
+def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
+    """``dataset.root`` as an existing folder."""
+    if dataset_cfg.get("root") is None:
+        raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
+    root = Path(str(dataset_cfg["root"])).expanduser()
+    if not root.is_dir():
+        raise FustalError(f"dataset.root: folder not found: {root}")
+    return root
+
+
+def _label(names: Sequence[str], layout: str, template: str) -> str:
+    """``generator and student features (overlap, i3d_features/{video}.npy)``; unnamed views:
+    ``features (...)``."""
+    named = " and ".join(n for n in names if n)
+    return f"{named + ' ' if named else ''}features ({layout}, {template})"
+
+
+def missing_inputs(
+    root: Path, views: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[str], list[str]]:
+    """What the ``features`` configs ``views`` (``{name: node}``) name under ``root`` that does
+    not exist, each once: annotation files, split files and video tables; feature folders."""
+    files: dict[Path, str] = {}
+    folders: dict[tuple[Path, str, str], list[str]] = {}
+    for name, cfg in views.items():
+        annotation = _resolve(root, str(cfg["annotation_file"]))
+        assert annotation is not None
+        files.setdefault(annotation, "annotation file")
+        for split in (cfg.get("split_files") or {}).values():
+            files.setdefault(_resolve_path(root, str(split)), "split file")
+        table = _resolve(root, cfg.get("video_table"))
+        is_csv = cfg.get("annotation_format", "auto") == "csv" or annotation.suffix == ".csv"
+        if is_csv and table is not None:
+            files.setdefault(table, "video table")
+        layout, template = str(cfg["layout"]), str(cfg["path"])
+        folder = FeatureSpec(root, layout, template).folder()
+        folders.setdefault((folder, layout, template), []).append(name)
+    missing_files = [f"{what} not found: {p}" for p, what in files.items() if not p.is_file()]
+    missing_folders = [
+        f"{_label(names, layout, template)}: folder not found: {folder}"
+        for (folder, layout, template), names in folders.items()
+        if not folder.is_dir()
+    ]
+    return missing_files, missing_folders
+
+
+def check_inputs(dataset_cfg: Mapping[str, Any], views: Mapping[str, Mapping[str, Any]]) -> None:
+    """Before any annotation is read: a missing annotation file, split file or video table is
+    one error listing every input of every view that is missing (feature folders too)."""
+    root = dataset_root(dataset_cfg)
+    files, folders = missing_inputs(root, views)
+    missing = files + folders
+    if not files:
+        return
+    if len(missing) == 1:
+        raise FustalError(f"dataset.root {root}: {missing[0]}")
+    raise FustalError(
+        f"dataset.root {root}: {len(missing)} inputs missing: {'; '.join(missing)}"
+        " (docs/data.md lists what goes where)"
+    )
+
+
+def stage_view(
+    dataset_cfg: Mapping[str, Any],
+    features_cfg: Mapping[str, Any],
+    classes: Sequence[str] | None = None,
+    where: str = "features",
+) -> StageData:
+    """The annotations and the feature spec of one view (the config node ``where``), before any
+    feature file is looked at. Files named in ``features_cfg`` are relative to ``dataset.root``."""
+    root = dataset_root(dataset_cfg)
+    split_files = features_cfg.get("split_files")
+    splits = (
+        {subset: _resolve_path(root, str(path)) for subset, path in split_files.items()}
+        if split_files
+        else None
+    )
+    class_list = classes if classes is not None else dataset_cfg.get("classes")
+    annotations = load_annotations(
+        _resolve_path(root, str(features_cfg["annotation_file"])),
+        fmt=str(features_cfg.get("annotation_format", "auto")),
+        split_files=splits,
+        classes=list(class_list) if class_list is not None else None,
+        video_table=_resolve(root, features_cfg.get("video_table")),
+    )
+    train_subset = str(features_cfg["train_subset"])
+    test_subset = str(features_cfg["test_subset"])
+    for subset in (train_subset, test_subset):
+        annotations.subset(subset)
+    spec = FeatureSpec.from_config(features_cfg, root, where)
+    return StageData(annotations, spec, train_subset, test_subset)
+
+
+def missing_videos(data: StageData) -> dict[str, list[Video]]:
+    """Videos of the train and test subsets without (all) their feature files, per subset."""
+    subsets = dict.fromkeys((data.train_subset, data.test_subset))
+    return {s: [v for v in data.annotations.subset(s) if data.features.missing(v)] for s in subsets}
+
+
+def _describe_missing(
+    names: Sequence[str], data: StageData, missing: Mapping[str, list[Video]]
+) -> str:
+    count = sum(len(videos) for videos in missing.values())
+    total = sum(len(data.annotations.subset(s)) for s in missing)
+    subset, videos = next((s, v) for s, v in missing.items() if v)
+    path = data.features.missing(videos[0])[0]
+    label = _label(names, data.features.layout, data.features.path)
+    folder = data.features.folder()
+    no_folder = "" if folder.is_dir() else f" (folder not found: {folder})"
+    return (
+        f"{label}: {count} of {total} videos lack them{no_folder}, first: video {videos[0].id}"
+        f" ({subset}): feature file not found: {path}"
+    )
+
+
+def check_feature_files(views: Mapping[str, StageData], skip_missing: bool) -> None:
+    """Videos without feature files: one error naming every view (layout) that lacks some, or,
+    with ``skip_missing``, skipped (counted warning per subset). Views reading the same files
+    (one layout for both stages) are reported once."""
+    reports: dict[tuple, tuple[list[str], StageData, dict[str, list[Video]]]] = {}
+    for name, data in views.items():
+        missing = missing_videos(data)
+        if any(missing.values()):
+            spec = data.features
+            key = (spec.root, spec.path, spec.streams, data.annotations.source)
+            reports.setdefault(key, ([], data, missing))[0].append(name)
+    if reports and not skip_missing:
+        parts = [_describe_missing(n, d, m) for n, d, m in reports.values()]
+        raise FustalError(
+            f"{'; '.join(parts)} (dataset.skip_missing=true skips videos without features;"
+            " docs/data.md names the feature sets)"
+        )
+    for names, _, missing in reports.values():
+        for name in names:
+            data = views[name]
+            for subset, videos in missing.items():
+                if videos:
+                    log.warning(
+                        "%s: skipping %d '%s' videos without feature files",
+                        data.annotations.source,
+                        len(videos),
+                        subset,
+                    )
+                    data.skipped[subset.lower()] = [v.id for v in videos]
+
+
+def check_videos_left(data: StageData, why: str) -> None:
+    """Every subset keeps at least one video after skipping (``dataset.skip_missing``)."""
+    for subset in (data.train_subset, data.test_subset):
+        if not data.videos(subset):
+            skipped = len(data.skipped.get(subset.lower(), ()))
+            raise FustalError(
+                f"dataset.skip_missing: no '{subset}' video of {data.annotations.source} is left"
+                f" (all {skipped} skipped: {why}); nothing to train or test on"
+            )
+
+
+def check_training_labels(data: StageData) -> None:
+    """Every training video has an annotated action (its video-level label)."""
+    unlabelled = [v.id for v in data.train_videos() if v.num_segments == 0]
+    if unlabelled:
+        raise FustalError(
+            f"{data.annotations.source}: video {unlabelled[0]} ({data.train_subset}): no annotated"
+            f" action ({len(unlabelled)} training videos have none); weak supervision needs at"
+            " least one video-level label per training video"
+        )
 
 
 def load_stage_data(
@@ -83,62 +254,18 @@ def load_stage_data(
 ) -> StageData:
     """Build a :class:`StageData` from the ``dataset`` config and one ``features`` layout config.
 
-    Files named in ``features_cfg`` are relative to ``dataset.root``. Missing feature files are an
-    error naming the video, or are skipped with a counted warning when ``dataset.skip_missing``.
+    Files named in ``features_cfg`` are relative to ``dataset.root``; missing ones are one error
+    listing them all. Missing feature files are an error naming the video, or are skipped with a
+    counted warning when ``dataset.skip_missing`` (an error when no video of a subset is left).
     A training video without any annotated action is an error (it has no video-level label).
     With ``validate`` every feature file is read and checked (:func:`validate_stage_data`), so
     bad input fails here, before any training starts.
     """
-    if dataset_cfg.get("root") is None:
-        raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
-    root = Path(str(dataset_cfg["root"])).expanduser()
-    if not root.is_dir():
-        raise FustalError(f"dataset.root: folder not found: {root}")
-    split_files = features_cfg.get("split_files")
-    splits = (
-        {subset: _resolve(root, path) for subset, path in split_files.items()}
-        if split_files
-        else None
-    )
-    class_list = classes if classes is not None else dataset_cfg.get("classes")
-    annotations = load_annotations(
-        _resolve(root, str(features_cfg["annotation_file"])),
-        fmt=str(features_cfg.get("annotation_format", "auto")),
-        split_files=splits,
-        classes=list(class_list) if class_list is not None else None,
-    )
-    train_subset = str(features_cfg["train_subset"])
-    test_subset = str(features_cfg["test_subset"])
-    for subset in (train_subset, test_subset):
-        annotations.subset(subset)
-    data = StageData(
-        annotations, FeatureSpec.from_config(features_cfg, root), train_subset, test_subset
-    )
-    skip_missing = bool(dataset_cfg.get("skip_missing", False))
-    for subset in (train_subset, test_subset):
-        missing = [v for v in annotations.subset(subset) if data.features.missing(v)]
-        if missing and not skip_missing:
-            first = data.features.missing(missing[0])[0]
-            raise FustalError(
-                f"video {missing[0].id} ({subset}): feature file not found: {first}"
-                f" ({len(missing)} videos of '{subset}' lack features;"
-                " dataset.skip_missing=true skips them)"
-            )
-        if missing:
-            log.warning(
-                "%s: skipping %d '%s' videos without feature files",
-                annotations.source,
-                len(missing),
-                subset,
-            )
-            data.skipped[subset.lower()] = [v.id for v in missing]
-    unlabelled = [v.id for v in data.train_videos() if v.num_segments == 0]
-    if unlabelled:
-        raise FustalError(
-            f"{annotations.source}: video {unlabelled[0]} ({train_subset}): no annotated action"
-            f" ({len(unlabelled)} training videos have none); weak supervision needs at least"
-            " one video-level label per training video"
-        )
+    check_inputs(dataset_cfg, {"": features_cfg})
+    data = stage_view(dataset_cfg, features_cfg, classes)
+    check_feature_files({"": data}, bool(dataset_cfg.get("skip_missing", False)))
+    check_videos_left(data, "their feature files are missing")
+    check_training_labels(data)
     if validate:
         validate_stage_data(data)
     return data

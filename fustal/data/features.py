@@ -10,11 +10,17 @@ Layouts (``features`` config group):
   ``duration / T`` seconds.
 
 Time of feature step ``g`` (centre): ``g * stride_s + 0.5 * window_s`` seconds.
+
+A folder of feature files may carry a sidecar, ``features.json`` (written by ``fustal.extract``),
+that says how they were made: ``fps``, ``window_frames`` and ``stride_frames`` (or
+``step_seconds`` and ``window_seconds``) and an ``extractor`` record. Config keys left null take
+the sidecar's values; a key set in both must agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +29,13 @@ import numpy as np
 
 from fustal.data.annotations import Video
 from fustal.errors import FustalError
+from fustal.io import read_json
 
 LAYOUTS = ("nonoverlap", "overlap", "resized")
 NPY_MAGIC = b"\x93NUMPY"
+SIDECAR = "features.json"
+FRAME_KEYS = ("fps", "window_frames", "stride_frames")
+SECOND_KEYS = ("step_seconds", "window_seconds")
 
 
 @dataclass(frozen=True)
@@ -84,9 +94,114 @@ def resample_indices(
     return starts + np.floor(rng.random(num_segments) * (highs - starts + 1)).astype(np.int64)
 
 
+def plain(value: Any) -> Any:
+    """Mappings and sequences (OmegaConf nodes too) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value
+
+
+def _positive(value: Any, where: str) -> float:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (is_number and np.isfinite(value) and value > 0):
+        raise FustalError(f"{where}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """How the feature files of a folder were made (its ``features.json``): ``fps`` (None: each
+    video's own), frames per window and per step, and the extractor record (None: unknown).
+    Sidecars in seconds (``step_seconds``, ``window_seconds``) are held as frames of a 1 fps
+    clock, which gives the same seconds."""
+
+    path: Path
+    fps: float | None
+    window_frames: float
+    stride_frames: float
+    extractor: dict[str, Any] | None = None
+
+
+def read_sidecar(path: Path) -> Sidecar:
+    """Read and check a ``features.json`` sidecar; bad content names the file and the key."""
+    data = read_json(path, "feature sidecar")
+    if not isinstance(data, Mapping):
+        raise FustalError(f"{path}: expected a JSON object (fps, window_frames, stride_frames)")
+    known = (*FRAME_KEYS, *SECOND_KEYS, "extractor")
+    unknown = [str(k) for k in data if k not in known]
+    if unknown:
+        raise FustalError(f"{path}: unknown key '{unknown[0]}' (keys: {', '.join(known)})")
+    extractor = data.get("extractor")
+    if extractor is not None and not isinstance(extractor, Mapping):
+        raise FustalError(f"{path}: extractor: expected an object, got {extractor!r}")
+    extractor = plain(extractor) if extractor is not None else None
+    if any(k in data for k in SECOND_KEYS):
+        if any(k in data for k in FRAME_KEYS):
+            raise FustalError(
+                f"{path}: give either fps / window_frames / stride_frames or step_seconds /"
+                " window_seconds, not both"
+            )
+        step = _positive(data.get("step_seconds"), f"{path}: step_seconds")
+        window = _positive(data.get("window_seconds", step), f"{path}: window_seconds")
+        return Sidecar(path, 1.0, window, step, extractor)
+    fps = data.get("fps")
+    return Sidecar(
+        path,
+        None if fps is None else _positive(fps, f"{path}: fps"),
+        _positive(data.get("window_frames"), f"{path}: window_frames"),
+        _positive(data.get("stride_frames"), f"{path}: stride_frames"),
+        extractor,
+    )
+
+
+def merge_sidecar(
+    cfg: Mapping[str, Any], sidecar: Sidecar, where: str = "features"
+) -> dict[str, Any]:
+    """``fps``, ``window_frames``, ``stride_frames`` and ``extractor``: the config's (the node
+    ``where``) where set, else the sidecar's; a value set in both must agree."""
+    given = {
+        "fps": sidecar.fps,
+        "window_frames": sidecar.window_frames,
+        "stride_frames": sidecar.stride_frames,
+        "extractor": sidecar.extractor,
+    }
+    out = {}
+    for key, theirs in given.items():
+        ours = plain(cfg.get(key))
+        if ours is not None and theirs is not None and ours != theirs:
+            raise FustalError(
+                f"{where}.{key}: {ours!r} disagrees with {key} {theirs!r} in {sidecar.path}"
+                f" (leave {where}.{key} null to take the sidecar's)"
+            )
+        out[key] = ours if ours is not None else theirs
+    return out
+
+
+def describe_features(timing: Mapping[str, Any]) -> str:
+    """``of r2plus1d_18 (kinetics400 weights, 112 px), 16-frame windows every 8 frames at 15
+    fps``: how features were made, from a sidecar's values or a checkpoint's feature timing."""
+    extractor = timing.get("extractor")
+    if extractor and "backbone" in extractor:
+        weights = extractor.get("weights")
+        weights = f"random weights, seed {extractor.get('seed')}" if weights == "none" else weights
+        who = f"of {extractor['backbone']} ({weights}, {extractor.get('crop_size')} px)"
+    elif extractor:
+        who = f"of the extractor {extractor}"
+    else:
+        who = "of an unrecorded extractor"
+    if timing.get("layout") == "resized":
+        return f"{who}, resized to {timing.get('steps') or 'a fixed number of'} steps per video"
+    fps, window, stride = timing.get("fps"), timing["window_frames"], timing["stride_frames"]
+    rate = "each video's fps" if fps is None else f"{fps:g} fps ({stride / fps:.3g} s per step)"
+    return f"{who}, {window:g}-frame windows every {stride:g} frames at {rate}"
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Where and how the features of one layout are stored under a dataset root."""
+    """Where and how the features of one layout are stored under a dataset root; ``sidecar``:
+    the ``features.json`` whose values it took (None: none read)."""
 
     root: Path
     layout: str
@@ -96,23 +211,49 @@ class FeatureSpec:
     stride_frames: float | None = None
     fps: float | None = None
     dim: int | None = None
+    extractor: dict[str, Any] | None = None
+    sidecar: Path | None = None
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], root: str | Path) -> FeatureSpec:
+    def from_config(
+        cls, cfg: Mapping[str, Any], root: str | Path, where: str = "features"
+    ) -> FeatureSpec:
+        """The spec of the ``features`` config node ``where``; timing keys left null come from
+        its sidecar (``sidecar``, relative to ``root``) when that file exists."""
         layout = str(cfg["layout"])
         if layout not in LAYOUTS:
-            raise FustalError(f"features.layout: unknown layout '{layout}' (one of {LAYOUTS})")
+            raise FustalError(f"{where}.layout: unknown layout '{layout}' (one of {LAYOUTS})")
         streams = cfg.get("streams")
+        timing = {k: plain(cfg.get(k)) for k in (*FRAME_KEYS, "extractor")}
+        sidecar_path = Path(root) / str(cfg["sidecar"]) if cfg.get("sidecar") else None
+        sidecar = None
+        if sidecar_path is not None and sidecar_path.is_file():
+            sidecar = sidecar_path
+            timing = merge_sidecar(cfg, read_sidecar(sidecar_path), where)
+        unset = [k for k in ("window_frames", "stride_frames") if timing[k] is None]
+        if layout != "resized" and unset:
+            source = f"the sidecar {sidecar_path} does not exist" if sidecar_path else "no sidecar"
+            raise FustalError(
+                f"{where}.{unset[0]}: not set, and {source} (the {layout} layout needs"
+                " window_frames and stride_frames: set them, or write fps / window_frames /"
+                f" stride_frames into {SIDECAR} beside the features)"
+            )
         return cls(
             root=Path(root),
             layout=layout,
             path=str(cfg["path"]),
             streams=tuple(streams) if streams else None,
-            window_frames=cfg.get("window_frames"),
-            stride_frames=cfg.get("stride_frames"),
-            fps=cfg.get("fps"),
+            window_frames=timing["window_frames"],
+            stride_frames=timing["stride_frames"],
+            fps=timing["fps"],
             dim=cfg.get("dim"),
+            extractor=timing["extractor"],
+            sidecar=sidecar,
         )
+
+    def folder(self) -> Path:
+        """The folder every feature file lies under: the path template's fixed leading part."""
+        return self.root / os.path.dirname(self.path.split("{")[0])
 
     def files(self, video: Video) -> list[Path]:
         """The feature file(s) of a video (one per stream for the non-overlapping layout)."""
@@ -149,6 +290,11 @@ class FeatureSpec:
         fps = self.fps if self.fps is not None else video.fps
         if fps is None:
             raise FustalError(f"video {video.id}: no fps in the annotations and features.fps unset")
+        if self.stride_frames is None or self.window_frames is None:
+            raise FustalError(
+                f"{self.root}: features.stride_frames and features.window_frames are unset and no"
+                " features.json gives them"
+            )
         return Timing(float(self.stride_frames) / fps, float(self.window_frames) / fps)
 
 

@@ -54,7 +54,8 @@ class ResumePoint:
         epoch and the batches of it processed so far."""
         if trainer is None:
             return {"epoch": -1, "batches": 0}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # typed as a ready/completed tracker; the training batch loop's holds ``processed``
+        progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current
         return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
 
     def load(self, state: dict[str, Any]) -> None:

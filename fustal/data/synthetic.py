@@ -1,12 +1,19 @@
-"""Deterministic synthetic THUMOS-like dataset, written in the real on-disk layouts.
+"""Deterministic synthetic THUMOS-like or ActivityNet-like dataset, in the real on-disk layouts.
 
 The default dataset of the project is synthetic because real I3D features cannot be shipped.
-It is written in exactly the two layouts of METHOD.md section 1, so the real loaders read it::
+With ``layout="thumos"`` (the default) it is written in exactly the two layouts of METHOD.md
+section 1, so the real loaders read it::
 
     <root>/annotations/thumos14.json             ActivityNet/ActionFormer schema
     <root>/gt.json, split_train.txt, split_test.txt  WTAL schema (segments as strings)
     <root>/i3d_features/<vid>.npy                 overlapping layout [T_ov, D]: rgb | flow
     <root>/features/{train,test}/{rgb,flow}/<vid>.npy  non-overlapping layout [T_no, D/2]
+    <root>/synthetic.json                         parameters + format version, written last
+
+With ``layout="activitynet"`` it is written as ActivityNet v1.3 (``conf/features/resized.yaml``)::
+
+    <root>/annotations/activitynet13.json        ActivityNet schema, subsets training/validation
+    <root>/features/v_<vid>.npy                   resized layout [T, D]: rgb | flow, T fixed
     <root>/synthetic.json                         parameters + format version, written last
 
 Generative model
@@ -20,7 +27,9 @@ agree in time:
   (``w = snippet_frames``, ``s = overlap_stride_frames``),
   ``T_ov = floor((duration fps - w) / s) + 1``;
 - non-overlapping: step ``i`` covers ``[i w / f, (i + 1) w / f)`` seconds with
-  ``f = nonoverlap_fps``, ``T_no = floor(duration f / w)``.
+  ``f = nonoverlap_fps``, ``T_no = floor(duration f / w)``;
+- resized (activitynet): step ``i`` covers ``[i h, (i + 1) h)`` seconds with
+  ``h = duration / T`` and ``T = resized_steps`` for every video.
 
 Directions (shared by all videos, drawn from ``(seed, 0)``): a unit prototype ``p_c`` per class
 whose energy is split ``prototype_rgb_share`` / rest between the rgb and flow halves; a unit
@@ -32,7 +41,13 @@ Per video (drawn from ``(seed, split, index)``): fps from ``fps_choices``; durat
 through all classes so small datasets cover them); one instance per present class plus
 ``Poisson(instance_rate * duration)`` more, lengths log-normal (``action_length_median``,
 ``action_length_sigma``, clipped), laid out in order with background gaps of at least
-``min_gap`` seconds. Then
+``min_gap`` seconds. In the activitynet layout a video instead has ONE class (cycling through
+all classes) and one action, or two with probability ``second_action_prob``; together they cover
+a log-normal fraction of the video (median ``action_coverage_median``, log-std
+``action_coverage_sigma``, at least ``min_action_length`` each, capped so that the gaps fit),
+split between the two by a Dirichlet(2, 2) draw (real ActivityNet v1.3: 75% of the videos have
+one action, the median action covers ~1/3 of its video, the median video ~70% of its length).
+Then
 
 ``z(t) = sum_instances a_i * env_i(t) * u_i``                 class signal
 ``     + sum_present_classes presence_level * p_c``          weak video-level class signal
@@ -58,10 +73,15 @@ through all classes so small datasets cover them); one instance per present clas
 
 With ``annotation_file`` the videos, durations, fps, segments and class names come from a real
 ActivityNet-schema file instead (the first ``train_videos`` "validation" and ``test_videos``
-"test" videos in sorted id order that keep a segment after clipping to the duration); only the
-features are synthetic.
+"test" videos in sorted id order that keep a segment after clipping to the duration; "training"
+and "validation" videos in the activitynet layout); only the features are synthetic.
 
-Everything is deterministic: the same config gives byte-identical files.
+Everything is deterministic: the same config gives byte-identical files. The fields only the
+activitynet layout reads (:data:`ACTIVITYNET_FIELDS`) are left out of a thumos dataset's
+identity, so its hash and files are those of the versions before the layout existed.
+:meth:`SyntheticConfig.for_layout` (and ``--layout`` on the command line) starts from a layout's
+preset sizes (:data:`LAYOUT_PRESETS`; activitynet: 20 classes, 200 training and 50 validation
+videos of 30-120 s, as in ``conf/dataset/activitynet13_synthetic.yaml``).
 """
 
 from __future__ import annotations
@@ -83,15 +103,45 @@ import numpy as np
 from scipy.signal import lfilter
 
 from fustal.errors import FustalError, exit_on_error
-from fustal.io import atomic_open, read_json, write_json, write_with
+from fustal.io import atomic_open, read_json, write_json, write_npy
 
 FORMAT_VERSION = 1
 MARKER_NAME = "synthetic.json"
 HASH_LENGTH = 12
 STEP_EPS = 1e-6
 TRAIN, TEST = "train", "test"
-ANNOTATION_SUBSETS = {TRAIN: "validation", TEST: "test"}
-VIDEO_PREFIXES = {TRAIN: "video_validation_", TEST: "video_test_"}
+THUMOS, ACTIVITYNET = "thumos", "activitynet"
+LAYOUTS = (THUMOS, ACTIVITYNET)
+ANNOTATION_SUBSETS = {
+    THUMOS: {TRAIN: "validation", TEST: "test"},
+    ACTIVITYNET: {TRAIN: "training", TEST: "validation"},
+}
+VIDEO_PREFIXES = {
+    THUMOS: {TRAIN: "video_validation_", TEST: "video_test_"},
+    ACTIVITYNET: {TRAIN: "training_", TEST: "validation_"},
+}
+ANNOTATION_FILES = {THUMOS: "thumos14.json", ACTIVITYNET: "activitynet13.json"}
+# where conf/features/resized.yaml reads the activitynet layout's features
+RESIZED_PATH = "features/v_{video}.npy"
+# fields only the activitynet layout reads: left out of a thumos dataset's identity
+ACTIVITYNET_FIELDS = (
+    "layout",
+    "resized_steps",
+    "second_action_prob",
+    "action_coverage_median",
+    "action_coverage_sigma",
+)
+# defaults that differ per layout (SyntheticConfig.for_layout, the --layout option)
+LAYOUT_PRESETS: dict[str, dict[str, Any]] = {
+    THUMOS: {},
+    ACTIVITYNET: {
+        "num_classes": 20,
+        "train_videos": 200,
+        "test_videos": 50,
+        "min_duration": 30.0,
+        "max_duration": 120.0,
+    },
+}
 SPLIT_STREAMS = {TRAIN: 1, TEST: 2}
 PLAN_STREAM, RENDER_STREAM = 0, 1
 
@@ -108,6 +158,8 @@ class SyntheticConfig:
     feature_dim: int = 64
     seed: int = 0
     annotation_file: str | None = None
+    # "thumos" or "activitynet": which real dataset's files and video composition
+    layout: str = THUMOS
     # time grid and the two feature layouts
     timeline_step: float = 0.04
     snippet_frames: int = 16
@@ -150,6 +202,18 @@ class SyntheticConfig:
     ar_std: float = 0.35
     ar_time_constant: float = 1.0
     white_std: float = 1.0
+    # activitynet layout: steps per video, second-action probability, action coverage
+    resized_steps: int = 128
+    second_action_prob: float = 0.25
+    action_coverage_median: float = 0.5
+    action_coverage_sigma: float = 0.6
+
+    @classmethod
+    def for_layout(cls, layout: str, **overrides: Any) -> SyntheticConfig:
+        """A config of ``layout`` with that layout's preset sizes, then ``overrides``."""
+        if layout not in LAYOUT_PRESETS:
+            raise FustalError(f"SyntheticConfig: layout must be one of {', '.join(LAYOUTS)}")
+        return cls(**{**LAYOUT_PRESETS[layout], **overrides, "layout": layout})
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -181,15 +245,27 @@ class SyntheticConfig:
             (0 < self.edge_fraction <= 0.5, "edge_fraction must be in (0, 0.5]"),
             (self.context_decay > 0 and self.ar_time_constant > 0, "time constants must be > 0"),
             (self.distractors_per_class >= 1, "distractors_per_class must be >= 1"),
+            (self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}"),
+            (self.resized_steps >= 1, "resized_steps must be >= 1"),
+            (0 <= self.second_action_prob <= 1, "second_action_prob must be in [0, 1]"),
+            (0 < self.action_coverage_median <= 1, "action_coverage_median must be in (0, 1]"),
+            (self.action_coverage_sigma >= 0, "action_coverage_sigma must be >= 0"),
         ]
         for ok, what in checks:
             if not ok:
                 raise FustalError(f"SyntheticConfig: {what}")
+        if self.annotation_file is not None:
+            return
         window = self.snippet_frames / min(self.fps_choices)
-        if self.annotation_file is None and self.min_duration < max(
+        if self.layout == THUMOS and self.min_duration < max(
             window, self.snippet_frames / self.nonoverlap_fps
         ):
             raise FustalError("SyntheticConfig: min_duration shorter than one feature window")
+        if (
+            self.layout == ACTIVITYNET
+            and self.min_duration < 2 * (self.min_action_length + self.min_gap) + self.min_gap
+        ):
+            raise FustalError("SyntheticConfig: min_duration too short for two actions and gaps")
 
 
 @dataclass(frozen=True)
@@ -244,6 +320,8 @@ def _identity(cfg: SyntheticConfig) -> dict[str, Any]:
             raise FustalError(f"{path}: annotation file not found")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     params = json.loads(json.dumps(asdict(cfg)))
+    if cfg.layout == THUMOS:
+        params = {k: v for k, v in params.items() if k not in ACTIVITYNET_FIELDS}
     return {"format_version": FORMAT_VERSION, "params": params, "annotation_sha256": digest}
 
 
@@ -304,11 +382,21 @@ def _layout_instances(
     return np.stack([starts, starts + lengths], axis=1)
 
 
-def plan_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
-    """Draw fps, duration and action instances of synthetic video ``index`` of ``split``."""
-    rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
+def _draw_fps_duration(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[float, float]:
+    """A video's fps (from ``fps_choices``) and duration (s, uniform, rounded to 0.01)."""
     fps = float(rng.choice(cfg.fps_choices, p=np.asarray(cfg.fps_weights) / sum(cfg.fps_weights)))
-    duration = round(float(rng.uniform(cfg.min_duration, cfg.max_duration)), 2)
+    return fps, round(float(rng.uniform(cfg.min_duration, cfg.max_duration)), 2)
+
+
+def video_id(layout: str, split: str, index: int) -> str:
+    """Id of video ``index`` of ``split``: ``video_test_0000001``, ``training_0000001``, ..."""
+    return f"{VIDEO_PREFIXES[layout][split]}{index + 1:07d}"
+
+
+def plan_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
+    """Draw fps, duration and action instances of synthetic THUMOS-like video ``index``."""
+    rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
+    fps, duration = _draw_fps_duration(cfg, rng)
     weights = np.asarray(cfg.class_count_weights) / sum(cfg.class_count_weights)
     n_present = min(int(rng.choice(weights.size, p=weights)) + 1, cfg.num_classes)
     first = index % cfg.num_classes
@@ -324,8 +412,30 @@ def plan_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
     segments = np.round(np.clip(segments, 0.0, duration), 2)
     labels = np.concatenate([present, rng.choice(present, size=count - n_present)])
     labels = rng.permutation(labels[: segments.shape[0]])
-    video_id = f"{VIDEO_PREFIXES[split]}{index + 1:07d}"
-    return VideoPlan(video_id, split, index, duration, fps, segments, labels)
+    return VideoPlan(
+        video_id(cfg.layout, split, index), split, index, duration, fps, segments, labels
+    )
+
+
+def plan_activitynet_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
+    """Draw fps, duration and the 1-2 long same-class actions of ActivityNet-like video
+    ``index`` of ``split``; together its segments ``[N, 2]`` cover a log-normal fraction of it."""
+    rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
+    fps, duration = _draw_fps_duration(cfg, rng)
+    count = 1 + int(rng.uniform() < cfg.second_action_prob)
+    coverage = cfg.action_coverage_median * math.exp(
+        cfg.action_coverage_sigma * rng.standard_normal()
+    )
+    shortest = cfg.min_action_length * count
+    total = min(max(coverage * duration, shortest), duration - cfg.min_gap * (count + 1))
+    shares = rng.dirichlet(np.full(count, 2.0))
+    lengths = cfg.min_action_length + (total - shortest) * shares
+    segments = _layout_instances(rng, lengths, duration, cfg.min_gap)
+    segments = np.round(np.clip(segments, 0.0, duration), 2)
+    labels = np.full(segments.shape[0], index % cfg.num_classes, dtype=np.int64)
+    return VideoPlan(
+        video_id(cfg.layout, split, index), split, index, duration, fps, segments, labels
+    )
 
 
 def plans_from_annotations(cfg: SyntheticConfig) -> tuple[list[str], list[VideoPlan]]:
@@ -335,11 +445,12 @@ def plans_from_annotations(cfg: SyntheticConfig) -> tuple[list[str], list[VideoP
     if not isinstance(database, dict):
         raise FustalError(f"{path}: no 'database' object")
     chosen: list[tuple[str, str, float, float | None, list[tuple[str, float, float]]]] = []
+    subsets = ANNOTATION_SUBSETS[cfg.layout]
     for split, wanted in ((TRAIN, cfg.train_videos), (TEST, cfg.test_videos)):
         taken = 0
         for vid in sorted(database):
             entry = database[vid]
-            if taken == wanted or str(entry.get("subset", "")).lower() != ANNOTATION_SUBSETS[split]:
+            if taken == wanted or str(entry.get("subset", "")).lower() != subsets[split]:
                 continue
             try:
                 duration = float(entry["duration"])
@@ -359,12 +470,11 @@ def plans_from_annotations(cfg: SyntheticConfig) -> tuple[list[str], list[VideoP
                 taken += 1
         if taken < wanted:
             raise FustalError(
-                f"{path}: only {taken} usable '{ANNOTATION_SUBSETS[split]}' videos, "
-                f"{wanted} requested"
+                f"{path}: only {taken} usable '{subsets[split]}' videos, {wanted} requested"
             )
     names = sorted({label for *_, segs in chosen for label, _, _ in segs})
     label_index = {name: i for i, name in enumerate(names)}
-    plans = []
+    plans: list[VideoPlan] = []
     for vid, split, duration, fps, segs in chosen:
         index = sum(plan.split == split for plan in plans)
         if fps is None:
@@ -381,8 +491,9 @@ def plan_dataset(cfg: SyntheticConfig) -> tuple[list[str], list[VideoPlan]]:
     """Class names and all video plans (train first, then test)."""
     if cfg.annotation_file is not None:
         return plans_from_annotations(cfg)
-    plans = [plan_video(cfg, TRAIN, i) for i in range(cfg.train_videos)]
-    plans += [plan_video(cfg, TEST, i) for i in range(cfg.test_videos)]
+    plan = plan_video if cfg.layout == THUMOS else plan_activitynet_video
+    plans = [plan(cfg, TRAIN, i) for i in range(cfg.train_videos)]
+    plans += [plan(cfg, TEST, i) for i in range(cfg.test_videos)]
     return class_names(cfg.num_classes), plans
 
 
@@ -513,27 +624,36 @@ def video_features(
     return overlapping.astype(np.float32), nonoverlapping.astype(np.float32)
 
 
-def _annotation_json(version: str, names: list[str], plans: list[VideoPlan]) -> dict[str, Any]:
-    """ActivityNet/ActionFormer-schema annotation object."""
+def resized_features(cfg: SyntheticConfig, plan: VideoPlan, timeline: np.ndarray) -> np.ndarray:
+    """Resized ``[resized_steps, D]`` float32 features: step ``i`` is the timeline's mean over
+    ``[i h, (i + 1) h)`` with ``h = duration / resized_steps``."""
+    step = plan.duration / cfg.resized_steps
+    starts = np.arange(cfg.resized_steps) * step
+    return window_means(timeline, cfg.timeline_step, starts, starts + step).astype(np.float32)
+
+
+def _annotation_json(
+    version: str, names: list[str], plans: list[VideoPlan], layout: str
+) -> dict[str, Any]:
+    """ActivityNet-schema annotation object (ActionFormer's, with ``segment(frames)``, for
+    thumos)."""
     database = {}
     for plan in plans:
         order = np.lexsort((plan.labels, plan.segments[:, 0]))
+        annotations = []
+        for i in order:
+            start, end = float(plan.segments[i, 0]), float(plan.segments[i, 1])
+            entry: dict[str, Any] = {"label": names[plan.labels[i]], "segment": [start, end]}
+            if layout == THUMOS:
+                frames = [round(start * plan.fps, 4), round(end * plan.fps, 4)]
+                entry["segment(frames)"] = frames
+            entry["label_id"] = int(plan.labels[i])
+            annotations.append(entry)
         database[plan.video_id] = {
-            "subset": ANNOTATION_SUBSETS[plan.split],
+            "subset": ANNOTATION_SUBSETS[layout][plan.split],
             "duration": plan.duration,
             "fps": plan.fps,
-            "annotations": [
-                {
-                    "label": names[plan.labels[i]],
-                    "segment": [float(plan.segments[i, 0]), float(plan.segments[i, 1])],
-                    "segment(frames)": [
-                        round(float(plan.segments[i, 0]) * plan.fps, 4),
-                        round(float(plan.segments[i, 1]) * plan.fps, 4),
-                    ],
-                    "label_id": int(plan.labels[i]),
-                }
-                for i in order
-            ],
+            "annotations": annotations,
         }
     return {"version": version, "database": database}
 
@@ -556,9 +676,20 @@ def _wtal_json(names: list[str], plans: list[VideoPlan]) -> dict[str, Any]:
     return {"database": database}
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomically write one ``.npy`` file."""
-    write_with(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
+def _write_features(
+    cfg: SyntheticConfig, root: Path, plan: VideoPlan, timeline: np.ndarray
+) -> None:
+    """Write a video's feature files in the layout(s) of ``cfg.layout``."""
+    if cfg.layout == ACTIVITYNET:
+        path = root / RESIZED_PATH.format(video=plan.video_id)
+        write_npy(path, resized_features(cfg, plan, timeline))
+        return
+    overlapping, nonoverlapping = video_features(cfg, plan, timeline)
+    half = cfg.feature_dim // 2
+    write_npy(root / "i3d_features" / f"{plan.video_id}.npy", overlapping)
+    base = root / "features" / plan.split
+    write_npy(base / "rgb" / f"{plan.video_id}.npy", nonoverlapping[:, :half])
+    write_npy(base / "flow" / f"{plan.video_id}.npy", nonoverlapping[:, half:])
 
 
 def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
@@ -574,23 +705,17 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
     digest = config_hash(cfg)
     names, plans = plan_dataset(cfg)
     directions = make_directions(cfg, len(names))
-    half = cfg.feature_dim // 2
     for plan in plans:
-        overlapping, nonoverlapping = video_features(
-            cfg, plan, render_timeline(cfg, plan, directions)
-        )
-        _save_npy(root / "i3d_features" / f"{plan.video_id}.npy", overlapping)
-        base = root / "features" / plan.split
-        _save_npy(base / "rgb" / f"{plan.video_id}.npy", nonoverlapping[:, :half])
-        _save_npy(base / "flow" / f"{plan.video_id}.npy", nonoverlapping[:, half:])
+        _write_features(cfg, root, plan, render_timeline(cfg, plan, directions))
     write_json(
-        root / "annotations" / "thumos14.json",
-        _annotation_json(f"Synthetic-{digest}", names, plans),
+        root / "annotations" / ANNOTATION_FILES[cfg.layout],
+        _annotation_json(f"Synthetic-{digest}", names, plans, cfg.layout),
     )
-    write_json(root / "gt.json", _wtal_json(names, plans))
-    for split in (TRAIN, TEST):
-        with atomic_open(root / f"split_{split}.txt") as handle:
-            handle.writelines(f"{p.video_id}\n" for p in plans if p.split == split)
+    if cfg.layout == THUMOS:
+        write_json(root / "gt.json", _wtal_json(names, plans))
+        for split in (TRAIN, TEST):
+            with atomic_open(root / f"split_{split}.txt") as handle:
+                handle.writelines(f"{p.video_id}\n" for p in plans if p.split == split)
     marker = {
         **identity,
         "hash": digest,
@@ -653,10 +778,12 @@ def _parse_tuple(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line parser with one ``--option`` per :class:`SyntheticConfig` field."""
+    """Command-line parser with one ``--option`` per :class:`SyntheticConfig` field; the options
+    of :data:`LAYOUT_PRESETS` default to the chosen ``--layout``'s preset."""
     parser = argparse.ArgumentParser(
         prog="python -m fustal.data.synthetic",
-        description="Write the deterministic synthetic THUMOS-like dataset.",
+        description="Write the deterministic synthetic THUMOS-like (--layout thumos) or "
+        "ActivityNet-like (--layout activitynet) dataset.",
     )
     parser.add_argument("--out", required=True, help="output directory (see --cache)")
     parser.add_argument(
@@ -664,9 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat --out as a cache base dir: write (or reuse) <out>/<hash>",
     )
+    preset = LAYOUT_PRESETS[ACTIVITYNET]
     for field in fields(SyntheticConfig):
         default = field.default
         flag = f"--{field.name.replace('_', '-')}"
+        if field.name == "layout":
+            parser.add_argument(flag, choices=LAYOUTS, default=default, help=f"default: {default}")
+            continue
+        shown: Any
         if isinstance(default, tuple):
             kind: Any = _parse_tuple
             shown = ",".join(str(x) for x in default)
@@ -674,6 +806,11 @@ def build_parser() -> argparse.ArgumentParser:
             kind, shown = str, "none"
         else:
             kind, shown = type(default), default
+        if field.name in preset:
+            shown = f"{shown} ({ACTIVITYNET}: {preset[field.name]})"
+            default = None
+        elif field.name in ACTIVITYNET_FIELDS:
+            shown = f"{shown} (read by the {ACTIVITYNET} layout only)"
         parser.add_argument(flag, type=kind, default=default, help=f"default: {shown}")
     return parser
 
@@ -682,8 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> Path:
     """CLI entry point; prints and returns the dataset root."""
     args = vars(build_parser().parse_args(argv))
-    out, cache = args.pop("out"), args.pop("cache")
-    cfg = SyntheticConfig(**args)
+    out, cache, layout = args.pop("out"), args.pop("cache"), args.pop("layout")
+    given = {k: v for k, v in args.items() if v is not None or k not in LAYOUT_PRESETS[ACTIVITYNET]}
+    cfg = SyntheticConfig.for_layout(layout, **given)
     root = ensure_synthetic(cfg, out) if cache else generate(cfg, out)
     print(root)
     return root

@@ -1,6 +1,6 @@
-"""The dataset as the pipeline sees it: both stage views (the generator's non-overlapping
-layout, the student's overlapping one) of one dataset, the synthetic default generated on first
-use."""
+"""The dataset as the pipeline sees it: both stage views of one dataset (e.g. the generator's
+non-overlapping layout and the student's overlapping one, or one custom layout read by both), the
+synthetic default generated on first use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from fustal.data.dataset import StageData, align_skipped, load_stage_data
+from fustal.data.dataset import (
+    StageData,
+    align_skipped,
+    check_feature_files,
+    check_inputs,
+    check_training_labels,
+    check_videos_left,
+    stage_view,
+    validate_stage_data,
+)
+from fustal.data.features import FeatureSpec
 from fustal.errors import FustalError
 
 
@@ -30,7 +40,7 @@ def resolve_dataset_root(cfg: DictConfig) -> Path:
 
 @dataclass
 class PipelineData:
-    """The dataset as both stages see it: generator (non-overlapping) and student (overlapping)."""
+    """The dataset as both stages see it: the generator's view and the student's."""
 
     generator: StageData
     student: StageData
@@ -40,10 +50,46 @@ class PipelineData:
         return self.student.classes
 
 
+def record_sidecar(node: DictConfig, spec: FeatureSpec) -> None:
+    """Write the timing and extractor a view took from its sidecar into its config node, so that
+    the stages' cache keys and the run's config hold them."""
+    if spec.sidecar is None:
+        return
+    values = {
+        "fps": spec.fps,
+        "window_frames": spec.window_frames,
+        "stride_frames": spec.stride_frames,
+        "extractor": spec.extractor,
+    }
+    with open_dict(node):
+        for key, value in values.items():
+            if node.get(key) != value:
+                node[key] = value
+
+
 def load_pipeline_data(cfg: DictConfig) -> PipelineData:
-    """Load both stage views of the dataset; their class lists must agree."""
+    """Load both stage views of the dataset (their class lists must agree) and check every file:
+    all missing inputs and feature files of both views are one error; with
+    ``dataset.skip_missing`` a video one view lacks is skipped by both, and no subset may end up
+    empty."""
     resolve_dataset_root(cfg)
-    student = load_stage_data(cfg.dataset, cfg.features.student)
-    generator = load_stage_data(cfg.dataset, cfg.features.generator, classes=student.classes)
-    align_skipped(generator, student)
-    return PipelineData(generator=generator, student=student)
+    nodes = {"generator": cfg.features.generator, "student": cfg.features.student}
+    check_inputs(cfg.dataset, nodes)
+    student = stage_view(cfg.dataset, nodes["student"], where="features.student")
+    views = {
+        "generator": stage_view(
+            cfg.dataset, nodes["generator"], student.classes, "features.generator"
+        ),
+        "student": student,
+    }
+    check_feature_files(views, bool(cfg.dataset.get("skip_missing", False)))
+    for name, data in views.items():
+        check_videos_left(data, f"the {name}'s {data.features.layout} features are missing")
+    align_skipped(views["generator"], views["student"])
+    for data in views.values():
+        check_videos_left(data, "each lacks the features of one stage or the other")
+    for name, data in views.items():
+        check_training_labels(data)
+        validate_stage_data(data)
+        record_sidecar(nodes[name], data.features)
+    return PipelineData(**views)

@@ -78,6 +78,11 @@ class GeneratorModule(pl.LightningModule):
         self.test_map = DetectionMAP(num_classes, tiou_thresholds)
         self.pool: ProposalPool | None = None
 
+    @property
+    def hp(self) -> Any:
+        """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
+        return self.hparams
+
     def forward(self, features: Tensor, valid: Tensor | None = None) -> GeneratorOutput:
         """features ``[B, N, D]`` (``valid [B]``: unpadded steps) -> :class:`GeneratorOutput`."""
         return self.net(features, valid)
@@ -87,7 +92,7 @@ class GeneratorModule(pl.LightningModule):
         """Total loss ``action + contrast_weight * (snippet_contrast + cross_video)``. The data
         layer guarantees a positive class per video; the step has no host synchronisation and
         its losses run in float32 with autocast off."""
-        hp = self.hparams
+        hp = self.hp
         labels = batch["labels"].float()
         out = self(batch["features"])
         with torch.autocast(self.device.type, enabled=False):
@@ -122,7 +127,7 @@ class GeneratorModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The ``optimizer`` partial called with every parameter."""
-        return instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
+        return instantiate(self.hp.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
@@ -158,7 +163,7 @@ class GeneratorModule(pl.LightningModule):
         if self.pool is None:
             loaders = self._loaders()
             videos = sum(len(getattr(d, "dataset", ())) for d in loaders) or num_videos
-            workers = resolve_workers(self.hparams.proposal_workers, videos)
+            workers = resolve_workers(self.hp.proposal_workers, videos)
             self.pool = ProposalPool(self.proposal_params, workers)
         return self.pool
 

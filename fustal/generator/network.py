@@ -30,8 +30,8 @@ def video_scores_from_cas(cas: Tensor, r_easy: int = 5, valid: Tensor | None = N
     before zero padding), only the first ``valid[b]`` steps count and ``k = valid[b] // r_easy``.
     """
     if valid is None:
-        k = snippet_count(cas.shape[1], r_easy)
-        return cas.topk(k, dim=1).values.mean(dim=1).softmax(dim=-1)
+        count = snippet_count(cas.shape[1], r_easy)
+        return cas.topk(count, dim=1).values.mean(dim=1).softmax(dim=-1)
     if r_easy < 1:
         raise FustalError(f"r_easy: must be >= 1, got {r_easy}")
     num_steps = cas.shape[1]

@@ -297,7 +297,7 @@ def average_precision(
     order, tp = _match_ranked(gt, sub, thr, num_classes)
     ranked_label = sub.label[order]
     classes = np.unique(ranked_label)
-    bounds = np.searchsorted(ranked_label, np.r_[classes, num_classes])
+    bounds = np.searchsorted(ranked_label, np.r_[classes, num_classes]).reshape(-1)
     for i, c in enumerate(classes):
         ap[:, c] = _interpolated_ap(tp[:, bounds[i] : bounds[i + 1]], int(num_positives[c]))
     return ap

@@ -76,7 +76,7 @@ def _as_floats(values: list[Any], vids: list[str], what: str) -> np.ndarray:
 
 
 def results_to_detections(
-    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    results: Mapping[str, Any],
     classes: list[str],
     video_ids: list[str],
 ) -> Detections:

@@ -3,6 +3,7 @@ student and student + EMA, with columns that follow the dataset's tIoU threshold
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 
 ROWS = (
@@ -36,14 +37,17 @@ def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str 
     student+EMA (test videos); mAP columns follow the dataset's thresholds."""
     shown = shown_thresholds(tiou_thresholds)
     table = Table(
-        title="fustal results (mAP %; pseudo labels on training videos, others on test videos)"
+        title="fustal results (mAP %)",
+        caption="pseudo labels: on the training videos; the others: on the test videos",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("")
-    for t in shown:
-        table.add_column(f"@{t:g}", justify="right")
-    table.add_column(average_label(tiou_thresholds), justify="right")
-    for col in ("count", "prec@.5", "rec@.5"):
-        table.add_column(col, justify="right")
+    table.add_column("", no_wrap=True)
+    for name in (*(f"@{t:g}" for t in shown), average_label(tiou_thresholds)):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name in ("count", "prec@.5", "rec@.5"):
+        table.add_column(name, justify="right", no_wrap=True)
     for label, key in ROWS:
         if supervision == "full":
             label = label.replace("student", "upper bound")

@@ -69,7 +69,14 @@ def make_pictures(
         gt, ids = gt_to_detections(data.train_videos())
         preds = {name: rows_to_detections(rows, ids) for name, rows in pseudo.items()}
         pr = pr_summary(gt, preds, len(classes))
-    inputs = {"classes": classes, "videos": videos, "pseudo_label_pr": pr}
+    cfg = ctx.cfg
+    threshold = cfg.filter.min_score if cfg.filter.min_score is not None else cfg.ema.score_thresh
+    inputs = {
+        "classes": classes,
+        "videos": videos,
+        "pseudo_label_pr": pr,
+        "score_threshold": threshold,
+    }
     folder = write_inputs(
         ctx.output_dir, inputs, {vid: c for vid, c in cas.items() if vid in shown}
     )

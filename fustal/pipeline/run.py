@@ -3,18 +3,20 @@ end-of-run summary. Callable in process with a composed config (``paths.output_d
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import make_console, run_dir
+from fustal.config import CONFIG_DIR, make_console, render_text, run_dir
 from fustal.config.checks import check_config
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
-from fustal.io import ensure_writable_dir
+from fustal.io import ensure_writable_dir, write_with
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows
 from fustal.metrics.table import results_table
 from fustal.pipeline.cache import file_digest
@@ -26,7 +28,10 @@ from fustal.pipeline.stages.filter import FilterStage
 from fustal.pipeline.stages.generator import GeneratorStage
 from fustal.pipeline.stages.student import StudentStage
 from fustal.pipeline.summary import log_run_summary
-from fustal.training.distributed import is_global_zero
+from fustal.training.distributed import is_global_zero, separate_rank_log
+from fustal.training.quiet import quiet_libraries
+
+log = logging.getLogger(__name__)
 
 STAGES = ("data", "generator", "filter", "student", "all")
 
@@ -44,11 +49,17 @@ class RunOutputs:
 def run_pipeline(cfg: DictConfig) -> dict:
     """Run the stage(s) selected by ``cfg.stage``; draw the pictures; return the run's metrics."""
     check_config(cfg)
+    quiet_libraries()
+    separate_rank_log()
     console = make_console()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.stage == "data":
         return run_data_stage(cfg, console)
     ctx = RunContext(cfg, ensure_writable_dir(run_dir(cfg)), console, load_pipeline_data(cfg))
+    if is_global_zero():
+        write_with(ctx.output_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
+    for line in header(cfg, ctx):
+        ctx.say(line)
     with distributed_run(cfg):
         outputs = run_stages(ctx)
     if is_global_zero():
@@ -57,11 +68,72 @@ def run_pipeline(cfg: DictConfig) -> dict:
             pictures = make_pictures(
                 ctx, outputs.train_tracks, outputs.test_tracks, outputs.pseudo, outputs.cas
             )
+        watched = [name for name in cfg.logger or {} if name != "csv"]  # csv: the default
+        if watched and not ctx.trained:
+            log.warning(
+                "logger=%s: every stage of this run was reused from the cache, so it logged no"
+                " training curves (only the results); cache=refresh retrains",
+                ",".join(watched),
+            )
         log_run_summary(cfg, ctx.metrics, pictures)
-        console.print(
-            results_table(ctx.metrics, list(cfg.dataset.tiou_thresholds), cfg.supervision)
-        )
+        table = results_table(ctx.metrics, list(cfg.dataset.tiou_thresholds), cfg.supervision)
+        console.print(table)
+        log.info("results\n%s", render_text(table))
     return ctx.metrics
+
+
+def device_summary(trainer: DictConfig) -> str:
+    """``cpu``, ``gpu``, ``2 x cpu (ddp)``... from the ``trainer`` settings."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1))
+    if isinstance(devices, int) and devices * nodes > 1:
+        return f"{devices * nodes} x {accelerator} ({trainer.get('strategy')})"
+    return accelerator if devices in (1, "1", "auto") else f"{accelerator} {devices}"
+
+
+def scale_overrides(cfg: DictConfig) -> list[str]:
+    """``key=value`` of every value the selected ``scale`` option sets over the group files
+    (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    choice = HydraConfig.get().runtime.choices.get("scale")
+    path = CONFIG_DIR / "scale" / f"{choice}.yaml"
+    if not choice or not path.is_file():
+        return []
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [line for k, v in node.items() for line in leaves(v, f"{prefix}{k}.")]
+        key = prefix[:-1]
+        return [f"{key}={OmegaConf.select(cfg, key)}"]
+
+    return leaves(OmegaConf.to_container(OmegaConf.load(path)), "")
+
+
+def header(cfg: DictConfig, ctx: RunContext) -> list[str]:
+    """The run's first lines: what runs, on which data and device, where the outputs go, and
+    what the ``scale`` option sets (the full config is ``config.yaml`` in the run dir)."""
+    data = ctx.data.student
+    train, test = len(data.train_videos()), len(data.test_videos())
+    what = "ground truth (upper bound)" if cfg.supervision == "full" else "video labels"
+    cache = f"stage cache {cfg.paths.cache_dir}" if cfg.cache else "no stage cache"
+    lines = [
+        f"fustal: stage={cfg.stage} on {cfg.dataset.name} ({train} training / {test} test"
+        f" videos, {data.num_classes} classes, {data.feature_dim()}-d features) from {what};"
+        f" {device_summary(cfg.trainer)}, seed {cfg.seed}",
+        f"run dir {ctx.output_dir} (the full config: config.yaml); {cache}",
+    ]
+    overrides = scale_overrides(cfg)
+    if overrides:
+        lines.append(
+            f"the scale option sets {len(overrides)} values over the group files (shown as"
+            " this run uses them): " + ", ".join(overrides)
+        )
+    return lines
 
 
 def user_pseudo_labels(ctx: RunContext) -> tuple[VideoDetections, str, str]:

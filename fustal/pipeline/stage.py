@@ -42,6 +42,8 @@ class RunContext:
     console: Console
     data: PipelineData
     metrics: dict[str, Any] = field(default_factory=dict)
+    # the stages this run computed (not reused from the cache)
+    trained: list[str] = field(default_factory=list)
 
     def record(self, metrics: dict[str, Any]) -> None:
         """Merge ``{"section.sub": values}`` entries into the run's metrics (dotted keys nest)."""
@@ -119,6 +121,7 @@ def run_stage(stage: Stage[Outputs]) -> tuple[Outputs, str]:
             outputs = stage.load(sdir.path)
         else:
             outputs = stage.run(sdir.path)
+            ctx.trained.append(stage.name)
             if is_global_zero():
                 sdir.commit(list(stage.artifacts), {"key_parts": to_plain(stage.key_parts())})
                 # the resume checkpoint is of no use once the stage is finished

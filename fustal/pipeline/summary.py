@@ -86,11 +86,11 @@ def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
 def log_pictures(logger: object, paths: list[Path]) -> None:
     """Log PNGs as images (tag ``pictures/<file stem>``) to a TensorBoard or W&B logger."""
     from matplotlib.image import imread
-    from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
     for path in paths:
         tag = f"pictures/{path.stem}"
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, imread(path)[..., :3], dataformats="HWC")
-        else:
+        elif isinstance(logger, WandbLogger):
             logger.log_image(key=tag, images=[str(path)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -40,7 +41,7 @@ class SGPBackbone(nn.Module):
             for i in range(n_embed)
         )
         self.embed_norm = nn.ModuleList(ChannelLayerNorm(embd_dim) for _ in range(n_embed))
-        block = {
+        block: dict[str, Any] = {
             "dim": embd_dim,
             "mlp_dim": sgp_mlp_dim,
             "window": sgp_kernel,

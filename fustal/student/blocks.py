@@ -5,6 +5,8 @@ Feature maps are ``[B, C, T]``; masks are ``[B, T]`` bool (True on valid time st
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -30,7 +32,7 @@ class MaskedConv1d(nn.Module):
         self.conv = nn.Conv1d(
             in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
         )
-        if bias:
+        if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -157,9 +159,9 @@ class SGPBlock(nn.Module):
             self.drop_mlp = nn.Identity()
         for conv in (self.psi, self.fc, self.conv_w, self.conv_kw, self.global_fc):
             nn.init.normal_(conv.weight, 0.0, init_conv_vars)
-            nn.init.zeros_(conv.bias)
-        for conv in (self.mlp[0], self.mlp[2]):
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(cast(Tensor, conv.bias))
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.zeros_(cast(Tensor, layer.bias))
         self.branch_is_zero = False
 
     def branch_convs(self) -> tuple[nn.Conv1d, ...]:

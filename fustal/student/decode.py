@@ -9,7 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,11 +35,11 @@ class SegmentBatch(NamedTuple):
     def to_rows(self) -> list[np.ndarray]:
         """Per video ``[K, 4]`` float64 rows ``(class_index, score, start, end)`` of the valid
         entries, in stored order."""
-        rows = torch.cat(
+        table = torch.cat(
             (self.labels[..., None].to(self.scores.dtype), self.scores[..., None], self.segments),
             dim=-1,
         )
-        rows = rows.detach().to("cpu", torch.float64).numpy()
+        rows = table.detach().to("cpu", torch.float64).numpy()
         valid = self.valid.cpu().numpy()
         return [r[v] for r, v in zip(rows, valid, strict=True)]
 
@@ -372,9 +372,11 @@ def decode_video(
     masks: Sequence[Tensor],
     strides: Sequence[int],
     num_bins: int,
-    **kwargs: float,
+    **kwargs: Any,
 ) -> np.ndarray:
     """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
     -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
-    batch = [[x[None] for x in xs] for xs in (cls_logits, start_logits, end_logits, offsets, masks)]
-    return decode_batch(*batch, strides, num_bins, **kwargs).to_rows()[0]  # type: ignore[arg-type]
+    cls, start, end, offset, mask = (
+        [x[None] for x in xs] for xs in (cls_logits, start_logits, end_logits, offsets, masks)
+    )
+    return decode_batch(cls, start, end, offset, mask, strides, num_bins, **kwargs).to_rows()[0]

@@ -12,7 +12,7 @@ import copy
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def ema_decay_at(step: int, decay: float, warmup: bool = False) -> float:
@@ -51,6 +51,7 @@ class ModelEMA(nn.Module):
         self.module.requires_grad_(False)
         self.decay = decay
         self.warmup = warmup
+        self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         # host-side copy of ``updates`` (reading the buffer would synchronise with the device)
         self.num_updates = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,9 @@ class ClassHead(nn.Module):
             raise FustalError(f"prior_prob: must lie in (0, 1), got {prior_prob}")
         self.detach = detach
         self.tower = ConvTower(input_dim, head_dim, num_classes, num_layers, kernel)
-        nn.init.constant_(self.tower.out.conv.bias, -math.log((1.0 - prior_prob) / prior_prob))
+        nn.init.constant_(
+            cast(Tensor, self.tower.out.conv.bias), -math.log((1.0 - prior_prob) / prior_prob)
+        )
 
     def forward(self, feats: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
         """Per level ``[B, E, T_l]``, ``[B, T_l]`` -> logits ``[B, T_l, C]``."""

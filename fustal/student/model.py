@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -139,8 +140,8 @@ class TriDet(nn.Module):
             group_norm_groups,
         )
         self.neck = IdentityNeck(fpn_dim, num_levels)
-        head = {"num_layers": head_num_layers, "kernel": head_kernel}
-        cls = {"num_classes": num_classes, "prior_prob": prior_prob, **head}
+        head: dict[str, Any] = {"num_layers": head_num_layers, "kernel": head_kernel}
+        cls: dict[str, Any] = {"num_classes": num_classes, "prior_prob": prior_prob, **head}
         self.cls_head = ClassHead(fpn_dim, head_dim, **cls)
         self.start_head = ClassHead(fpn_dim, head_dim, detach=True, **cls)
         self.end_head = ClassHead(fpn_dim, head_dim, detach=True, **cls)
@@ -289,7 +290,7 @@ class TriDet(nn.Module):
         )
         return cls, reg
 
-    def candidates(self, output: TriDetOutput, **kwargs: float) -> SegmentBatch:
+    def candidates(self, output: TriDetOutput, **kwargs: Any) -> SegmentBatch:
         """Decoded candidates ``[B, N]`` before soft-NMS (see :func:`decode.candidates`)."""
         return candidates(
             output.cls_logits,
@@ -303,7 +304,7 @@ class TriDet(nn.Module):
         )
 
     @torch.no_grad()
-    def detect(self, output: TriDetOutput, **decode_kwargs: float) -> SegmentBatch:
+    def detect(self, output: TriDetOutput, **decode_kwargs: Any) -> SegmentBatch:
         """Detections ``[B, K]`` (grid units, sorted by score per video) after soft-NMS."""
         return decode_batch(
             output.cls_logits,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from fustal.data.features import Timing, detections_to_seconds
@@ -36,7 +37,8 @@ TEACHER_INIT_SHARE_WARN = 0.05
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: decay on Conv/Linear weights only (not biases, norms, scales)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             is_weight = name == "weight" and isinstance(module, nn.Conv1d | nn.Linear)
@@ -99,8 +101,11 @@ class StudentModule(pl.LightningModule):
         self.ema: ModelEMA | None = None
         if ema_decay is not None:
             self.ema = ModelEMA(self.model, ema_decay, ema_warmup)
+        self.loss_normalizer: Tensor
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
         self.steps_per_epoch: int | None = None
+        # whether the teacher's readiness was already warned about before training
+        self.teacher_warned = False
         self.maps = torch.nn.ModuleDict(
             {
                 f"{stage}_{variant}": DetectionMAP(num_classes, tiou_thresholds)
@@ -109,13 +114,22 @@ class StudentModule(pl.LightningModule):
             }
         )
 
+    @property
+    def hp(self) -> Any:
+        """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
+        return self.hparams
+
+    def metric(self, stage: str, variant: str) -> DetectionMAP:
+        """The mAP accumulator of ``stage`` (``val``/``test``) for ``variant``."""
+        return cast(DetectionMAP, self.maps[f"{stage}_{variant}"])
+
     def variants(self) -> list[str]:
         """The weights evaluated: ``student`` and, with an EMA copy, ``student_ema``."""
         return ["student", "student_ema"] if self.ema is not None else ["student"]
 
     def distilling(self) -> bool:
         """Whether the current epoch learns from the EMA teacher."""
-        return self.ema is not None and self.current_epoch >= self.hparams.epochs_pseudo
+        return self.ema is not None and self.current_epoch >= self.hp.epochs_pseudo
 
     def batch_targets(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """Padded ``segments [B, M, 2]`` (grid units), ``labels [B, M]`` and ``valid [B, M]``
@@ -134,20 +148,20 @@ class StudentModule(pl.LightningModule):
         threshold only)."""
         if self.ema is None:
             raise FustalError("student: a teacher needs ema_decay to be set")
-        net = self.ema.module
+        net = cast(TriDet, self.ema.module)
         if net.training:  # the teacher only ever predicts (see train())
             net.eval()
         kwargs = self.decode_kwargs
         cands = net.teacher_candidates(
             batch["features"],
             batch["mask"],
-            self.hparams.teacher_score_thresh,
+            self.hp.teacher_score_thresh,
             **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs},
         )
         return teacher_targets(
             cands,
             net.num_classes,
-            self.hparams.teacher_score_thresh,
+            self.hp.teacher_score_thresh,
             kwargs.get("nms_sigma", 0.5),
             kwargs.get("min_score", 0.001),
             kwargs.get("max_seg_num", 2000),
@@ -166,7 +180,7 @@ class StudentModule(pl.LightningModule):
         its EMA copy, in eval mode."""
         if use_ema and self.ema is None:
             raise FustalError("student: use_ema needs ema_decay to be set")
-        net = self.ema.module if use_ema and self.ema is not None else self.model
+        net = cast(TriDet, self.ema.module) if use_ema and self.ema is not None else self.model
         was_training = net.training
         net.eval()
         try:
@@ -208,7 +222,7 @@ class StudentModule(pl.LightningModule):
         index = batch["index"].tolist()
         for variant in self.variants():
             rows = self.detections_in_seconds(batch, variant == "student_ema")
-            self.maps[f"{stage}_{variant}"].update(
+            self.metric(stage, variant).update(
                 index, rows, batch["gt_segments"], batch["gt_labels"]
             )
 
@@ -220,7 +234,7 @@ class StudentModule(pl.LightningModule):
 
     def _log_maps(self, stage: str) -> None:
         for variant in self.variants():
-            metric = self.maps[f"{stage}_{variant}"]
+            metric = self.metric(stage, variant)
             values = metric.compute()  # synced over the ranks: the same everywhere
             self.log_dict({f"{variant}/test/{k}": v for k, v in values.items()}, sync_dist=True)
             metric.reset()
@@ -241,9 +255,7 @@ class StudentModule(pl.LightningModule):
             cls_targets, reg_targets = self.model.targets(output, segments, labels, valid)
             points_valid = torch.cat(output.masks, dim=1)
             num_pos = ((cls_targets.sum(-1) > 0) & points_valid).sum()
-            norm = update_loss_normalizer(
-                self.loss_normalizer, num_pos, self.hparams.loss_norm_momentum
-            )
+            norm = update_loss_normalizer(self.loss_normalizer, num_pos, self.hp.loss_norm_momentum)
             self.loss_normalizer.copy_(norm)
             losses = detection_losses(
                 output.cls_logits,
@@ -255,17 +267,17 @@ class StudentModule(pl.LightningModule):
                 reg_targets,
                 norm,
                 self.model.num_bins,
-                self.hparams.focal_alpha,
-                self.hparams.focal_gamma,
-                self.hparams.iou_weight_power,
+                self.hp.focal_alpha,
+                self.hp.focal_gamma,
+                self.hp.iou_weight_power,
             )
             video = video_level_loss(
                 output.video_logits,
                 batch["mask"],
                 batch["video_labels"],
-                self.hparams.video_topk_divisor,
+                self.hp.video_topk_divisor,
             )
-        loss = losses["cls"] + losses["reg"] + self.hparams.video_loss_weight * video
+        loss = losses["cls"] + losses["reg"] + self.hp.video_loss_weight * video
         logs = {"loss": loss, **losses, "video": video, "num_pos": num_pos.float(), "norm": norm}
         self.log_dict(
             {LOG_PREFIX + k: v for k, v in logs.items()},
@@ -288,18 +300,19 @@ class StudentModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """Warn before training when the EMA teacher will not be ready at the switch."""
-        hp = self.hparams
+        hp = self.hp
         if self.ema is None or hp.max_epochs <= hp.epochs_pseudo or not self.steps_per_epoch:
             return
         steps = hp.epochs_pseudo * self.steps_per_epoch
         share = initial_share(steps, self.ema.decay, self.ema.warmup)
-        if share > TEACHER_INIT_SHARE_WARN:
+        self.teacher_warned = share > TEACHER_INIT_SHARE_WARN
+        if self.teacher_warned:
             self._warn_teacher(share, steps, "will still hold")
 
     def on_train_epoch_start(self) -> None:
         """At the switch to distillation: log the teacher's remaining share of its initial
         weights (``student/teacher_init_share``) and warn when it is large."""
-        if self.ema is None or self.current_epoch != self.hparams.epochs_pseudo:
+        if self.ema is None or self.current_epoch != self.hp.epochs_pseudo:
             return
         share = self.ema.initial_share()
         self.log("student/teacher_init_share", share, sync_dist=True)
@@ -314,7 +327,7 @@ class StudentModule(pl.LightningModule):
             100 * share,
             self.ema.num_updates if self.ema is not None else 0,
         )
-        if share > TEACHER_INIT_SHARE_WARN:
+        if share > TEACHER_INIT_SHARE_WARN and not self.teacher_warned:
             self._warn_teacher(share, self.ema.num_updates if self.ema else 0, "holds")
 
     @rank_zero_only
@@ -332,10 +345,10 @@ class StudentModule(pl.LightningModule):
             decay_for_share(steps, TEACHER_INIT_SHARE_WARN),
         )
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """The ``optimizer`` partial on two parameter groups (decay on Conv/Linear weights only)
         and the per-step ``scheduler`` partial."""
-        hp = self.hparams
+        hp = self.hp
         optimizer_cfg = {**DEFAULT_OPTIMIZER, **(hp.optimizer or {})}
         weight_decay = float(optimizer_cfg.pop("weight_decay", 0.05))
         groups = weight_decay_groups(self.model, weight_decay)

@@ -4,8 +4,10 @@ identity, or trivially true, without a process group."""
 
 from __future__ import annotations
 
+import logging
 import os
 from itertools import zip_longest
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch.distributed as dist
@@ -30,6 +32,29 @@ def is_global_zero() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+def separate_rank_log() -> None:
+    """On a rank other than 0 started by an external launcher (``torchrun``, SLURM), move the
+    log file handlers from ``<name>.log`` to ``<name>_rank<r>.log``, so that every rank keeps its
+    own log and rank 0's ``train.log`` reads as a single-process one. (Ranks that fustal starts
+    are already named so.)"""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    if rank == 0:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        path = Path(handler.baseFilename)
+        if path.stem.endswith(f"_rank{rank}"):
+            continue
+        moved = logging.FileHandler(path.with_name(f"{path.stem}_rank{rank}{path.suffix}"))
+        moved.setLevel(handler.level)
+        moved.setFormatter(handler.formatter)
+        root.removeHandler(handler)
+        handler.close()
+        root.addHandler(moved)
 
 
 def broadcast_from_zero(value: T) -> T:

@@ -1,8 +1,9 @@
 """The pictures of a run dir and the files they are drawn from, all under ``RUN_DIR/pictures/``:
 
-- ``inputs.json``: ``{"classes": [...], "videos": [{"id", "duration", "tracks": {name:
-  [{"label", "segment"[, "score"]}]}}], "pseudo_label_pr": <pr_summary> | null}`` (tracks in
-  drawing order; a track whose entries have no score is ground truth);
+- ``inputs.json``: ``{"classes": [...], "score_threshold": s, "videos": [{"id", "subset",
+  "duration", "tracks": {name: [{"label", "segment"[, "score"]}]}}], "pseudo_label_pr":
+  <pr_summary> | null}`` (tracks in drawing order; a track whose entries have no score is ground
+  truth);
 - ``cas.npz`` (optional): the generator's CAS, actionness and seconds per step of those videos;
 - ``timeline_<video>.png`` per video and ``pseudo_label_pr.png``.
 
@@ -15,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def write_cas(path: str | os.PathLike, per_video: Mapping[str, Mapping[str, Any]
         arrays[f"cas_{i}"] = np.asarray(item["cas"], np.float32)
         arrays[f"actionness_{i}"] = np.asarray(item["actionness"], np.float32)
         arrays[f"seconds_per_step_{i}"] = np.asarray(float(item["seconds_per_step"]))
-    write_with(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    write_with(path, lambda tmp: np.savez_compressed(tmp, **cast(dict[str, Any], arrays)))
 
 
 def read_cas(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -122,6 +123,7 @@ def draw_run(run_dir: str | os.PathLike) -> list[Path]:
                 actionness=gen.get("actionness"),
                 seconds_per_step=gen.get("seconds_per_step"),
                 duration=video.get("duration"),
+                score_threshold=inputs.get("score_threshold"),
             )
         )
     pr = inputs.get("pseudo_label_pr")

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.patches import Patch
 
 from fustal.pseudo.proposals import minmax_normalize
 from fustal.viz.save import new_figure, save_png
@@ -36,9 +39,10 @@ class Track:
 def shown_classes(
     tracks: Sequence[Track], limit: int = 8, fallback: np.ndarray | None = None
 ) -> np.ndarray:
-    """Classes that get a lane, at most ``limit``: those of score-less tracks (ground truth) in
-    index order, then the others by their best score in any track. Without any segment, the
-    class with the largest ``fallback`` value (e.g. the CAS maximum per class), if given."""
+    """Classes that get a lane, at most ``limit``, in class-index order (the same order in
+    every picture): chosen are those of score-less tracks (ground truth), then the others by
+    their best score in any track. Without any segment, the class with the largest ``fallback``
+    value (e.g. the CAS maximum per class), if given."""
     truth = [t.labels for t in tracks if t.scores is None]
     first = np.unique(np.concatenate(truth)) if truth else np.zeros(0, np.int64)
     scored = [t for t in tracks if t.scores is not None]
@@ -50,7 +54,7 @@ def shown_classes(
     order = np.concatenate([first, ranked[~np.isin(ranked, first)]]).astype(np.int64)
     if order.size == 0 and fallback is not None and np.size(fallback):
         order = np.array([int(np.argmax(fallback))])
-    return order[:limit]
+    return np.sort(order[:limit])
 
 
 def class_color(label: int) -> tuple[float, float, float]:
@@ -64,6 +68,9 @@ def _lanes(ax: Axes, names: Sequence[str]) -> None:
     ax.set_ylim(len(names) - 0.5, -0.5)
 
 
+SCORE_CMAP = "plasma"
+
+
 def _draw_track(
     ax: Axes, track: Track, shown: np.ndarray, names: Sequence[str], max_segments: int
 ) -> None:
@@ -74,22 +81,21 @@ def _draw_track(
     if track.scores is not None:
         keep = keep[np.argsort(-track.scores[keep], kind="stable")[:max_segments][::-1]]
     segs, labels = track.segments[keep], track.labels[keep]
-    if track.scores is None:
-        alpha = np.full(labels.size, 0.9)
-    else:
-        scores = np.clip(track.scores[keep], 0.0, None)
-        top = scores.max(initial=0.0)
-        alpha = 0.1 + 0.6 * (scores / top if top > 0 else np.zeros_like(scores))
     rgb = [class_color(int(c)) for c in labels]
+    if track.scores is None:  # ground truth: the class colour
+        fill: list[tuple[float, ...]] = [(*c, 0.9) for c in rgb]
+    else:  # detections: the score on one colour scale for every picture (0 to 1)
+        scores = np.clip(track.scores[keep], 0.0, 1.0)
+        fill = [tuple(colormaps[SCORE_CMAP](float(s))) for s in scores]
     if labels.size:
         ax.barh(
             lane[labels],
             segs[:, 1] - segs[:, 0],
             left=segs[:, 0],
             height=0.8,
-            color=[(*c, float(a)) for c, a in zip(rgb, alpha, strict=True)],
+            color=fill,
             edgecolor=rgb,
-            linewidth=0.6,
+            linewidth=0.8,
         )
     title = f"{track.name}: {track.labels.size} segments"
     if in_lanes.size < track.labels.size:
@@ -111,6 +117,7 @@ def plot_timeline(
     duration: float | None = None,
     max_classes: int = 8,
     max_segments: int = 25,
+    score_threshold: float | None = None,
 ) -> Path:
     """Draw one video's timeline and write it as a PNG at ``path``.
 
@@ -119,18 +126,21 @@ def plot_timeline(
         title: figure title (e.g. the video id).
         class_names: names of all classes, by index.
         tracks: segment rows, drawn top to bottom below the CAS and actionness.
-        cas: ``[T, C]`` class activation sequence; shown min-max normalized per class for the
-            classes that get a lane (see :func:`shown_classes`).
+        cas: ``[T, C]`` class activation sequence, shown for the classes that get a lane (see
+            :func:`shown_classes`) divided by its maximum over all classes, so that classes the
+            generator does not see in the video stay dark.
         actionness: ``[T]``, shown min-max normalized.
         seconds_per_step: duration of one CAS step (step ``t`` covers ``[t, t + 1) * s``);
             required with ``cas`` or ``actionness``.
         duration: video length in seconds (else the end of the last step or segment).
         max_classes: most class lanes.
-        max_segments: most segments of a scored track (the highest scores; opacity follows
-            the score relative to the track's best, the best drawn on top).
+        max_segments: most segments of a scored track (the highest scores, the best drawn on
+            top); their colour is the score (a colour bar on the right), the outline the class.
+        score_threshold: marked on the colour bar (e.g. the filter's and teacher's 0.4).
     """
     if (cas is not None or actionness is not None) and not seconds_per_step:
         raise ValueError("plot_timeline: cas and actionness need seconds_per_step")
+    step_s = float(seconds_per_step or 0.0)
     cas = None if cas is None else np.asarray(cas, np.float64)
     fallback = None if cas is None else cas.max(axis=0, initial=0.0)
     shown = shown_classes(tracks, max_classes, fallback)
@@ -138,7 +148,7 @@ def plot_timeline(
     ends = [t.segments[:, 1].max(initial=0.0) for t in tracks]
     for series in (cas, actionness):
         if series is not None:
-            ends.append(len(series) * seconds_per_step)
+            ends.append(len(series) * step_s)
     end = duration if duration else max(ends, default=0.0) or 1.0
 
     lane_h = 0.25 * max(len(names), 1)
@@ -158,7 +168,8 @@ def plot_timeline(
     panels = dict(zip((name for name, _ in rows), axes, strict=True))
     if cas is not None:
         ax = panels["cas"]
-        norm = minmax_normalize(cas)[:, shown] if cas.size else np.zeros((0, len(shown)))
+        top = max(float(cas.max(initial=0.0)), 1e-12)
+        norm = np.clip(cas[:, shown] / top, 0.0, 1.0) if cas.size else np.zeros((0, len(shown)))
         ax.imshow(
             norm.T,
             aspect="auto",
@@ -166,20 +177,34 @@ def plot_timeline(
             cmap="viridis",
             vmin=0.0,
             vmax=1.0,
-            extent=(0.0, len(cas) * seconds_per_step, len(names) - 0.5, -0.5),
+            extent=(0.0, len(cas) * step_s, len(names) - 0.5, -0.5),
         )
-        ax.set_title("CAS (min-max normalized per class)", loc="left", fontsize=9)
+        ax.set_title("CAS (divided by its maximum over all classes)", loc="left", fontsize=9)
         _lanes(ax, names)
     if actionness is not None:
         ax = panels["actionness"]
         act = np.asarray(actionness, np.float64).reshape(-1, 1)
         values = minmax_normalize(act)[:, 0] if act.size else np.zeros(0)
-        ax.stairs(values, np.arange(values.size + 1) * seconds_per_step, color="black", lw=1)
+        ax.stairs(values, np.arange(values.size + 1) * step_s, color="black", lw=1)
         ax.set_ylim(0.0, 1.05)
         ax.set_title("actionness (min-max normalized)", loc="left", fontsize=9)
     for i, track in enumerate(tracks):
         _draw_track(panels[f"track{i}"], track, shown, names, max_segments)
+    if any(t.scores is not None for t in tracks):
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0.0, 1.0), SCORE_CMAP),
+            ax=[panels[f"track{i}"] for i, t in enumerate(tracks) if t.scores is not None],
+            fraction=0.02,
+            pad=0.01,
+        )
+        bar.set_label("score", fontsize=8)
+        if score_threshold is not None:
+            bar.ax.axhline(score_threshold, color="white", linewidth=2)
+            bar.ax.text(1.6, score_threshold, f"{score_threshold:g}", va="center", fontsize=7)
+    handles = [Patch(color=class_color(int(c)), label=class_names[c]) for c in shown]
+    if handles:
+        fig.legend(handles=handles, loc="upper right", ncol=min(len(handles), 4), fontsize=7)
     axes[-1].set_xlim(0.0, end)
     axes[-1].set_xlabel("time (s)")
-    fig.suptitle(title)
+    fig.suptitle(title, x=0.02, ha="left")
     return save_png(fig, path)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from fustal.config import to_plain
 from fustal.data.annotations import Video
+from fustal.errors import Interrupted
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
 from fustal.training.trainer import trainer_identity
 
@@ -63,4 +64,12 @@ def fit(
     last = folder / CHECKPOINTS / "last.ckpt"
     if last.is_file():
         ctx.say(f"{stage}: resuming from {last}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    message = (
+        f"{stage} training stopped; the same command resumes from its last checkpoint ({last})"
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C (exit 1) and SIGTERM (exit 0)
+        raise Interrupted(message) from None
+    if trainer.interrupted:
+        raise Interrupted(message)

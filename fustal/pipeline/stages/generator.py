@@ -113,7 +113,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             check_val_every_n_epoch=None,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
-        trainer.save_checkpoint(folder / "generator.ckpt")
+        trainer.save_checkpoint(folder / "generator.ckpt", weights_only=False)
         ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
         pseudo = predict_videos(trainer, module, dm.loader("train"))["generator"]
         test = predict_videos(trainer, module, dm.loader("test"))["generator"]

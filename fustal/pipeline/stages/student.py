@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
@@ -94,7 +94,7 @@ class StudentStage(Stage[StudentOutputs]):
         max_epochs, epochs_pseudo, overrides = self.schedule()
         return {
             "epochs": [max_epochs, epochs_pseudo],
-            "module": without(OmegaConf.merge(scfg.module, overrides)),
+            "module": without(cast(DictConfig, OmegaConf.merge(scfg.module, overrides))),
             "data": without(scfg.data, *COSMETIC_DATA_KEYS),
             "gradient_clip_val": scfg.gradient_clip_val,
             "val_every": scfg.val_every,
@@ -148,7 +148,7 @@ class StudentStage(Stage[StudentOutputs]):
             gradient_clip_val=scfg.gradient_clip_val,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
-        trainer.save_checkpoint(folder / "student.ckpt")
+        trainer.save_checkpoint(folder / "student.ckpt", weights_only=False)
         ctx.say("student: detecting on the test videos")
         test = predict_videos(trainer, module, dm.loader("test"))
         data, tiou = ctx.data.student, list(cfg.dataset.tiou_thresholds)
