@@ -49,6 +49,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fustal.config import CONFIG_DIR, absolute_paths, make_console, register_resolvers
+from fustal.data.features import positive_number
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
@@ -208,14 +209,6 @@ def resolve_timing(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[
             " dataset's videos (theirs vary); pass fps=... for other videos[/yellow]"
         )
     return timing
-
-
-def positive_number(key: str, value: Any) -> float:
-    """``value`` as a positive float, else a :class:`FustalError` naming ``key``."""
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (is_number and np.isfinite(value) and value > 0):
-        raise FustalError(f"{key}: expected a positive number, got {value!r}")
-    return float(value)
 
 
 def read_durations(path: str | None) -> dict[str, float]:

@@ -6,7 +6,8 @@ synthetic default (the student stage of ``python -m fustal.train``), in one run.
 The student is built from the composed default config (``scale=tiny``) and trained by a real
 ``pl.Trainer`` for its ``student.epochs_pseudo`` + ``student.epochs_distill`` epochs on the
 training ground truth of the synthetic default (an epoch costs the same whatever its targets;
-the teacher is the one trained in this run). Every epoch's wall time is recorded; the first
+the teacher is the one trained in this run). Every training epoch's wall time is recorded
+(no validation); the first
 pseudo-label epoch (warm-up) is left out of the mean. Then the same distillation epochs run once
 more, from the checkpoint at the switch, with the research-style teacher (soft-NMS of every
 candidate, then the score threshold) in place of fustal's (soft-NMS of the candidates above the
@@ -47,17 +48,23 @@ TARGET_RATIO = 1.15
 
 
 class EpochTimer(pl.Callback):
-    """Wall seconds of every training epoch."""
+    """Wall seconds of every training epoch that ran batches (a run resumed from an epoch-end
+    checkpoint first closes that epoch without any)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self.start = 0.0
+        self.batches = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
+        self.start, self.batches = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.batches += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.times.append(time.perf_counter() - self.start)
+        if self.batches:
+            self.times.append(time.perf_counter() - self.start)
 
 
 class ResearchTeacherStudent(StudentModule):
@@ -128,6 +135,7 @@ def trainer(max_epochs: int, timer: EpochTimer, root: Path) -> pl.Trainer:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        limit_val_batches=0,  # training epochs only: no periodic test mAP
         use_distributed_sampler=False,
         gradient_clip_val=1.0,
         callbacks=[timer],
@@ -172,7 +180,7 @@ def main() -> None:
             "threads": args.threads,
             "epochs_pseudo": scfg.epochs_pseudo,
             "epochs_distill": scfg.epochs_distill,
-            "batch_size": scfg.batch_size,
+            "batch_size": scfg.data.batch_size,
             "train_videos": len(data.train_videos()),
         },
         "machine": {"python": platform.python_version(), "torch": torch.__version__},

@@ -74,7 +74,7 @@ def sort_rows(p: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs/benchmarks/proposals.json"))
-    parser.add_argument("--videos", type=int, default=5)
+    parser.add_argument("--videos", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=750)
     parser.add_argument("--classes", type=int, default=20)

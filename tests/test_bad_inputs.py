@@ -890,3 +890,8 @@ def test_entry_points_print_write_errors_as_one_line(capsys: pytest.CaptureFixtu
             entry()
         assert stop.value.code == EXIT_BAD_INPUT
         assert capsys.readouterr().err == line + "\n"
+
+
+def test_readme_quotes_the_number_of_cases() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"**{NUM_CASES} bad inputs tried, {NUM_CASES} clear errors**" in readme

@@ -99,6 +99,7 @@ def test_train_log_reads_top_to_bottom(tmp_path: Path) -> None:
     out = proc.stdout
     assert out.startswith("fustal: stage=all on synthetic (12 training / 6 test videos"), out[:300]
     expected = [
+        "scale=tiny sets 21 size values over the group files (conf/scale/tiny.yaml; listed in",
         "stage 1/3 generator: training 30 steps",
         "generator: step 30/30",
         "generator: pseudo-labelling the training videos",
@@ -121,6 +122,7 @@ def test_train_log_reads_top_to_bottom(tmp_path: Path) -> None:
     assert "_target_" not in out  # no config tree
 
     log = (run / "train.log").read_text()
+    assert "scale=tiny sets: generator.max_steps=30, " in log  # as this (debug) run uses them
     for needle in ("stage 1/3 generator", "stage 3/3 student", "fustal results", "student + EMA"):
         assert needle in log, needle
     config = OmegaConf.load(run / "config.yaml")

@@ -103,7 +103,8 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _positive(value: Any, where: str) -> float:
+def positive_number(where: str, value: Any) -> float:
+    """``value`` as a positive float, else a :class:`FustalError` naming ``where``."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not (is_number and np.isfinite(value) and value > 0):
         raise FustalError(f"{where}: expected a positive number, got {value!r}")
@@ -143,15 +144,15 @@ def read_sidecar(path: Path) -> Sidecar:
                 f"{path}: give either fps / window_frames / stride_frames or step_seconds /"
                 " window_seconds, not both"
             )
-        step = _positive(data.get("step_seconds"), f"{path}: step_seconds")
-        window = _positive(data.get("window_seconds", step), f"{path}: window_seconds")
+        step = positive_number(f"{path}: step_seconds", data.get("step_seconds"))
+        window = positive_number(f"{path}: window_seconds", data.get("window_seconds", step))
         return Sidecar(path, 1.0, window, step, extractor)
     fps = data.get("fps")
     return Sidecar(
         path,
-        None if fps is None else _positive(fps, f"{path}: fps"),
-        _positive(data.get("window_frames"), f"{path}: window_frames"),
-        _positive(data.get("stride_frames"), f"{path}: stride_frames"),
+        None if fps is None else positive_number(f"{path}: fps", fps),
+        positive_number(f"{path}: window_frames", data.get("window_frames")),
+        positive_number(f"{path}: stride_frames", data.get("stride_frames")),
         extractor,
     )
 

@@ -15,7 +15,13 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
-from fustal.data.sampling import EpochSampler, ResumePoint, item_rng, rank_batch_size, split_key
+from fustal.data.sampling import (
+    EpochSampler,
+    ResumableDataModule,
+    item_rng,
+    rank_batch_size,
+    split_key,
+)
 
 SUBSETS = ("train", "test")
 
@@ -86,7 +92,7 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class GeneratorDataModule(pl.LightningDataModule):
+class GeneratorDataModule(ResumableDataModule):
     """Training videos (random-perturb sampling, shuffled), the test videos for validation and
     testing (the research code evaluates on them every ``val_every`` steps; nothing is selected
     on them), and :meth:`loader` over either subset for prediction (pseudo labels on ``train``,
@@ -112,7 +118,6 @@ class GeneratorDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.videos = {"train": data.train_videos(), "test": data.test_videos()}
-        self.resume = ResumePoint()
 
     @property
     def train_videos(self) -> list[Video]:
@@ -144,21 +149,3 @@ class GeneratorDataModule(pl.LightningDataModule):
             collate_fn=collate_videos,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.resume.state(self.trainer)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resume.load(state_dict)

@@ -114,3 +114,36 @@ class EpochSampler(Sampler[int]):
 def split_key(key: int, num_items: int) -> tuple[int, int]:
     """Dataset key -> (epoch, index)."""
     return divmod(int(key), num_items)
+
+
+class ResumableDataModule(pl.LightningDataModule):
+    """Shared hooks of fustal's DataModules: training on the ``train`` videos (shuffled, with
+    augmentation), validation, test and prediction on the ``test`` videos, and the position
+    inside the current epoch saved with every checkpoint (:class:`ResumePoint`). Subclasses
+    implement :meth:`loader`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = ResumePoint()
+
+    def loader(self, subset: str, train: bool = False) -> Any:
+        """A DataLoader over ``subset``'s videos (``train``: training samples)."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> Any:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> Any:
+        return self.loader("test")
+
+    def test_dataloader(self) -> Any:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> Any:
+        return self.loader("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.resume.state(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume.load(state_dict)

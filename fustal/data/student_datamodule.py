@@ -15,7 +15,13 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
-from fustal.data.sampling import EpochSampler, ResumePoint, item_rng, rank_batch_size, split_key
+from fustal.data.sampling import (
+    EpochSampler,
+    ResumableDataModule,
+    item_rng,
+    rank_batch_size,
+    split_key,
+)
 from fustal.student.assign import pad_segments
 
 # the training targets: :data:`fustal.metrics.results.VideoDetections` rows per video
@@ -174,7 +180,7 @@ def make_collate(pad_to: int | None, stride: int):
     return collate
 
 
-class PseudoLabelDataModule(pl.LightningDataModule):
+class PseudoLabelDataModule(ResumableDataModule):
     """Student data: training videos with ``targets`` (:data:`Targets`, pseudo labels in
     seconds; ``None`` means ground truth, i.e. supervision=full) and the test videos for
     validation and testing; :meth:`loader` serves either subset for prediction. ``max_seq_len``
@@ -207,7 +213,6 @@ class PseudoLabelDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.augment = dict(augment or {})
         self.videos = {"train": data.train_videos(), "test": data.test_videos()}
-        self.resume = ResumePoint()
 
     @property
     def train_videos(self) -> list[Video]:
@@ -248,21 +253,3 @@ class PseudoLabelDataModule(pl.LightningDataModule):
             collate_fn=make_collate(self.max_seq_len, self.max_stride),
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.resume.state(self.trainer)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resume.load(state_dict)

@@ -60,6 +60,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
         write_with(ctx.output_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
     for line in header(cfg, ctx):
         ctx.say(line)
+    log_scale(cfg)
     with distributed_run(cfg):
         outputs = run_stages(ctx)
     if is_global_zero():
@@ -93,17 +94,17 @@ def device_summary(trainer: DictConfig) -> str:
     return accelerator if devices in (1, "1", "auto") else f"{accelerator} {devices}"
 
 
-def scale_overrides(cfg: DictConfig) -> list[str]:
-    """``key=value`` of every value the selected ``scale`` option sets over the group files
-    (empty outside a Hydra app)."""
+def scale_overrides(cfg: DictConfig) -> tuple[str, list[str]]:
+    """The selected ``scale`` option and ``key=value`` of every value it sets over the group
+    files (``("", [])`` outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return []
+        return "", []
     choice = HydraConfig.get().runtime.choices.get("scale")
     path = CONFIG_DIR / "scale" / f"{choice}.yaml"
     if not choice or not path.is_file():
-        return []
+        return "", []
 
     def leaves(node: Any, prefix: str) -> list[str]:
         if isinstance(node, dict):
@@ -111,12 +112,13 @@ def scale_overrides(cfg: DictConfig) -> list[str]:
         key = prefix[:-1]
         return [f"{key}={OmegaConf.select(cfg, key)}"]
 
-    return leaves(OmegaConf.to_container(OmegaConf.load(path)), "")
+    return str(choice), leaves(OmegaConf.to_container(OmegaConf.load(path)), "")
 
 
 def header(cfg: DictConfig, ctx: RunContext) -> list[str]:
     """The run's first lines: what runs, on which data and device, where the outputs go, and
-    what the ``scale`` option sets (the full config is ``config.yaml`` in the run dir)."""
+    how many values the ``scale`` option sets (the full config is ``config.yaml`` in the run
+    dir; the values the scale sets are listed in the log, :func:`log_scale`)."""
     data = ctx.data.student
     train, test = len(data.train_videos()), len(data.test_videos())
     what = "ground truth (upper bound)" if cfg.supervision == "full" else "video labels"
@@ -127,13 +129,20 @@ def header(cfg: DictConfig, ctx: RunContext) -> list[str]:
         f" {device_summary(cfg.trainer)}, seed {cfg.seed}",
         f"run dir {ctx.output_dir} (the full config: config.yaml); {cache}",
     ]
-    overrides = scale_overrides(cfg)
+    scale, overrides = scale_overrides(cfg)
     if overrides:
         lines.append(
-            f"the scale option sets {len(overrides)} values over the group files (shown as"
-            " this run uses them): " + ", ".join(overrides)
+            f"scale={scale} sets {len(overrides)} size values over the group files"
+            f" (conf/scale/{scale}.yaml; listed in train.log)"
         )
     return lines
+
+
+def log_scale(cfg: DictConfig) -> None:
+    """Log (to train.log) every value the ``scale`` option sets, as this run uses it."""
+    scale, overrides = scale_overrides(cfg)
+    if overrides:
+        log.info("scale=%s sets: %s", scale, ", ".join(overrides))
 
 
 def user_pseudo_labels(ctx: RunContext) -> tuple[VideoDetections, str, str]:

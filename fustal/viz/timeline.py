@@ -197,10 +197,11 @@ def plot_timeline(
             fraction=0.02,
             pad=0.01,
         )
-        bar.set_label("score", fontsize=8)
+        label = "score"
         if score_threshold is not None:
             bar.ax.axhline(score_threshold, color="white", linewidth=2)
-            bar.ax.text(1.6, score_threshold, f"{score_threshold:g}", va="center", fontsize=7)
+            label = f"score (white line: threshold {score_threshold:g})"
+        bar.set_label(label, fontsize=8)
     handles = [Patch(color=class_color(int(c)), label=class_names[c]) for c in shown]
     if handles:
         fig.legend(handles=handles, loc="upper right", ncol=min(len(handles), 4), fontsize=7)
