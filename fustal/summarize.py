@@ -24,6 +24,7 @@ from rich.table import Table
 from fustal.config import make_console
 from fustal.errors import FustalError, exit_on_error
 from fustal.io import atomic_open
+from fustal.metrics.table import average_label
 
 HEADLINE = (
     "generator.test.avg",
@@ -102,9 +103,20 @@ def cell(row: dict[str, Any], key: str) -> str:
     return f"{100 * row[f'{key}.mean']:.2f} ± {spread}"
 
 
-def summary_table(rows: list[dict[str, Any]]) -> Table:
-    """Rich table of the headline metrics (mean ± std over seeds, in %)."""
-    table = Table(title="sweep summary (avg mAP %, mean ± std over seeds)")
+def sweep_thresholds(sweep_dir: Path) -> list[float] | None:
+    """The tIoU thresholds the sweep's jobs were evaluated at (from the first job's
+    ``.hydra/config.yaml``; None when it cannot be read)."""
+    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        thresholds = OmegaConf.select(OmegaConf.load(config), "dataset.tiou_thresholds")
+        return None if thresholds is None else [float(t) for t in thresholds]
+    return None
+
+
+def summary_table(rows: list[dict[str, Any]], tiou_thresholds: list[float] | None = None) -> Table:
+    """Rich table of the headline metrics (mean ± std over seeds, in %); the title names the
+    average's tIoU range when ``tiou_thresholds`` are given."""
+    average = average_label(tiou_thresholds) if tiou_thresholds else "avg"
+    table = Table(title=f"sweep summary ({average} mAP %, mean ± std over seeds)")
     table.add_column("setting")
     table.add_column("runs", justify="right")
     present = [k for k in HEADLINE if any(f"{k}.mean" in r for r in rows)]
@@ -127,7 +139,7 @@ class SweepSummaryCallback(Callback):
             print(f"no sweep summary: {err}")
             return
         buffer = io.StringIO()
-        Console(file=buffer, width=160).print(summary_table(rows))
+        Console(file=buffer, width=160).print(summary_table(rows, sweep_thresholds(sweep_dir)))
         text = buffer.getvalue()
         print(text)
         with atomic_open(sweep_dir / "summary.txt") as handle:
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
     rows = summarize(args.sweep_dir)
-    make_console().print(summary_table(rows))
+    make_console().print(summary_table(rows, sweep_thresholds(args.sweep_dir)))
     print(f"wrote {args.sweep_dir / 'summary.csv'}")
 
 

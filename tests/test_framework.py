@@ -53,11 +53,13 @@ def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(tmp_path:
     assert sorted(by_setting) == ["filter=fustal", "filter=none"]
     fustal_row = by_setting["filter=fustal"]
     assert fustal_row["runs"] == "1"
+    assert fustal_row["student_ema.test.avg.std"] == "n/a"  # one seed: no spread
     assert float(fustal_row["student_ema.test.avg.mean"]) == jobs[0]["student_ema"]["test"]["avg"]
 
     again = run_fustal("summarize", str(sweep))
     assert again.returncode == 0, again.stderr
     assert "filter=none" in again.stdout
+    assert "avg 0.1:0.7 mAP %" in again.stdout and "± n/a" in again.stdout
 
 
 def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_pictures(
