@@ -43,6 +43,7 @@ from fustal.pipeline.stages.common import seed_stage  # noqa: E402
 from fustal.student.decode import SegmentBatch, soft_nms_batch  # noqa: E402
 from fustal.student.model import TriDet  # noqa: E402
 from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
+from fustal.training.quiet import quiet_libraries  # noqa: E402
 
 TARGET_RATIO = 1.15
 
@@ -150,6 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    quiet_libraries()
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp"])
