@@ -116,6 +116,11 @@ def test_train_log_reads_top_to_bottom(tmp_path: Path) -> None:
     assert min(positions) >= 0, [n for n, p in zip(expected, positions, strict=True) if p < 0]
     assert positions == sorted(positions), out
     assert "\r" not in out  # plain lines, no redraws
+    # a test mAP measured at an earlier step says so (the debug generator tests every 15 steps)
+    assert re.search(
+        r"generator: step 1[6-9]/30 · loss \S+ · generator test avg \S+ \(at step 15\)", out
+    )
+    assert re.search(r"generator: step 15/30 · loss \S+ · generator test avg [\d.]+\n", out)
     assert "student + EMA" in out.splitlines()[-3]  # the table ends the output
     for noise in NOISE:
         assert noise not in out + proc.stderr, noise

@@ -26,17 +26,20 @@ def stage_name(pl_module: pl.LightningModule) -> str:
     return name.removesuffix("module") or name
 
 
-def short_metrics(metrics: dict[str, Any]) -> str:
-    """``loss 0.632 · test avg 14.3`` from the progress-bar metrics: the training loss and the
-    test average mAP (in %), names without their stage prefixes."""
-    parts = []
+def short_metrics(metrics: dict[str, Any], tested_at: int | None = None) -> str:
+    """``loss 0.632 · generator test avg 14.3`` from the progress-bar metrics: the training loss
+    and the test average mAP (in %), names without their stage prefixes; ``(at step N)`` after
+    the test values when they were measured at an earlier step ``tested_at``."""
+    parts, tests = [], []
     for key, value in metrics.items():
         if key.endswith("/train/loss"):
             parts.append(f"loss {float(value):.3f}")
         elif key.endswith("/test/avg"):
             variant = key.split("/")[0].replace("_", " + ").replace("student + ema", "EMA")
-            parts.append(f"{variant} test avg {100 * float(value):.1f}")
-    return " · ".join(parts)
+            tests.append(f"{variant} test avg {100 * float(value):.1f}")
+    if tests and tested_at is not None:
+        tests[-1] += f" (at step {tested_at})"
+    return " · ".join(parts + tests)
 
 
 class StageProgress(ProgressBar):
@@ -55,6 +58,8 @@ class StageProgress(ProgressBar):
         self.label = ""
         self.last_print = 0.0
         self.printed = ""
+        # the training step of the last test evaluation during fit (None: none yet)
+        self.tested_at: int | None = None
 
     def disable(self) -> None:
         self._enabled = False
@@ -108,7 +113,8 @@ class StageProgress(ProgressBar):
         self.label = ""
 
     def _metrics(self, trainer: pl.Trainer) -> str:
-        return short_metrics(dict(trainer.callback_metrics))
+        stale = self.tested_at is not None and self.tested_at != trainer.global_step
+        return short_metrics(dict(trainer.callback_metrics), self.tested_at if stale else None)
 
     # ---------------------------------------------------------------- training
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -119,6 +125,7 @@ class StageProgress(ProgressBar):
         else:
             label, total = f"{stage_name(pl_module)}: step", int(trainer.estimated_stepping_batches)
         self._start(label, total)
+        self.tested_at = None
         self._advance(trainer.global_step, force=True)
 
     def on_train_batch_end(
@@ -137,6 +144,7 @@ class StageProgress(ProgressBar):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.is_enabled and self.label and trainer.state.fn == "fit":
+            self.tested_at = trainer.global_step
             self._advance(trainer.global_step, self._metrics(trainer), force=True)
 
     # ---------------------------------------------------------------- prediction
