@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ HEADLINE = (
     "student.test.avg",
     "student_ema.test.avg",
 )
+# a test mAP column of summary.csv: ``student_ema.test.mAP@0.5.mean``
+TEST_MAP_KEY = re.compile(r"\w+\.test\.mAP@([\d.]+)\.mean")
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -103,19 +106,17 @@ def cell(row: dict[str, Any], key: str) -> str:
     return f"{100 * row[f'{key}.mean']:.2f} ± {spread}"
 
 
-def sweep_thresholds(sweep_dir: Path) -> list[float] | None:
-    """The tIoU thresholds the sweep's jobs were evaluated at (from the first job's
-    ``.hydra/config.yaml``; None when it cannot be read)."""
-    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
-        thresholds = OmegaConf.select(OmegaConf.load(config), "dataset.tiou_thresholds")
-        return None if thresholds is None else [float(t) for t in thresholds]
-    return None
+def evaluated_thresholds(rows: list[dict[str, Any]]) -> list[float]:
+    """The tIoU thresholds of the test mAPs in ``rows`` (keys ``<variant>.test.mAP@<t>.mean``)."""
+    found = {float(m[1]) for row in rows for key in row if (m := TEST_MAP_KEY.fullmatch(key))}
+    return sorted(found)
 
 
-def summary_table(rows: list[dict[str, Any]], tiou_thresholds: list[float] | None = None) -> Table:
+def summary_table(rows: list[dict[str, Any]]) -> Table:
     """Rich table of the headline metrics (mean ± std over seeds, in %); the title names the
-    average's tIoU range when ``tiou_thresholds`` are given."""
-    average = average_label(tiou_thresholds) if tiou_thresholds else "avg"
+    average's tIoU range, read off the rows' test mAP keys."""
+    thresholds = evaluated_thresholds(rows)
+    average = average_label(thresholds) if thresholds else "avg"
     table = Table(title=f"sweep summary ({average} mAP %, mean ± std over seeds)")
     table.add_column("setting")
     table.add_column("runs", justify="right")
@@ -139,7 +140,7 @@ class SweepSummaryCallback(Callback):
             print(f"no sweep summary: {err}")
             return
         buffer = io.StringIO()
-        Console(file=buffer, width=160).print(summary_table(rows, sweep_thresholds(sweep_dir)))
+        Console(file=buffer, width=160).print(summary_table(rows))
         text = buffer.getvalue()
         print(text)
         with atomic_open(sweep_dir / "summary.txt") as handle:
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
     rows = summarize(args.sweep_dir)
-    make_console().print(summary_table(rows, sweep_thresholds(args.sweep_dir)))
+    make_console().print(summary_table(rows))
     print(f"wrote {args.sweep_dir / 'summary.csv'}")
 
 
