@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from fustal.config import CONFIG_DIR, register_resolvers
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
+from fustal.training.quiet import IGNORED_WARNINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -43,6 +44,14 @@ def synthetic_config() -> SyntheticConfig:
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small synthetic dataset in both real layouts (read-only: do not modify)."""
     return ensure_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Filter the library warnings that fustal filters for its users: pytest records warnings
+    per test with its own filters, which the ``warnings`` filters set by
+    :func:`fustal.training.quiet.quiet_libraries` do not reach."""
+    for message, category in IGNORED_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
 
 
 # the debug configuration on the command line (subprocess runs)
