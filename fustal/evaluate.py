@@ -16,8 +16,16 @@ detections go through ``Trainer.predict`` (the ``trainer`` group picks the devic
 (``student.test`` and, with EMA weights, ``student_ema.test``; or ``generator.test``) and the
 test detections (``student_test.json``, ``student_ema_test.json`` or ``generator_test.json``).
 
+Video-level score fusion (``fusion`` group, :mod:`fustal.fusion`) applies to a student as in the
+pipeline: ``fusion=generator`` fuses the video-level scores of the generator stage that
+``fustal.train`` with the same overrides left in the stage cache, ``fusion=file
+fusion.score_file=PATH`` those of a score file (e.g. a run dir's ``generator_video_scores.json``);
+a class-agnostic student without fusion is refused. A generator checkpoint also writes its
+video-level scores of the test videos (``generator_video_scores.json``).
+
 A checkpoint that is missing, unreadable, of another model, or trained on features of another
-dimension or on other classes than the dataset's: one line ``error: ...``, exit code 2.
+dimension or on other classes than the dataset's, and a score file missing a test video: one line
+``error: ...``, exit code 2.
 """
 
 from __future__ import annotations
@@ -41,8 +49,8 @@ from fustal.config.schema import TrainSchema
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
+    from fustal.checkpoints import Checkpoint
     from fustal.data.dataset import StageData
-    from fustal.inference import Checkpoint
     from fustal.student.model import TriDet
 
 register_resolvers()
@@ -101,10 +109,11 @@ def check_data(ckpt: Checkpoint, data: StageData) -> None:
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """What the config sets about evaluation, over the checkpoint's hyperparameters (as in the
-    pipeline: the student's decoding, the generator's proposals)."""
+    pipeline: the student's decoding and score fusion, the generator's proposals)."""
     gen = cfg.generator.module
+    fusion = {"topk": cfg.fusion.topk, "rule": cfg.fusion.rule} if cfg.fusion.source else None
     return {
-        "student": {"inference": to_plain(cfg.student.module.inference)},
+        "student": {"inference": to_plain(cfg.student.module.inference), "fusion": fusion},
         "generator": {
             "proposals": to_plain(gen.proposals),
             "proposal_workers": to_plain(gen.proposal_workers),
@@ -112,24 +121,78 @@ def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def datamodule(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> Any:
-    """The stage's DataModule (``<stage>.data`` config) on ``data``."""
+def video_scores(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> dict[str, Any] | None:
+    """The test videos' video-level class scores that ``fusion`` fuses into a student's
+    detections: ``fusion=file``: its score file; ``fusion=generator``: the generator stage of
+    this config in the stage cache (what ``fustal.train`` with the same overrides wrote). None
+    without fusion; a class-agnostic student without fusion is a :class:`FustalError`."""
+    from fustal.fusion import SCORE_FILE, read_score_file
+
+    if ckpt.kind != "student":
+        return None
+    if not cfg.fusion.source:
+        if ckpt.hparams.get("class_agnostic"):
+            raise FustalError(
+                f"{ckpt.path}: a class-agnostic student predicts no classes; evaluate it with"
+                " fusion=generator (the cached generator of this config) or fusion=file"
+                " fusion.score_file=PATH"
+            )
+        return None
+    videos = [v.id for v in data.test_videos()]
+    if cfg.fusion.source == "file":
+        return read_score_file(str(cfg.fusion.score_file), data.classes, videos)
+    path = cached_generator_dir(cfg) / SCORE_FILE
+    if not (path.parent / "manifest.json").is_file():
+        raise FustalError(
+            f"fusion=generator: no finished generator stage of this config in the cache"
+            f" ({path.parent}); run python -m fustal.train with the same overrides first, or"
+            f" pass fusion=file fusion.score_file=RUN_DIR/{SCORE_FILE}"
+        )
+    return read_score_file(path, data.classes, videos)
+
+
+def cached_generator_dir(cfg: DictConfig) -> Any:
+    """The stage-cache entry of the generator that ``fustal.train`` runs with ``cfg``."""
+    from pathlib import Path
+
+    from fustal.data.views import load_pipeline_data
+    from fustal.pipeline.stage import RunContext
+    from fustal.pipeline.stages.generator import GeneratorStage
+
+    ctx = RunContext(cfg, Path(run_dir(cfg)), make_console(), load_pipeline_data(cfg))
+    return Path(cfg.paths.cache_dir) / GeneratorStage.name / GeneratorStage(ctx).key()
+
+
+def datamodule(
+    cfg: DictConfig, ckpt: Checkpoint, data: StageData, scores: dict[str, Any] | None = None
+) -> Any:
+    """The stage's DataModule (``<stage>.data`` config) on ``data`` (a student's with the
+    video-level ``scores`` to fuse)."""
     make = hydra.utils.instantiate(cfg[ckpt.kind].data, _partial_=True, _convert_="all")
     if ckpt.kind == "student":
         model = cast("TriDet", ckpt.module.model)
-        return make(data=data, max_seq_len=model.max_seq_len, max_stride=model.max_stride)
+        return make(
+            data=data,
+            max_seq_len=model.max_seq_len,
+            max_stride=model.max_stride,
+            video_scores=scores,
+        )
     return make(data=data, seed=cfg.seed)
 
 
 @exit_on_error
 def run(cfg: DictConfig) -> dict:
     """Load the checkpoint, check it against the dataset, evaluate it; return the metrics."""
+    from fustal.checkpoints import load_checkpoint
     from fustal.config.checks import check_config
-    from fustal.inference import load_checkpoint, predict_videos
+    from fustal.fusion import SCORE_FILE, score_file_payload
+    from fustal.generator.module import VIDEO_SCORES
+    from fustal.inference import predict_videos
     from fustal.io import ensure_writable_dir, write_json
     from fustal.metrics.quality import score_rows
     from fustal.metrics.results import rows_to_results
     from fustal.metrics.table import results_table
+    from fustal.training.quiet import quiet_libraries
     from fustal.training.trainer import make_trainer
 
     if OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path is None:
@@ -138,17 +201,21 @@ def run(cfg: DictConfig) -> dict:
             " [+experiment=NAME])"
         )
     check_config(cfg, EvaluateSchema)
+    quiet_libraries()
     console = make_console()
     ckpt = load_checkpoint(str(cfg.ckpt_path), evaluation_overrides(cfg))
     console.print(f"evaluate: {ckpt.describe()}")
     data = load_data(cfg, ckpt.kind)
     check_data(ckpt, data)
-    dm = datamodule(cfg, ckpt, data)
+    dm = datamodule(cfg, ckpt, data, video_scores(cfg, ckpt, data))
     out = ensure_writable_dir(run_dir(cfg))
     trainer = make_trainer(cfg, "evaluate")
     tiou = list(cfg.dataset.tiou_thresholds)
     metrics: dict[str, Any] = {}
     for variant, rows in predict_videos(trainer, ckpt.module, dm.loader("test")).items():
+        if variant == VIDEO_SCORES:
+            write_json(out / SCORE_FILE, score_file_payload(rows, data.classes))
+            continue
         write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
         metrics.setdefault(variant, {})["test"] = score_rows(
             rows, dm.test_videos, data.num_classes, tiou

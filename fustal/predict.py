@@ -28,6 +28,13 @@ features given to a generator trained on CoLA's 0.64 s steps), resized features 
 length. The results file is written atomically; bad input (checkpoint, folder, feature file) is
 one line ``error: ...`` and exit code 2, and leaves no results file.
 
+A student that takes its classes from video-level scores (``student.module.class_agnostic``, the
+ActivityNet experiments) needs them for the new videos: ``fusion.source=generator
+fusion.generator_ckpt=GENERATOR.ckpt`` runs that generator on the same videos
+(``fusion.generator_features=DIR`` when its features are elsewhere), ``fusion.source=file
+fusion.score_file=FILE`` reads them (:mod:`fustal.fusion`); without either it is refused in one
+line. ``fusion.topk`` / ``fusion.rule`` default to the checkpoint's.
+
 ``conf/predict.yaml`` holds the keys and defaults. It is served through Hydra's ConfigStore, not
 composed from ``conf/``, so that ``features=DIR`` is a value (in ``conf/``, ``features`` is a
 config group).
@@ -53,14 +60,16 @@ from fustal.data.features import positive_number
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
+    from fustal.checkpoints import Checkpoint
     from fustal.data.dataset import StageData
-    from fustal.inference import Checkpoint
 
 register_resolvers()
 CONFIG_NAME = "fustal_predict"
 ConfigStore.instance().store(name=CONFIG_NAME, node=OmegaConf.load(CONFIG_DIR / "predict.yaml"))
 
 SUBSET = "predict"
+# predict_detections' key of the detections
+DETECTIONS = "detections"
 TIMING_KEYS = ("fps", "stride_frames", "window_frames")
 SHOWN_VIDEOS = 10
 # a duration more than this factor beyond what the feature steps can span is another time scale
@@ -272,12 +281,92 @@ def prediction_data(
     return StageData(annotations, spec, SUBSET, SUBSET)
 
 
-def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> dict:
-    """Detections ``[K, 4]`` (class, score, start_s, end_s) per video through
-    ``Trainer.predict``: the student's EMA weights when ``use_ema`` and the checkpoint has them,
-    else its raw ones; a generator's proposals, clipped to the video's duration."""
+def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[str, Any] | None:
+    """The student's ``fusion`` keywords (``topk``, ``rule``): the config's where set, else the
+    checkpoint's, else 2 / sqrt; None without ``fusion.source``. A class-agnostic student
+    without a score source is a :class:`FustalError` (it predicts no classes)."""
+    fcfg, stored = cfg.fusion, dict(ckpt.hparams.get("fusion") or {})
+    if fcfg.source is None:
+        if ckpt.hparams.get("class_agnostic"):
+            raise FustalError(
+                f"{ckpt.path}: a class-agnostic student predicts no classes of its own; pass"
+                " fusion.source=generator fusion.generator_ckpt=GENERATOR.ckpt or"
+                " fusion.source=file fusion.score_file=FILE"
+            )
+        if stored:
+            console.print(
+                "[yellow]predict: this student was evaluated with video-level score fusion in"
+                " training; these detections are not fused (fusion.source=generator|file)[/yellow]"
+            )
+        return None
+    if fcfg.source not in ("generator", "file"):
+        raise FustalError(f"fusion.source: expected null, generator or file, got {fcfg.source!r}")
+    if ckpt.kind != "student":
+        raise FustalError(f"fusion.source: fusion applies to student checkpoints ({ckpt.path})")
+    return {
+        "topk": fcfg.topk if fcfg.topk is not None else stored.get("topk", 2),
+        "rule": fcfg.rule if fcfg.rule is not None else stored.get("rule", "sqrt"),
+    }
+
+
+def generator_video_scores(
+    cfg: DictConfig, classes: list[str], videos: list[str], durations: Mapping[str, float]
+) -> dict[str, np.ndarray]:
+    """The video-level class scores of ``videos`` from ``fusion.generator_ckpt`` run on
+    ``fusion.generator_features`` (default: the features folder)."""
+    from fustal.checkpoints import load_checkpoint
+    from fustal.generator.module import VIDEO_SCORES
+
+    fcfg = cfg.fusion
+    if fcfg.generator_ckpt is None:
+        raise FustalError(
+            "fusion.generator_ckpt: fusion.source=generator needs the generator checkpoint"
+            " (generator.ckpt) whose video-level scores to fuse"
+        )
+    gen = load_checkpoint(str(fcfg.generator_ckpt))
+    if gen.kind != "generator":
+        raise FustalError(f"fusion.generator_ckpt: {gen.path} is a {gen.kind} checkpoint")
+    if gen.classes is not None and gen.classes != classes:
+        raise FustalError(
+            f"fusion.generator_ckpt: {gen.path} was trained on other classes than the student"
+        )
+    folder = Path(str(fcfg.generator_features or cfg.features)).expanduser()
+    files = [f for f in feature_files(folder) if f.stem in set(videos)]
+    absent = sorted(set(videos) - {f.stem for f in files})
+    if absent:
+        raise FustalError(
+            f"fusion.generator_features: {folder} has no feature file for video {absent[0]}"
+            f" ({len(absent)} of {len(videos)} missing)"
+        )
+    timing = resolve_timing(cfg, gen, make_console())
+    data = prediction_data(folder, files, classes, timing, gen, durations)
+    return predict_detections(cfg, gen, data, None)[VIDEO_SCORES]
+
+
+def fusion_scores(
+    cfg: DictConfig, classes: list[str], data: StageData, durations: Mapping[str, float]
+) -> dict[str, np.ndarray]:
+    """The video-level class scores of the videos to predict on (``fusion.source``)."""
+    from fustal.fusion import read_score_file
+
+    videos = [v.id for v in data.test_videos()]
+    if cfg.fusion.source == "file":
+        if cfg.fusion.score_file is None:
+            raise FustalError("fusion.score_file: fusion.source=file needs a score file")
+        return read_score_file(str(cfg.fusion.score_file), classes, videos)
+    return generator_video_scores(cfg, classes, videos, durations)
+
+
+def predict_detections(
+    cfg: DictConfig, ckpt: Checkpoint, data: StageData, fusion: Mapping[str, np.ndarray] | None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Through ``Trainer.predict``: ``{"detections": {video: [K, 4]}}`` (class, score,
+    start_s, end_s): the student's EMA weights when ``use_ema`` and the checkpoint has them,
+    else its raw ones, fused with the video-level class scores ``fusion`` when given; a
+    generator's proposals, clipped to the video's duration, and its ``video_scores``."""
     from fustal.data.generator_datamodule import GeneratorDataModule
     from fustal.data.student_datamodule import PseudoLabelDataModule
+    from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
 
     module = ckpt.module
@@ -290,9 +379,11 @@ def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> di
             net.max_stride,
             eval_batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
+            video_scores=fusion,
         )
         out = predict_videos(trainer, module, dm.loader("test"))
-        return out["student_ema"] if cfg.use_ema and "student_ema" in out else out["student"]
+        variant = "student_ema" if cfg.use_ema and "student_ema" in out else "student"
+        return {DETECTIONS: out[variant]}
     hp: Any = module.hparams
     if hp.get("num_segments") is None or hp.get("proposals") is None:
         raise FustalError(
@@ -302,13 +393,13 @@ def predict_detections(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> di
     gdm = GeneratorDataModule(
         data, hp.num_segments, eval_batch_size=cfg.batch_size, num_workers=cfg.num_workers
     )
-    proposals = predict_videos(trainer, module, gdm.loader("test"))["generator"]
+    out = predict_videos(trainer, module, gdm.loader("test"))
     clipped: dict[str, np.ndarray] = {}
     for video in data.test_videos():
-        props = proposals[video.id].copy()
+        props = out["generator"][video.id].copy()
         props[:, 2:4] = np.clip(props[:, 2:4], 0.0, video.duration)
         clipped[video.id] = props[props[:, 3] > props[:, 2]]
-    return clipped
+    return {DETECTIONS: clipped, VIDEO_SCORES: out[VIDEO_SCORES]}
 
 
 def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
@@ -332,9 +423,11 @@ def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Pa
 @exit_on_error
 def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
-    from fustal.inference import load_checkpoint
+    from fustal.checkpoints import load_checkpoint
     from fustal.io import write_json
     from fustal.metrics.results import rows_to_results
+    from fustal.student.module import StudentModule, check_fusion
+    from fustal.training.quiet import quiet_libraries
 
     for key in ("ckpt_path", "features"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] is None:
@@ -345,8 +438,12 @@ def run(cfg: DictConfig) -> dict:
     out = Path(str(cfg.out)).expanduser()
     if out.is_dir():
         raise FustalError(f"out: {out} is a folder; name the results file (out=FILE.json)")
+    quiet_libraries()
     console = make_console()
     ckpt = load_checkpoint(str(cfg.ckpt_path))
+    fusion = fusion_settings(cfg, ckpt, console)
+    if isinstance(ckpt.module, StudentModule):
+        ckpt.module.fusion = check_fusion(fusion)  # what its predict_step fuses with
     console.print(f"predict: {ckpt.describe()}")
     classes = resolve_classes(cfg, ckpt)
     timing = resolve_timing(cfg, ckpt, console)
@@ -355,8 +452,15 @@ def run(cfg: DictConfig) -> dict:
         folder, durations = feature_folder(cfg, ckpt, Path(scratch), console)
         check_sidecar(folder, timing, ckpt)
         files = feature_files(folder)
-        data = prediction_data(folder, files, classes, timing, ckpt, {**durations, **given})
-        detections = predict_detections(cfg, ckpt, data)
+        known = {**durations, **given}
+        data = prediction_data(folder, files, classes, timing, ckpt, known)
+        scores = None if fusion is None else fusion_scores(cfg, classes, data, known)
+        if fusion is not None:
+            console.print(
+                f"predict: classes fused from {cfg.fusion.source} video-level scores"
+                f" (top {fusion['topk']}, {fusion['rule']})"
+            )
+        detections = predict_detections(cfg, ckpt, data, scores)[DETECTIONS]
     results = rows_to_results(detections, classes)
     write_json(out, results)
     console.print(summary_table(data, detections, out))
@@ -367,7 +471,18 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=None, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
-    absolute_paths(cfg, ("ckpt_path", "features", "out", "durations"))
+    absolute_paths(
+        cfg,
+        (
+            "ckpt_path",
+            "features",
+            "out",
+            "durations",
+            "fusion.score_file",
+            "fusion.generator_ckpt",
+            "fusion.generator_features",
+        ),
+    )
     run(cfg)
 
 

@@ -57,6 +57,35 @@ def pytest_configure(config: pytest.Config) -> None:
 # the debug configuration on the command line (subprocess runs)
 DEBUG = ["debug=default"]
 
+# +experiment=activitynet13_synthetic at a size of seconds (with debug=False: the experiment's
+# own sizes would override those of debug=default)
+ANET_TINY = [
+    "+experiment=activitynet13_synthetic",
+    "dataset.synthetic.num_classes=3",
+    "dataset.synthetic.train_videos=10",
+    "dataset.synthetic.test_videos=5",
+    "dataset.synthetic.min_duration=20",
+    "dataset.synthetic.max_duration=40",
+    "dataset.synthetic.feature_dim=16",
+    "dataset.synthetic.resized_steps=32",
+    "generator.max_steps=20",
+    "generator.val_every=10",
+    "generator.module.net.hidden_dim=32",
+    "generator.module.proposal_workers=0",
+    "generator.data.batch_size=4",
+    "student.epochs_pseudo=2",
+    "student.epochs_distill=1",
+    "student.val_every=0",
+    "student.module.net.embd_dim=16",
+    "student.module.net.fpn_dim=16",
+    "student.module.net.head_dim=16",
+    "student.module.net.sgp_mlp_dim=32",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "plot_videos=1",
+]
+
 
 def compose_train(
     tmp: Path, *overrides: str, config: str = "train", debug: bool = True

@@ -1,72 +1,113 @@
-"""The stage cache never serves stale work: code fingerprints, and a run whose stage code was
-edited (a copy of the package, run as a user runs it)."""
+"""The stage cache never serves stale work: code fingerprints from the import closure of what each
+stage runs (edits in a copy of the package), and a pipeline whose stage code was edited."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-from fustal.pipeline.cache import code_fingerprint, source_files
-from tests.conftest import DEBUG, REPO_ROOT
+import pytest
+
+import fustal.pipeline.cache as cache
+from fustal.config import to_plain
+from fustal.pipeline.cache import code_fingerprint, import_closure, target_modules
+from tests.conftest import REPO_ROOT, compose_train, train
+
+STAGES = {
+    "generator": ["fustal.pipeline.stages.generator"],
+    "filter": ["fustal.pipeline.stages.filter"],
+    # the student's scheduler is named only by its config's _target_
+    "student": ["fustal.pipeline.stages.student", "fustal.student.schedule"],
+}
 
 
-def test_code_fingerprint_follows_the_source_of_every_listed_module(tmp_path: Path) -> None:
-    package = tmp_path / "fakepkg"
+def copy_package(tmp: Path) -> Path:
+    package = tmp / "fustal"
+    shutil.copytree(REPO_ROOT / "fustal", package, ignore=shutil.ignore_patterns("__pycache__"))
+    return package
+
+
+def fingerprints(package: Path) -> dict[str, str]:
+    return {name: code_fingerprint(roots, package) for name, roots in STAGES.items()}
+
+
+@pytest.mark.parametrize(
+    "edited, changed",
+    [
+        # reached only indirectly: generator.module -> pseudo.parallel
+        ("pseudo/parallel.py", {"generator"}),
+        # the stages' shared inference and helpers
+        ("inference.py", {"generator", "student"}),
+        ("pipeline/stages/common.py", {"generator", "student"}),
+        # reached only through the scheduler's _target_
+        ("student/schedule.py", {"student"}),
+        ("pseudo/filters.py", {"generator", "filter"}),
+        # lazily imported inside a function (data.views -> data.synthetic)
+        ("data/synthetic.py", {"generator", "filter", "student"}),
+        # cosmetic: console, progress, pictures
+        ("training/progress.py", set()),
+        ("viz/timeline.py", set()),
+        ("pipeline/pictures.py", set()),
+    ],
+)
+def test_an_edit_changes_the_fingerprint_of_exactly_the_stages_that_run_it(
+    tmp_path: Path, edited: str, changed: set[str]
+) -> None:
+    package = copy_package(tmp_path)
+    before = fingerprints(package)
+    path = package / edited
+    path.write_text(path.read_text() + "\n# an edit\n")
+    after = fingerprints(package)
+    assert {name for name in STAGES if after[name] != before[name]} == changed
+
+
+def test_import_closure_follows_lazy_relative_and_submodule_imports(tmp_path: Path) -> None:
+    package = tmp_path / "fustal"
     (package / "sub").mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "sub" / "__init__.py").write_text("")
-    (package / "sub" / "a.py").write_text("X = 1\n")
-    (package / "b.py").write_text("Y = 2\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        assert [p.name for p in source_files("fakepkg.sub")] == ["__init__.py", "a.py"]
-        before = code_fingerprint(["fakepkg.sub"])
-        assert code_fingerprint(["fakepkg.sub", "fakepkg.b"]) != before
-        (package / "sub" / "a.py").write_text("X = 1  # edited\n")
-        source_files.cache_clear()
-        assert code_fingerprint(["fakepkg.sub"]) != before
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in [m for m in sys.modules if m.startswith("fakepkg")]:
-            del sys.modules[name]
-        source_files.cache_clear()
-
-
-def run_copy(src: Path, tmp: Path, run: str) -> subprocess.CompletedProcess:
-    """``python -m fustal.train`` from the package copy ``src`` at the debug scale."""
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "fustal.train",
-        *DEBUG,
-        "plot_videos=0",
-        f"paths.data_dir={tmp / 'data'}",
-        f"paths.cache_dir={tmp / 'cache'}",
-        f"hydra.run.dir={tmp / run}",
+    (package / "sub" / "__init__.py").write_text("from . import leaf\n")
+    (package / "sub" / "leaf.py").write_text("X = 1\n")
+    (package / "lazy.py").write_text("Y = 2\n")
+    (package / "never.py").write_text("Z = 3\n")
+    (package / "root.py").write_text(
+        "from fustal.sub import leaf\n\ndef f():\n    import fustal.lazy\n    return fustal.lazy\n"
+    )
+    closure = import_closure(["fustal.root"], package)
+    assert closure == ["fustal", "fustal.lazy", "fustal.root", "fustal.sub", "fustal.sub.leaf"]
+    assert import_closure(["fustal.root"], package, excluded=["fustal.sub"]) == [
+        "fustal",
+        "fustal.lazy",
+        "fustal.root",
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
+    with pytest.raises(ValueError, match="no module fustal.gone"):
+        import_closure(["fustal.gone"], package)
 
 
-def test_editing_stage_code_recomputes_that_stage_and_what_depends_on_it(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    for name in ("fustal", "conf"):
-        shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    first = run_copy(src, tmp_path, "first")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "reusing" not in first.stdout
+def test_target_modules_name_the_code_only_instantiate_reaches(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path)
+    named = target_modules([to_plain(cfg.student.module), to_plain(cfg.callbacks)])
+    assert "fustal.student.schedule" in named  # scheduler: a _target_ string only
+    assert "fustal.training.callbacks" in named  # batch reseeding
+    assert all(m.startswith("fustal.") for m in named)  # torch / Lightning targets are not ours
 
-    proposals = src / "fustal" / "pseudo" / "proposals.py"
-    proposals.write_text(proposals.read_text() + textwrap.dedent("\n# an edit\n"))
-    second = run_copy(src, tmp_path, "second")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "generator: reusing" not in second.stdout
-    assert "student: reusing" not in second.stdout  # downstream of the generator
-    assert len(list((tmp_path / "cache" / "generator").iterdir())) == 2
 
-    third = run_copy(src, tmp_path, "third")
-    assert "generator: reusing" in third.stdout and "student: reusing" in third.stdout
+def test_editing_stage_code_recomputes_that_stage_and_what_depends_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline as a user runs it, with the cache reading the code of an edited copy."""
+    package = copy_package(tmp_path)
+    monkeypatch.setattr(cache, "PACKAGE_DIR", package)
+
+    def entries() -> dict[str, int]:
+        return {s: len(list((tmp_path / "cache" / s).iterdir())) for s in ("generator", "student")}
+
+    train(tmp_path, "plot_videos=0")
+    assert entries() == {"generator": 1, "student": 1}
+    parallel = package / "pseudo" / "parallel.py"  # reached only through the generator module
+    parallel.write_text(parallel.read_text() + "\n# an edit\n")
+    train(tmp_path, "plot_videos=0")
+    assert entries() == {"generator": 2, "student": 2}  # the student is downstream
+    progress = package / "training" / "progress.py"  # cosmetic
+    progress.write_text(progress.read_text() + "\n# an edit\n")
+    train(tmp_path, "plot_videos=0")
+    assert entries() == {"generator": 2, "student": 2}

@@ -35,6 +35,7 @@ from tests.conftest import ANNOTATIONS_DIR, CONF_DIR, REPO_ROOT
 
 THUMOS = ANNOTATIONS_DIR / "thumos14"
 ANET = ANNOTATIONS_DIR / "activitynet13"
+ANET12_FILE = ANNOTATIONS_DIR / "activitynet12" / "activity_net.v1-2.min-missing-removed.json"
 THUMOS_CLASSES = [
     "BaseballPitch",
     "BasketballDunk",
@@ -193,6 +194,50 @@ def test_activitynet13_counts(anet: Annotations) -> None:
     assert instances(anet, "training") == 14859
     assert len(anet.subset("validation")) == 4728
     assert instances(anet, "validation") == 7293
+
+
+def test_activitynet12_counts() -> None:
+    anet12 = load_annotations(ANET12_FILE)
+    assert anet12.num_classes == 100
+    assert [len(anet12.subset(s)) for s in ("training", "validation", "testing")] == [
+        4441,
+        2198,
+        2268,
+    ]
+    assert instances(anet12, "training") == 6588
+    assert instances(anet12, "validation") == 3281
+    assert all(v.num_segments and v.duration for v in anet12.subset("validation"))
+    database = json.loads(ANET12_FILE.read_text())["database"]
+    assert {a["label"] for e in database.values() for a in e["annotations"]} == set(anet12.classes)
+
+
+def test_activitynet12_experiment_validates_with_stage_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``+experiment=activitynet12`` reads the bundled v1.2 file; ``stage=data`` checks a root
+    with resized features (here of two videos per subset, the others skipped)."""
+    from fustal.pipeline.run import run_pipeline
+    from tests.conftest import compose_train
+
+    anet12 = load_annotations(ANET12_FILE)
+    root = tmp_path / "anet12"
+    (root / "features").mkdir(parents=True)
+    kept = [v for s in ("training", "validation") for v in anet12.subset(s)[:2]]
+    for video in kept:
+        np.save(root / "features" / f"v_{video.id}.npy", np.ones((100, 8), np.float32))
+    overrides = [
+        "+experiment=activitynet12",
+        f"dataset.root={root}",
+        f"paths.annotations_dir={ANNOTATIONS_DIR}",
+        "stage=data",
+    ]
+    cfg = compose_train(tmp_path, *overrides, "dataset.skip_missing=true", debug=False)
+    assert cfg.dataset.name == "activitynet12" and cfg.fusion.source == "generator"
+    run_pipeline(cfg)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "training" in out and "validation" in out and "classes (100)" in out
+    with pytest.raises(FustalError, match="v_"):  # without skip_missing: the missing files
+        run_pipeline(compose_train(tmp_path, *overrides, debug=False))
 
 
 def test_convert_activitynet_reproduces_bundled_file(tmp_path: Path) -> None:

@@ -102,6 +102,7 @@ PATH_KEYS = (
     "dataset.synthetic.annotation_file",
     "pseudo_labels",
     "ckpt_path",
+    "fusion.score_file",
 )
 
 

@@ -22,6 +22,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "student.module.scheduler.schedule": ("constant", "cosine"),
     "features.generator.layout": ("nonoverlap", "overlap", "resized"),
     "features.student.layout": ("nonoverlap", "overlap", "resized"),
+    "fusion.source": (None, "generator", "file"),
+    "fusion.rule": ("sqrt", "product"),
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
@@ -56,7 +58,10 @@ def check_choices(plain: Mapping[str, Any]) -> None:
     for key, choices in CHOICES.items():
         value = OmegaConf.select(OmegaConf.create(dict(plain)), key, default=None)
         if value is not None and value not in choices:
-            shown = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+            shown = ", ".join(
+                "null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                for c in choices
+            )
             raise FustalError(f"{key}: expected one of {shown}, got {value!r}")
     plot = plain.get("plot_videos", 0)
     if isinstance(plot, bool) or not isinstance(plot, int) or not 0 <= plot <= MAX_PLOT_VIDEOS:
@@ -85,4 +90,24 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     assert isinstance(plain, dict)
     check_against_schema(plain, schema)
     check_choices(plain)
+    check_fusion(plain)
     check_trainer_config(plain.get("trainer") or {})
+
+
+def check_fusion(plain: Mapping[str, Any]) -> None:
+    """``fusion`` settings that fit together: a score file for ``fusion=file``, a positive
+    ``topk``, and fusion for a class-agnostic student (it predicts no classes of its own)."""
+    fusion = plain.get("fusion") or {}
+    if fusion.get("source") == "file" and not fusion.get("score_file"):
+        raise FustalError(
+            "fusion.score_file: fusion=file needs a score file (fusion.score_file=PATH, JSON"
+            ' {"results": {video_id: [class scores]}})'
+        )
+    if int(fusion.get("topk", 1)) < 1:
+        raise FustalError(f"fusion.topk: must be at least 1, got {fusion.get('topk')}")
+    module = (plain.get("student") or {}).get("module") or {}
+    if module.get("class_agnostic") and not fusion.get("source"):
+        raise FustalError(
+            "student.module.class_agnostic: a class-agnostic student predicts no classes; fuse"
+            " video-level scores (fusion=generator or fusion=file)"
+        )

@@ -198,6 +198,7 @@ class InferenceSchema:
     nms_sigma: float = 0.5
     min_score: float = 0.001
     max_seg_num: int = 2000
+    voting_thresh: float = 0.0
 
 
 @dataclass
@@ -216,6 +217,8 @@ class StudentModuleSchema:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     iou_weight_power: float = 0.2
+    label_smoothing: float = 0.0
+    class_agnostic: bool = False
     inference: InferenceSchema = field(default_factory=InferenceSchema)
 
 
@@ -257,6 +260,15 @@ class EmaSchema:
     score_thresh: float = 0.4
 
 
+@dataclass
+class FusionSchema:
+    name: str = "none"
+    source: str | None = None
+    score_file: str | None = None
+    topk: int = 2
+    rule: str = "sqrt"
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -285,6 +297,7 @@ class TrainSchema:
     filter: FilterSchema = field(default_factory=FilterSchema)
     student: StudentSchema = field(default_factory=StudentSchema)
     ema: EmaSchema = field(default_factory=EmaSchema)
+    fusion: FusionSchema = field(default_factory=FusionSchema)
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)

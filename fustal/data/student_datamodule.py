@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
+from fustal.errors import FustalError
 from fustal.data.sampling import (
     EpochSampler,
     ResumableDataModule,
@@ -27,6 +28,8 @@ from fustal.student.assign import pad_segments
 # the training targets: :data:`fustal.metrics.results.VideoDetections` rows per video
 # (class_index, score, start_s, end_s); a video without rows has no localization target
 Targets = Mapping[str, np.ndarray]
+# video-level class scores per video, ``[C]`` (e.g. the generator's; :mod:`fustal.fusion`)
+VideoScores = Mapping[str, np.ndarray]
 
 
 def random_crop(
@@ -64,6 +67,8 @@ class StudentVideos(Dataset):
     segments with >= 50% of their length in the window are kept (clipped to it). Targets are
     not clamped at 0 before cropping. (The input noise is the model's first training step,
     :class:`fustal.student.model.TriDet`.)
+
+    With ``video_scores`` every item also carries its video's ``class_scores [C]``.
     """
 
     def __init__(
@@ -77,11 +82,13 @@ class StudentVideos(Dataset):
         crop_tries: int = 200,
         crop_min_keep: float = 0.5,
         seed: int = 0,
+        video_scores: VideoScores | None = None,
     ) -> None:
         self.data = data
         self.seed = seed
         self.videos = list(videos)
         self.targets = targets
+        self.video_scores = video_scores
         self.train = train
         self.max_seq_len = max_seq_len
         self.crop_ratio = tuple(crop_ratio)
@@ -124,7 +131,7 @@ class StudentVideos(Dataset):
                 labels = labels[keep]
                 feats = feats[start : start + crop_len]
         tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
-        return {
+        item = {
             "features": tensor,
             "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
             "labels": torch.from_numpy(labels.astype(np.int64)),
@@ -138,6 +145,11 @@ class StudentVideos(Dataset):
             "gt_segments": video.segments,
             "gt_labels": video.labels,
         }
+        if self.video_scores is not None:
+            if video.id not in self.video_scores:
+                raise FustalError(f"video {video.id}: no video-level class scores to fuse")
+            item["class_scores"] = torch.as_tensor(self.video_scores[video.id], dtype=torch.float64)
+        return item
 
 
 def make_collate(pad_to: int | None, stride: int):
@@ -160,7 +172,7 @@ def make_collate(pad_to: int | None, stride: int):
         segments, labels, target_valid = pad_segments(
             [item["segments"] for item in items], [item["labels"] for item in items]
         )
-        return {
+        batch = {
             "features": feats,
             "mask": mask,
             "segments": segments,
@@ -176,6 +188,9 @@ def make_collate(pad_to: int | None, stride: int):
             "gt_segments": [item["gt_segments"] for item in items],
             "gt_labels": [item["gt_labels"] for item in items],
         }
+        if "class_scores" in items[0]:
+            batch["class_scores"] = torch.stack([item["class_scores"] for item in items])
+        return batch
 
     return collate
 
@@ -188,7 +203,8 @@ class PseudoLabelDataModule(ResumableDataModule):
     ``max_seq_len``, rounded up to a multiple of ``max_stride``). Under DDP every loader is
     sharded by rank; ``batch_size`` is the global training batch (each rank loads its share),
     ``eval_batch_size`` is per process. The position inside an epoch is part of the state dict,
-    so a mid-epoch checkpoint resumes exactly."""
+    so a mid-epoch checkpoint resumes exactly. ``video_scores`` (video-level class scores of the
+    evaluated videos) go into the evaluation batches as ``class_scores`` for fusion."""
 
     def __init__(
         self,
@@ -201,11 +217,13 @@ class PseudoLabelDataModule(ResumableDataModule):
         num_workers: int = 0,
         augment: Mapping | None = None,
         seed: int = 0,
+        video_scores: VideoScores | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.seed = seed
         self.targets = targets
+        self.video_scores = video_scores
         self.max_seq_len = max_seq_len
         self.max_stride = max_stride
         self.batch_size = batch_size
@@ -233,6 +251,7 @@ class PseudoLabelDataModule(ResumableDataModule):
             self.max_seq_len,
             **self.augment,
             seed=self.seed,
+            video_scores=None if train else self.video_scores,
         )
         batch_size = (
             rank_batch_size(self.batch_size, "student.data.batch_size")

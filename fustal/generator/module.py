@@ -20,6 +20,8 @@ from fustal.pseudo.parallel import ProposalPool, resolve_workers
 from fustal.pseudo.proposals import proposal_kwargs
 
 LOG_PREFIX = "generator/train/"
+# predict_step's key of the video-level class scores
+VIDEO_SCORES = "video_scores"
 EVAL_PREFIX = "generator/test/"
 THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_OPTIMIZER = {
@@ -152,7 +154,10 @@ class GeneratorModule(pl.LightningModule):
     def detect(self, batch: dict) -> list[np.ndarray]:
         """Proposals ``[K, 4]`` ``(class, score, start_s, end_s)`` of every video of ``batch``
         (METHOD.md section 3), computed in the proposal worker processes."""
-        outputs = self.cas(batch)
+        return self.proposals(self.cas(batch))
+
+    def proposals(self, outputs: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Proposals ``[K, 4]`` of each video's :meth:`cas` output."""
         items = [
             (o["cas"], o["actionness"], o["video_scores"], o["seconds_per_step"]) for o in outputs
         ]
@@ -212,5 +217,12 @@ class GeneratorModule(pl.LightningModule):
         self._log_map(self.test_map)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
-        """``{"video_id": [...], "generator": [[K, 4], ...]}`` (proposals in seconds)."""
-        return {"video_id": list(batch["video_id"]), "generator": self.detect(batch)}
+        """``{"video_id": [...], "generator": [[K, 4], ...], "video_scores": [[C], ...]}``:
+        proposals in seconds and the video-level class scores (softmax over classes), the
+        classifier that :mod:`fustal.fusion` fuses into a student's detections."""
+        outputs = self.cas(batch)
+        return {
+            "video_id": list(batch["video_id"]),
+            "generator": self.proposals(outputs),
+            VIDEO_SCORES: [o["video_scores"].astype(np.float64) for o in outputs],
+        }

@@ -3,20 +3,21 @@
 A stage's artifacts live in ``<cache_dir>/<stage>/<key>/`` where ``key`` hashes everything that
 determines them: the config fields the stage reads, the dataset identity, the seed, the keys of
 its upstream stages and a fingerprint of the code it runs (:func:`code_fingerprint`: the source of
-the fustal modules it depends on and the package version), so editing a stage's code recomputes
-it and everything downstream. ``manifest.json`` is written last and lists every artifact with its
-size and sha256: a stage is reused only when the manifest exists and every file matches it, so
-nothing half-written or corrupted is ever read back. An unfinished stage keeps its training
-checkpoint there, and the next run with the same key resumes from it. A file lock serializes
-runs (e.g. parallel sweep jobs) that share a key; under DDP rank 0 takes it and tells the other
-ranks (:func:`stage_lock`).
+every fustal module its run imports, read as the import closure of the stage's module from the
+source, minus the short :data:`COSMETIC_MODULES` list, and the package version), so editing any
+file a stage executes recomputes it and everything downstream. ``manifest.json`` is written last
+and lists every artifact with its size and sha256: a stage is reused only when the manifest
+exists and every file matches it, so nothing half-written or corrupted is ever read back. An
+unfinished stage keeps its training checkpoint there, and the next run with the same key resumes
+from it. A file lock serializes runs (e.g. parallel sweep jobs) that share a key; under DDP rank 0
+takes it and tells the other ranks (:func:`stage_lock`).
 """
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -43,28 +44,128 @@ MANIFEST = "manifest.json"
 LOCK_POLL_S = 1.0
 
 
+# fustal modules that cannot change what a stage computes: console output, progress, logging to
+# experiment trackers, pictures. Their source is left out of the code fingerprints (a package
+# stands for all of its modules); everything else a stage's run imports is in.
+COSMETIC_MODULES = (
+    "fustal.training.progress",
+    "fustal.training.quiet",
+    "fustal.training.loggers",
+    "fustal.metrics.table",
+    "fustal.pipeline.pictures",
+    "fustal.pipeline.summary",
+    "fustal.viz",
+)
+PACKAGE = fustal.__name__
+PACKAGE_DIR = Path(fustal.__file__).resolve().parent
+
+
+def module_path(module: str, package_dir: Path | None = None) -> Path | None:
+    """The source file of ``module`` (``fustal.x.y``) under ``package_dir`` (default: the
+    installed package; None: no such module)."""
+    parts = module.split(".")[1:]
+    base = (package_dir or PACKAGE_DIR).joinpath(*parts)
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
 @cache
-def source_files(module: str) -> tuple[Path, ...]:
-    """The ``.py`` files of a fustal module, or of every module of a package."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"code fingerprint: no module {module}")
-    origin = Path(spec.origin)
-    if spec.submodule_search_locations:
-        return tuple(sorted(origin.parent.rglob("*.py")))
-    return (origin,)
+def direct_imports(
+    source: bytes, module: str, is_package: bool, package_dir: Path
+) -> tuple[str, ...]:
+    """The fustal modules that ``source`` (of ``module``) imports anywhere (also inside
+    functions: lazy imports run too), with the packages they sit in."""
+    tree = ast.parse(source, module)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] != PACKAGE:
+                continue
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b too
+                prefix = ".".join(parts[:depth])
+                if module_path(prefix, package_dir) is not None:
+                    found.add(prefix)
+    found.discard(module)
+    return tuple(sorted(found))
 
 
-def code_fingerprint(modules: Iterable[str]) -> str:
-    """sha256 of the source of ``modules`` (packages include every submodule) and the package
-    version: what a stage's artifacts depend on besides its config."""
+def cosmetic(module: str, excluded: Iterable[str] = COSMETIC_MODULES) -> bool:
+    return any(module == e or module.startswith(e + ".") for e in excluded)
+
+
+def import_closure(
+    roots: Iterable[str],
+    package_dir: Path | None = None,
+    excluded: Iterable[str] = COSMETIC_MODULES,
+) -> list[str]:
+    """Every fustal module that importing ``roots`` runs (the transitive closure of their
+    imports, read from the source under ``package_dir``, lazy imports included), without the
+    ``excluded`` ones (whose own imports are not followed either), sorted."""
+    excluded = tuple(excluded)
+    package_dir = package_dir or PACKAGE_DIR
+    seen: set[str] = set()
+    todo = [PACKAGE, *roots]
+    while todo:
+        module = todo.pop()
+        if module in seen or cosmetic(module, excluded):
+            continue
+        path = module_path(module, package_dir)
+        if path is None:
+            raise ValueError(f"code fingerprint: no module {module} in {package_dir}")
+        seen.add(module)
+        is_package = path.name == "__init__.py"
+        todo.extend(direct_imports(path.read_bytes(), module, is_package, package_dir))
+    return sorted(seen)
+
+
+def target_modules(node: Any) -> list[str]:
+    """The fustal modules named by the ``_target_`` entries of a (plain) config subtree, e.g. a
+    scheduler or callback that the stage's code only reaches through ``hydra.utils.instantiate``:
+    the longest prefix of each target that is a module."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_" and isinstance(value, str) and value.startswith(PACKAGE + "."):
+                parts = value.split(".")
+                for depth in range(len(parts), 0, -1):
+                    if module_path(".".join(parts[:depth])) is not None:
+                        found.append(".".join(parts[:depth]))
+                        break
+            else:
+                found.extend(target_modules(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(target_modules(value))
+    return found
+
+
+def code_fingerprint(
+    roots: Iterable[str],
+    package_dir: Path | None = None,
+    excluded: Iterable[str] = COSMETIC_MODULES,
+) -> str:
+    """sha256 of the source of every module of :func:`import_closure` of ``roots`` and the
+    package version: what a stage's artifacts depend on besides its config."""
     digest = hashlib.sha256(fustal.__version__.encode())
-    for module in sorted(set(modules)):
-        files = source_files(module)
-        base = min((path.parent for path in files), key=lambda d: len(d.parts))
-        for path in files:
-            digest.update(f"{module}:{path.relative_to(base)}".encode())
-            digest.update(path.read_bytes())
+    for module in import_closure(roots, package_dir, excluded):
+        path = module_path(module, package_dir)
+        assert path is not None
+        digest.update(f"{module}\n".encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

@@ -16,6 +16,7 @@ from fustal.config import CONFIG_DIR, make_console, render_text, run_dir
 from fustal.config.checks import check_config
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
+from fustal.fusion import read_score_file
 from fustal.io import ensure_writable_dir, write_with
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows
 from fustal.metrics.table import results_table
@@ -25,8 +26,8 @@ from fustal.pipeline.launch import distributed_run
 from fustal.pipeline.pictures import make_pictures
 from fustal.pipeline.stage import RunContext, run_stage
 from fustal.pipeline.stages.filter import FilterStage
-from fustal.pipeline.stages.generator import GeneratorStage
-from fustal.pipeline.stages.student import StudentStage
+from fustal.pipeline.stages.generator import GeneratorOutputs, GeneratorStage
+from fustal.pipeline.stages.student import StudentStage, VideoScores
 from fustal.pipeline.summary import log_run_summary
 from fustal.training.distributed import is_global_zero, separate_rank_log
 from fustal.training.quiet import quiet_libraries
@@ -155,27 +156,48 @@ def user_pseudo_labels(ctx: RunContext) -> tuple[VideoDetections, str, str]:
     return rows, file_digest(path), str(path)
 
 
+def file_video_scores(ctx: RunContext) -> VideoScores:
+    """The video-level class scores of ``fusion=file`` (``fusion.score_file``): every test video
+    must have some; training videos are read where the file has them (the pictures)."""
+    path = Path(str(ctx.cfg.fusion.score_file))
+    data = ctx.data.student
+    scores = read_score_file(
+        path,
+        data.classes,
+        [v.id for v in data.test_videos()],
+        [v.id for v in data.train_videos()],
+    )
+    return VideoScores(scores, file_digest(path), str(path))
+
+
+def run_generator(ctx: RunContext, out: RunOutputs) -> tuple[GeneratorOutputs, str]:
+    """The generator stage, its metrics recorded and its outputs kept for the pictures."""
+    gen, key = run_stage(GeneratorStage(ctx))
+    ctx.record(gen.metrics)
+    ctx.write_metrics()
+    out.cas = gen.cas
+    out.test_tracks["generator"] = gen.test
+    return gen, key
+
+
 def run_stages(ctx: RunContext) -> RunOutputs:
     """Generator, filter and student, as far as ``cfg.stage`` asks; their metrics go to
-    ``ctx`` (and ``metrics.json`` after each stage)."""
+    ``ctx`` (and ``metrics.json`` after each stage). With ``fusion=generator`` the generator
+    runs for its video-level scores also where nothing else needs it (``supervision=full``,
+    ``pseudo_labels=PATH``)."""
     cfg, out = ctx.cfg, RunOutputs()
     targets: VideoDetections | None = None
     upstream = "ground-truth"
+    gen: tuple[GeneratorOutputs, str] | None = None
     if cfg.supervision == "weak":
         raw_quality = None
         if cfg.pseudo_labels:
             pseudo, upstream, source = user_pseudo_labels(ctx)
         elif cfg.stage in ("generator", "filter", "all"):
-            gen, upstream = run_stage(GeneratorStage(ctx))
-            ctx.record(gen.metrics)
-            ctx.write_metrics()
-            pseudo, source, raw_quality = (
-                gen.pseudo_labels,
-                "generator",
-                gen.metrics.get("pseudo_labels.raw"),
-            )
-            out.cas = gen.cas
-            out.test_tracks["generator"] = gen.test
+            gen = run_generator(ctx, out)
+            upstream = gen[1]
+            pseudo, source = gen[0].pseudo_labels, "generator"
+            raw_quality = gen[0].metrics.get("pseudo_labels.raw")
         else:
             raise FustalError(
                 "pseudo_labels: stage=student needs pseudo labels: run stage=all or pass"
@@ -191,7 +213,13 @@ def run_stages(ctx: RunContext) -> RunOutputs:
         if cfg.stage == "filter":
             return out
         targets = flt.filtered
-    stu, _ = run_stage(StudentStage(ctx, targets, upstream))
+    scores = None
+    if cfg.fusion.source == "file":
+        scores = file_video_scores(ctx)
+    elif cfg.fusion.source == "generator":
+        gen = gen or run_generator(ctx, out)
+        scores = VideoScores(gen[0].video_scores, gen[1], "the generator")
+    stu, _ = run_stage(StudentStage(ctx, targets, upstream, scores))
     ctx.record(stu.metrics)
     ctx.write_metrics()
     name = "student + EMA" if "student_ema" in stu.test else "student"

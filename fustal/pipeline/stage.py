@@ -23,7 +23,7 @@ from rich.console import Console
 from fustal.config import config_hash, to_plain
 from fustal.data.views import PipelineData
 from fustal.io import write_json
-from fustal.pipeline.cache import StageDir, code_fingerprint, stage_lock
+from fustal.pipeline.cache import StageDir, code_fingerprint, stage_lock, target_modules
 from fustal.training.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,12 @@ class RunContext:
 
 
 class Stage(ABC, Generic[Outputs]):
-    """One pipeline stage. Subclasses set ``name``, ``code`` (the fustal modules whose source the
-    cache key covers), ``artifacts`` (the files that make a finished entry; the manifest lists
-    them) and ``exported`` (those copied into the run dir); ``cached = False`` runs the stage in
-    every run, writing straight into the run dir (for cheap stages)."""
+    """One pipeline stage. Subclasses set ``name``, ``artifacts`` (the files that make a
+    finished entry; the manifest lists them) and ``exported`` (those copied into the run dir);
+    ``cached = False`` runs the stage in every run, writing straight into the run dir (for cheap
+    stages). The code the cache key covers is derived (:meth:`code_roots`)."""
 
     name: ClassVar[str]
-    code: ClassVar[tuple[str, ...]]
     artifacts: ClassVar[tuple[str, ...]]
     exported: ClassVar[tuple[str, ...]]
     cached: ClassVar[bool] = True
@@ -94,9 +93,16 @@ class Stage(ABC, Generic[Outputs]):
         """The outputs, read from the artifacts of a finished entry (cached stages)."""
         raise NotImplementedError(f"{self.name}: not a cached stage")
 
+    def code_roots(self) -> list[str]:
+        """The modules whose import closure is the stage's code: the stage's own module and the
+        fustal modules that its key parts and the callbacks name by ``_target_`` (reached only
+        through ``hydra.utils.instantiate``)."""
+        named = target_modules([to_plain(self.key_parts()), to_plain(self.cfg.get("callbacks"))])
+        return [type(self).__module__, *named]
+
     def key(self) -> str:
         parts = to_plain(self.key_parts())
-        return config_hash(self.name, parts, code_fingerprint(self.code))
+        return config_hash(self.name, parts, code_fingerprint(self.code_roots()))
 
 
 def run_stage(stage: Stage[Outputs]) -> tuple[Outputs, str]:

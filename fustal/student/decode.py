@@ -332,6 +332,32 @@ def teacher_targets(
     )
 
 
+def segment_voting(
+    dets: SegmentBatch, cands: SegmentBatch, iou_thresh: float, eps: float = 1e-8
+) -> SegmentBatch:
+    """Boundary voting (ActionFormer's, per class): each detection ``[B, K]`` gets the mean of
+    the candidates ``[B, N]`` before soft-NMS (same video and class, valid) that overlap it by
+    tIoU >= ``iou_thresh``, weighted by their scores; scores are unchanged. A detection is one
+    of the candidates, so it always votes for itself."""
+    segs, other = dets.segments.float(), cands.segments.float()
+    inter = (
+        torch.minimum(segs[:, :, None, 1], other[:, None, :, 1])
+        - torch.maximum(segs[:, :, None, 0], other[:, None, :, 0])
+    ).clamp(min=0)  # [B, K, N]
+    union = (segs[..., 1] - segs[..., 0])[:, :, None] + (other[..., 1] - other[..., 0])[:, None]
+    iou = inter / (union - inter).clamp(min=eps)
+    votes = (
+        (iou >= iou_thresh)
+        & (dets.labels[:, :, None] == cands.labels[:, None, :])
+        & cands.valid[:, None, :]
+    )
+    weights = torch.where(votes, cands.scores.float()[:, None, :], 0.0)
+    total = weights.sum(dim=-1, keepdim=True)
+    refined = (weights @ other) / total.clamp(min=eps)
+    keep = dets.valid[..., None] & (total > 0)
+    return dets._replace(segments=torch.where(keep, refined, segs).to(dets.segments.dtype))
+
+
 def decode_batch(
     cls_logits: Sequence[Tensor],
     start_logits: Sequence[Tensor],
@@ -346,9 +372,11 @@ def decode_batch(
     nms_sigma: float = 0.5,
     min_score: float = 0.001,
     max_seg_num: int = 2000,
+    voting_thresh: float = 0.0,
 ) -> SegmentBatch:
     """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
-    ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`."""
+    ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`, then
+    (``voting_thresh > 0``) :func:`segment_voting` with the candidates."""
     cands = candidates(
         cls_logits,
         start_logits,
@@ -361,7 +389,8 @@ def decode_batch(
         pre_nms_topk,
         min_duration,
     )
-    return soft_nms_batch(cands, cls_logits[0].shape[-1], nms_sigma, min_score, max_seg_num)
+    dets = soft_nms_batch(cands, cls_logits[0].shape[-1], nms_sigma, min_score, max_seg_num)
+    return segment_voting(dets, cands, voting_thresh) if voting_thresh > 0 else dets
 
 
 def decode_video(

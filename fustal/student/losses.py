@@ -68,6 +68,7 @@ def detection_losses(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     iou_weight_power: float = 0.2,
+    label_smoothing: float = 0.0,
     eps: float = 1e-6,
 ) -> dict[str, Tensor]:
     """TriDet classification and regression losses of a batch (float32).
@@ -80,7 +81,9 @@ def detection_losses(
     ``IoU(pred, gt) ** iou_weight_power``, *not detached* as in the research code and TriDet:
     the classification loss also trains the offsets, the start/end heads and the backbone (IoU
     clamped at ``eps`` so that its power keeps a finite gradient); each positive adds a DIoU
-    term. Both sums are divided by ``normalizer``. Returns ``{"cls", "reg"}`` (scalars).
+    term. Both sums are divided by ``normalizer``. ``label_smoothing`` (ActionFormer/TriDet on
+    ActivityNet) turns every valid point's focal targets into ``t * (1 - ls) + ls / (C + 1)``.
+    Returns ``{"cls", "reg"}`` (scalars).
     """
     valid = torch.cat(list(masks), dim=1)
     if valid.shape[1] != cls_targets.shape[1]:
@@ -98,9 +101,10 @@ def detection_losses(
     gt = reg_targets.float()[:, :, None, :].expand_as(pred)
     iou = center_iou(pred, gt).clamp(min=eps)
     weight = torch.where(positive, iou**iou_weight_power, torch.ones_like(iou))
-    focal = sigmoid_focal_loss(
-        torch.cat(list(cls_logits), 1), cls_targets, focal_alpha, focal_gamma
-    )
+    targets = cls_targets.float()
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / (targets.shape[-1] + 1)
+    focal = sigmoid_focal_loss(torch.cat(list(cls_logits), 1), targets, focal_alpha, focal_gamma)
     zero = focal.new_zeros(())
     cls_loss = torch.where(valid[..., None], focal * weight, zero).sum() / normalizer
     reg = torch.where(positive, center_diou_loss(pred, gt), zero)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
+from fustal.fusion import RULES, fuse_video
 from fustal.metrics.torchmetric import DetectionMAP
 from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
@@ -33,6 +34,22 @@ CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
 # the teacher is "not ready" when it still holds more than this share of its random initial
 # weights at the switch to distillation
 TEACHER_INIT_SHARE_WARN = 0.05
+
+
+def check_fusion(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``fusion`` keywords of :func:`fustal.fusion.fuse_video` (``topk``, ``rule``), checked;
+    None: no fusion."""
+    if fusion is None:
+        return None
+    unknown = sorted(set(fusion) - {"topk", "rule"})
+    if unknown:
+        raise FustalError(f"fusion: unknown keys {unknown} (expected topk, rule)")
+    topk, rule = int(fusion.get("topk", 2)), str(fusion.get("rule", "sqrt"))
+    if topk < 1:
+        raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
+    if rule not in RULES:
+        raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    return {"topk": topk, "rule": rule}
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -65,6 +82,12 @@ class StudentModule(pl.LightningModule):
     as ``student/test/*`` and ``student_ema/test/*``; ``predict_step``) decodes detections in
     seconds for the raw weights and the EMA copy. ``classes`` and ``feature_timing`` are
     metadata saved with the hyperparameters for ``python -m fustal.predict``.
+
+    ``class_agnostic``: the network predicts one class, actionness (every target, the EMA
+    teacher's included, is class 0; the video-level loss, which needs classes, is off), and the
+    classes come from ``fusion``. ``fusion`` (``{"topk", "rule"}``, :func:`fustal.fusion.
+    fuse_video`) fuses each evaluated video's detections with the video-level class scores its
+    batch carries (``class_scores [B, C]``, e.g. the generator's).
     """
 
     def __init__(
@@ -87,6 +110,9 @@ class StudentModule(pl.LightningModule):
         focal_gamma: float = 2.0,
         iou_weight_power: float = 0.2,
         inference: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_agnostic: bool = False,
+        fusion: Mapping[str, Any] | None = None,
         tiou_thresholds: Sequence[float] = THUMOS_TIOU,
         classes: Sequence[str] | None = None,
         feature_timing: Mapping[str, Any] | None = None,
@@ -95,8 +121,11 @@ class StudentModule(pl.LightningModule):
         self.save_hyperparameters()
         if ema_decay is not None and not 0.0 <= ema_decay <= 1.0:
             raise FustalError(f"ema_decay: must lie in [0, 1] or be null, got {ema_decay}")
+        self.fusion = check_fusion(fusion)
         net_cfg = {"_target_": "fustal.student.model.TriDet", **(net or {})}
-        self.model: TriDet = instantiate(net_cfg, feature_dim=feature_dim, num_classes=num_classes)
+        self.model: TriDet = instantiate(
+            net_cfg, feature_dim=feature_dim, num_classes=1 if class_agnostic else num_classes
+        )
         self.decode_kwargs = dict(inference or {})
         self.ema: ModelEMA | None = None
         if ema_decay is not None:
@@ -136,7 +165,10 @@ class StudentModule(pl.LightningModule):
         that each video trains on now: the batch's own, or while distilling the EMA teacher's
         (:meth:`teacher_targets`)."""
         if not self.distilling():
-            return batch["segments"], batch["labels"], batch["target_valid"]
+            labels = batch["labels"]
+            if self.hp.class_agnostic:
+                labels = torch.zeros_like(labels)
+            return batch["segments"], labels, batch["target_valid"]
         targets = self.teacher_targets(batch)
         return targets.segments, targets.labels, targets.valid
 
@@ -195,19 +227,26 @@ class StudentModule(pl.LightningModule):
 
     def detections_in_seconds(self, batch: dict, use_ema: bool) -> list[np.ndarray]:
         """Per video ``[K, 4]`` rows in seconds, clipped to the video (zero-length detections
-        kept, as in the research evaluation)."""
+        kept, as in the research evaluation), fused with the batch's ``class_scores`` when
+        ``fusion`` is set."""
+        if self.fusion is not None and "class_scores" not in batch:
+            raise FustalError(
+                f"student: fusion is on but the videos {list(batch['video_id'])[:3]} come without"
+                " video-level class scores (give the DataModule video_scores)"
+            )
         out = []
         for i, rows in enumerate(self.predict_batch(batch, use_ema)):
             timing = Timing(float(batch["stride_s"][i]), float(batch["window_s"][i]))
             duration = float(batch["duration"][i])
-            out.append(
-                detections_to_seconds(
-                    rows,
-                    float(batch["offset"][i]),
-                    timing,
-                    None if math.isinf(duration) else duration,
-                )
+            rows = detections_to_seconds(
+                rows, float(batch["offset"][i]), timing, None if math.isinf(duration) else duration
             )
+            if self.fusion is not None:
+                scores = batch["class_scores"][i].cpu().numpy()
+                rows = fuse_video(
+                    rows, scores, class_agnostic=self.hp.class_agnostic, **self.fusion
+                )
+            out.append(rows)
         return out
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
@@ -270,12 +309,18 @@ class StudentModule(pl.LightningModule):
                 self.hp.focal_alpha,
                 self.hp.focal_gamma,
                 self.hp.iou_weight_power,
+                self.hp.label_smoothing,
             )
-            video = video_level_loss(
-                output.video_logits,
-                batch["mask"],
-                batch["video_labels"],
-                self.hp.video_topk_divisor,
+            # one actionness class: a softmax over it is constant, so no video-level loss
+            video = (
+                norm.new_zeros(())
+                if self.hp.class_agnostic
+                else video_level_loss(
+                    output.video_logits,
+                    batch["mask"],
+                    batch["video_labels"],
+                    self.hp.video_topk_divisor,
+                )
             )
         loss = losses["cls"] + losses["reg"] + self.hp.video_loss_weight * video
         logs = {"loss": loss, **losses, "video": video, "num_pos": num_pos.float(), "norm": norm}

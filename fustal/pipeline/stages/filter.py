@@ -28,7 +28,6 @@ class FilterOutputs:
 
 class FilterStage(Stage[FilterOutputs]):
     name = "filter"
-    code = ("fustal.pseudo.filters", "fustal.pseudo.nms", "fustal.pipeline.stages.filter")
     artifacts = ("pseudo_labels.filtered.json",)
     exported = ()
     cached = False

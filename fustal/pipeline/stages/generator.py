@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
-from fustal.generator.module import GeneratorModule
+from fustal.fusion import SCORE_FILE, read_score_file, score_file_payload
+from fustal.generator.module import VIDEO_SCORES, GeneratorModule
 from fustal.inference import feature_timing, predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
@@ -35,11 +37,13 @@ CAS_FILE = "pictures_cas.npz"
 
 @dataclass
 class GeneratorOutputs:
-    """Pseudo labels (training videos) and test detections, in seconds; the stage's metrics
-    (``generator.test``, ``pseudo_labels.raw``); the CAS of the picture videos; the checkpoint."""
+    """Pseudo labels (training videos) and test detections, in seconds; the video-level class
+    scores ``[C]`` of the training and test videos; the stage's metrics (``generator.test``,
+    ``pseudo_labels.raw``); the CAS of the picture videos; the checkpoint."""
 
     pseudo_labels: VideoDetections
     test: VideoDetections
+    video_scores: dict[str, np.ndarray]
     metrics: dict[str, Any]
     cas: dict[str, dict[str, Any]]
     checkpoint: Path
@@ -47,23 +51,15 @@ class GeneratorOutputs:
 
 class GeneratorStage(Stage[GeneratorOutputs]):
     name = "generator"
-    code = (
-        "fustal.generator",
-        "fustal.pseudo.proposals",
-        "fustal.pseudo.nms",
-        "fustal.data",
-        "fustal.metrics",
-        "fustal.training",
-        "fustal.pipeline.stages.generator",
-    )
     artifacts = (
         "generator.ckpt",
         "pseudo_labels.json",
         "generator_test.json",
+        SCORE_FILE,
         "metrics.json",
         CAS_FILE,
     )
-    exported = ("pseudo_labels.json", "generator_test.json")
+    exported = ("pseudo_labels.json", "generator_test.json", SCORE_FILE)
 
     def key_parts(self) -> dict[str, Any]:
         gcfg = self.cfg.generator
@@ -115,8 +111,10 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         fit(ctx, self.name, trainer, module, dm, folder)
         trainer.save_checkpoint(folder / "generator.ckpt", weights_only=False)
         ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
-        pseudo = predict_videos(trainer, module, dm.loader("train"))["generator"]
-        test = predict_videos(trainer, module, dm.loader("test"))["generator"]
+        train_out = predict_videos(trainer, module, dm.loader("train"))
+        test_out = predict_videos(trainer, module, dm.loader("test"))
+        pseudo, test = train_out["generator"], test_out["generator"]
+        video_scores = {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]}
         data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
         metrics = {
             "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
@@ -126,9 +124,10 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         if is_global_zero():
             write_json(folder / "pseudo_labels.json", rows_to_results(pseudo, data.classes))
             write_json(folder / "generator_test.json", rows_to_results(test, data.classes))
+            write_json(folder / SCORE_FILE, score_file_payload(video_scores, data.classes))
             write_json(folder / "metrics.json", metrics)
             write_cas(folder / CAS_FILE, cas)
-        return GeneratorOutputs(pseudo, test, metrics, cas, folder / "generator.ckpt")
+        return GeneratorOutputs(pseudo, test, video_scores, metrics, cas, folder / "generator.ckpt")
 
     def picture_cas(
         self, module: GeneratorModule, dm: GeneratorDataModule
@@ -150,12 +149,15 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return out
 
     def load(self, folder: Path) -> GeneratorOutputs:
-        classes = self.ctx.data.generator.classes
+        data = self.ctx.data.generator
+        classes = data.classes
         pseudo = results_to_rows(read_results(folder / "pseudo_labels.json"), classes, "cache")
         test = results_to_rows(read_results(folder / "generator_test.json"), classes, "cache")
+        videos = [v.id for v in data.train_videos() + data.test_videos()]
         return GeneratorOutputs(
             pseudo,
             test,
+            read_score_file(folder / SCORE_FILE, classes, videos),
             read_json(folder / "metrics.json"),
             read_cas(folder / CAS_FILE),
             folder / "generator.ckpt",

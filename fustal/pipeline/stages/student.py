@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -36,6 +37,16 @@ PICTURES_FILE = "pictures_train.json"
 
 
 @dataclass
+class VideoScores:
+    """Video-level class scores to fuse into the student's detections: ``{video_id: [C]}``, what
+    identifies them (a stage key or a file's digest) and where they come from (messages)."""
+
+    scores: dict[str, np.ndarray]
+    key: str
+    source: str
+
+
+@dataclass
 class StudentOutputs:
     """Test detections per variant (``student``, ``student_ema``) in seconds, the stage's
     metrics (``<variant>.test``), the detections the pictures show on the first training
@@ -49,13 +60,6 @@ class StudentOutputs:
 
 class StudentStage(Stage[StudentOutputs]):
     name = "student"
-    code = (
-        "fustal.student",
-        "fustal.data",
-        "fustal.metrics",
-        "fustal.training",
-        "fustal.pipeline.stages.student",
-    )
     artifacts = (
         "student.ckpt",
         "student_test.json",
@@ -65,12 +69,26 @@ class StudentStage(Stage[StudentOutputs]):
     )
     exported = ("student_test.json", "student_ema_test.json")
 
-    def __init__(self, ctx: RunContext, targets: VideoDetections | None, upstream: str) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        targets: VideoDetections | None,
+        upstream: str,
+        video_scores: VideoScores | None = None,
+    ) -> None:
         """``targets``: the filtered pseudo labels (None: the ground truth, supervision=full),
-        identified by ``upstream``."""
+        identified by ``upstream``; ``video_scores``: what ``fusion`` fuses (None: fusion off)."""
         super().__init__(ctx)
         self.targets = targets
         self.upstream = upstream
+        self.video_scores = video_scores
+
+    @property
+    def fusion(self) -> dict[str, Any] | None:
+        """The module's ``fusion`` keywords (None: off)."""
+        if self.video_scores is None:
+            return None
+        return {"topk": self.cfg.fusion.topk, "rule": self.cfg.fusion.rule}
 
     @property
     def full(self) -> bool:
@@ -100,6 +118,9 @@ class StudentStage(Stage[StudentOutputs]):
             "val_every": scfg.val_every,
             "supervision": self.cfg.supervision,
             "up": self.upstream,
+            "fusion": None
+            if self.video_scores is None
+            else {**(self.fusion or {}), "scores": self.video_scores.key},
             **data_identity(self.ctx, "student"),
         }
 
@@ -116,6 +137,7 @@ class StudentStage(Stage[StudentOutputs]):
             tiou_thresholds=list(cfg.dataset.tiou_thresholds),
             classes=data.classes,
             feature_timing=feature_timing(data),
+            fusion=self.fusion,
         )
         dm = instantiate(cfg.student.data, _partial_=True, _convert_="all")(
             data=data,
@@ -123,6 +145,7 @@ class StudentStage(Stage[StudentOutputs]):
             max_seq_len=module.model.max_seq_len,
             max_stride=module.model.max_stride,
             seed=cfg.seed,
+            video_scores=None if self.video_scores is None else self.video_scores.scores,
         )
         return module, dm
 
@@ -134,6 +157,13 @@ class StudentStage(Stage[StudentOutputs]):
         plan = f"stage 3/3 student: {epochs_pseudo} epochs on {what}"
         if max_epochs > epochs_pseudo:
             plan += f", then {max_epochs - epochs_pseudo} of EMA distillation"
+        if scfg.module.get("class_agnostic"):
+            plan += "; class-agnostic"
+        if self.fusion is not None and self.video_scores is not None:
+            plan += (
+                f"; classes fused from {self.video_scores.source}'s video-level scores"
+                f" (top {self.fusion['topk']}, {self.fusion['rule']})"
+            )
         ctx.say(plan)
         trainer = make_trainer(
             cfg,
@@ -170,9 +200,14 @@ class StudentStage(Stage[StudentOutputs]):
     ) -> VideoDetections:
         """Detections on the first training videos (what the pictures show), from the module in
         memory: the EMA weights when there are some."""
-        videos = picture_videos(dm.train_videos)
+        scored = dm.video_scores
+        videos = [v for v in picture_videos(dm.train_videos) if scored is None or v.id in scored]
+        if not videos:  # a score file without these training videos: nothing to fuse them with
+            return {}
         loader = DataLoader(
-            StudentVideos(dm.data, videos, None, False, dm.max_seq_len),
+            StudentVideos(
+                dm.data, videos, None, False, dm.max_seq_len, video_scores=dm.video_scores
+            ),
             batch_size=dm.eval_batch_size,
             collate_fn=make_collate(dm.max_seq_len, dm.max_stride),
         )

@@ -1,0 +1,146 @@
+"""Video-level score fusion: classes for a detector's segments from a video-level classifier.
+
+Strong ActivityNet detectors localize class-agnostically and take classes from an external
+video classifier (ActionFormer and TriDet: for each video the top-2 classes of the classifier,
+every proposal emitted once per class with score ``sqrt(class_score * proposal_score)``; OpenTAD:
+the plain product). In weak supervision fustal owns such a classifier: the generator is trained on
+exactly the video-level labels, and its ``video_scores`` are written next to its detections
+(:data:`SCORE_FILE`).
+
+A score file has ActionFormer's schema: ``{"results": {video_id: [C scores]}, "class": [names]}``
+(the ``"class"`` list is optional: without it the scores are in the dataset's class order; a
+top-level object without ``"results"`` is read as the mapping itself).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fustal.errors import FustalError
+from fustal.io import read_json
+
+RULES = ("sqrt", "product")
+# the generator stage's video-level class scores (training and test videos), ActionFormer schema
+SCORE_FILE = "generator_video_scores.json"
+# videos named in an error about missing scores
+SHOWN_MISSING = 3
+
+
+def combine(class_scores: np.ndarray, scores: np.ndarray, rule: str) -> np.ndarray:
+    """The fused score of a detection scoring ``scores`` for a class scoring ``class_scores``
+    (broadcast): ``sqrt(class * detection)`` (ActionFormer, TriDet) or ``class * detection``
+    (OpenTAD)."""
+    if rule == "sqrt":
+        return np.sqrt(class_scores * scores)
+    if rule == "product":
+        return class_scores * scores
+    raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
+
+
+def fuse_video(
+    rows: np.ndarray,
+    class_scores: np.ndarray,
+    topk: int = 2,
+    rule: str = "sqrt",
+    class_agnostic: bool = True,
+) -> np.ndarray:
+    """Fuse one video's detections with its video-level class scores.
+
+    ``rows [K, 4]`` ``(class_index, score, start, end)``, ``class_scores [C]`` -> fused rows
+    ``[K', 4]`` sorted by fused score (descending, stable). The video's ``topk`` best classes are
+    kept. Class-agnostic rows (their class column is ignored) are emitted once per kept class
+    (``K' = topk * K``); class-aware rows are kept for their own class when it is one of the
+    kept ones. Each fused score is :func:`combine` of the class's and the row's score.
+    """
+    rows = np.asarray(rows, np.float64).reshape(-1, 4)
+    class_scores = np.asarray(class_scores, np.float64).reshape(-1)
+    k = min(int(topk), class_scores.shape[0])
+    top = np.argsort(-class_scores, kind="stable")[:k]  # [k]
+    if class_agnostic:
+        labels = np.repeat(top, rows.shape[0])  # class-major: [k * K]
+        base = np.tile(rows, (k, 1))
+    else:
+        base = rows[np.isin(rows[:, 0].astype(np.int64), top)]
+        labels = base[:, 0].astype(np.int64)
+    fused = base.copy()
+    fused[:, 0] = labels
+    fused[:, 1] = combine(class_scores[labels], base[:, 1], rule)
+    return fused[np.argsort(-fused[:, 1], kind="stable")]
+
+
+def read_score_file(
+    path: str | os.PathLike,
+    classes: Sequence[str],
+    videos: Sequence[str],
+    optional: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """Video-level class scores ``{video_id: [C] float64}`` of ``videos`` (and of those of
+    ``optional`` that the file has) from a score file, in the order of ``classes``. A file that
+    is missing or not the schema, a video whose entry is not ``C`` finite numbers, a class of
+    ``classes`` absent from the file's ``"class"`` list, or a video of ``videos`` without scores
+    is a :class:`FustalError` naming the file and the video or class."""
+    data = read_json(path, "score file")
+    if not isinstance(data, Mapping):
+        raise FustalError(f"{path}: expected a JSON object {{'results': {{video_id: [scores]}}}}")
+    results = data.get("results", data)
+    if not isinstance(results, Mapping):
+        raise FustalError(f"{path}: 'results' must map video ids to lists of class scores")
+    names = data.get("class") if "results" in data else None
+    columns = _columns(path, names, classes)
+    width = len(columns) if names is None else len(names)
+    missing = [vid for vid in videos if vid not in results]
+    if missing:
+        shown = ", ".join(missing[:SHOWN_MISSING])
+        more = f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
+        raise FustalError(
+            f"{path}: no video-level class scores for video {shown}{more}"
+            f" ({len(missing)} of {len(videos)} videos missing)"
+        )
+    out = {}
+    for vid in [*videos, *(v for v in optional if v in results)]:
+        values = _score_row(path, vid, results[vid], width)
+        out[vid] = values[columns]
+    return out
+
+
+def _columns(path: Any, names: Any, classes: Sequence[str]) -> np.ndarray:
+    """Column of each of ``classes`` in the file's rows (its ``"class"`` list, else in order)."""
+    if names is None:
+        return np.arange(len(classes))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FustalError(f"{path}: 'class' must be a list of class names")
+    index = {name: i for i, name in enumerate(names)}
+    absent = [c for c in classes if c not in index]
+    if absent:
+        raise FustalError(
+            f"{path}: class {absent[0]!r} of the dataset is not in the file's 'class' list"
+            f" ({len(absent)} of {len(classes)} classes absent)"
+        )
+    return np.array([index[c] for c in classes], dtype=np.int64)
+
+
+def _score_row(path: Any, vid: str, entry: Any, width: int) -> np.ndarray:
+    """One video's scores as ``[width]`` finite float64, or a :class:`FustalError` naming it."""
+    try:
+        values = np.asarray(entry, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FustalError(f"{path}: video {vid}: class scores are not numbers") from None
+    if values.ndim != 1 or values.shape[0] != width:
+        got = values.shape[0] if values.ndim == 1 else f"shape {values.shape}"
+        raise FustalError(f"{path}: video {vid}: expected {width} class scores, got {got}")
+    if not np.isfinite(values).all():
+        raise FustalError(f"{path}: video {vid}: class scores must be finite numbers")
+    return values
+
+
+def score_file_payload(scores: Mapping[str, np.ndarray], classes: Sequence[str]) -> dict:
+    """The JSON of a score file (ActionFormer's schema plus the class names; full precision, so
+    that scores read back equal the ones in memory)."""
+    return {
+        "results": {vid: [float(v) for v in row] for vid, row in scores.items()},
+        "class": list(classes),
+    }
