@@ -10,7 +10,6 @@ seconds.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,8 @@ def checkpoint_kind(state_dict: Mapping[str, Any]) -> str | None:
 def load_checkpoint(
     path: str | Path, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Checkpoint:
-    """Load a student or generator checkpoint; ``overrides[kind]`` replaces hyperparameters of
+    """Load a student or generator checkpoint with Lightning's ``load_from_checkpoint`` (its
+    saved hyperparameters rebuild the module); ``overrides[kind]`` replaces hyperparameters of
     that kind (e.g. the student's ``inference`` settings) before the module is rebuilt.
 
     Raises :class:`FustalError` naming the file when it is missing, not a checkpoint, of another
@@ -120,11 +120,7 @@ def load_checkpoint(
             f"{path}: not a fustal student or generator checkpoint (its weights belong to"
             " another model)"
         )
-    cls = MODULES[kind]
-    accepted = inspect.signature(cls.__init__).parameters
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    kwargs.update((overrides or {}).get(kind, {}))
+    kwargs = {**(ckpt.get("hyper_parameters") or {}), **(overrides or {}).get(kind, {})}
     missing = [k for k in ("feature_dim", "num_classes") if k not in kwargs]
     if missing:
         raise FustalError(f"{path}: {kind} checkpoint without the hyperparameters {missing}")
@@ -135,21 +131,19 @@ def load_checkpoint(
             f" {kwargs['num_classes']} classes"
         )
     try:
-        module = cls(**kwargs)
-    except (FustalError, TypeError, ValueError) as err:
-        raise FustalError(f"{path}: cannot rebuild the {kind} ({err})") from None
-    try:
-        result = module.load_state_dict(ckpt["state_dict"], strict=False)
-    except RuntimeError as err:
+        module = MODULES[kind].load_from_checkpoint(
+            path,
+            map_location="cpu",
+            strict=True,
+            weights_only=True,
+            **(overrides or {}).get(kind, {}),
+        )
+    except RuntimeError as err:  # load_state_dict: missing, unexpected or misshapen weights
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise FustalError(
             f"{path}: the {kind} weights do not fit its hyperparameters ({lines[-1]})"
         ) from None
-    mismatched = [*result.missing_keys, *result.unexpected_keys]
-    if mismatched:
-        raise FustalError(
-            f"{path}: the {kind} weights do not fit its hyperparameters"
-            f" ({len(mismatched)} keys differ, first: {mismatched[0]})"
-        )
+    except (FustalError, TypeError, ValueError) as err:
+        raise FustalError(f"{path}: cannot rebuild the {kind} ({err})") from None
     module.eval()
     return Checkpoint(path, kind, module, ckpt.get("epoch"), ckpt.get("global_step"))

@@ -160,7 +160,7 @@ def cached_generator_dir(cfg: DictConfig) -> Any:
     from fustal.pipeline.stages.generator import GeneratorStage
 
     ctx = RunContext(cfg, Path(run_dir(cfg)), make_console(), load_pipeline_data(cfg))
-    return Path(cfg.paths.cache_dir) / GeneratorStage.name / GeneratorStage(ctx).key()
+    return Path(cfg.paths.cache_dir) / GeneratorStage.name / GeneratorStage(ctx, {}).key()
 
 
 def datamodule(
@@ -168,16 +168,13 @@ def datamodule(
 ) -> Any:
     """The stage's DataModule (``<stage>.data`` config) on ``data`` (a student's with the
     video-level ``scores`` to fuse)."""
-    make = hydra.utils.instantiate(cfg[ckpt.kind].data, _partial_=True, _convert_="all")
+    from fustal.generator.build import generator_datamodule
+    from fustal.student.build import student_datamodule
+
     if ckpt.kind == "student":
         model = cast("TriDet", ckpt.module.model)
-        return make(
-            data=data,
-            max_seq_len=model.max_seq_len,
-            max_stride=model.max_stride,
-            video_scores=scores,
-        )
-    return make(data=data, seed=cfg.seed)
+        return student_datamodule(cfg.student.data, data, model, cfg.seed, video_scores=scores)
+    return generator_datamodule(cfg.generator.data, data, cfg.seed)
 
 
 @exit_on_error

@@ -5,6 +5,7 @@ single-process order. (Loading saved checkpoints: :mod:`fustal.checkpoints`.)"""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,18 @@ def feature_timing(data: StageData) -> dict[str, Any]:
         "fps_varies": spec.fps is None and len(counts) > 1,
         "steps": lengths.pop() if spec.layout == "resized" and len(lengths) == 1 else None,
         "extractor": spec.extractor,
+    }
+
+
+def module_arguments(data: StageData, tiou_thresholds: Sequence[float]) -> dict[str, Any]:
+    """A stage module's arguments that come from the data: feature dimension, classes, the
+    evaluation thresholds and the feature timing (metadata for ``fustal.predict``)."""
+    return {
+        "feature_dim": data.feature_dim(),
+        "num_classes": data.num_classes,
+        "tiou_thresholds": list(tiou_thresholds),
+        "classes": data.classes,
+        "feature_timing": feature_timing(data),
     }
 
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import hydra.utils
@@ -62,6 +62,7 @@ from fustal.errors import FustalError, exit_on_error
 if TYPE_CHECKING:
     from fustal.checkpoints import Checkpoint
     from fustal.data.dataset import StageData
+    from fustal.student.model import TriDet
 
 register_resolvers()
 CONFIG_NAME = "fustal_predict"
@@ -364,23 +365,18 @@ def predict_detections(
     start_s, end_s): the student's EMA weights when ``use_ema`` and the checkpoint has them,
     else its raw ones, fused with the video-level class scores ``fusion`` when given; a
     generator's proposals, clipped to the video's duration, and its ``video_scores``."""
-    from fustal.data.generator_datamodule import GeneratorDataModule
-    from fustal.data.student_datamodule import PseudoLabelDataModule
+    from fustal.generator.build import generator_datamodule
     from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
+    from fustal.student.build import student_datamodule
+    from fustal.training.trainer import make_trainer
 
     module = ckpt.module
-    trainer = hydra.utils.instantiate(cfg.trainer, _convert_="all")
+    trainer = make_trainer(cfg, "predict")
+    loading = {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     if ckpt.kind == "student":
-        net: Any = module.model
-        dm = PseudoLabelDataModule(
-            data,
-            net.max_seq_len,
-            net.max_stride,
-            eval_batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers,
-            video_scores=fusion,
-        )
+        net = cast("TriDet", module.model)
+        dm = student_datamodule(None, data, net, video_scores=fusion, **loading)
         out = predict_videos(trainer, module, dm.loader("test"))
         variant = "student_ema" if cfg.use_ema and "student_ema" in out else "student"
         return {DETECTIONS: out[variant]}
@@ -390,9 +386,7 @@ def predict_detections(
             f"{ckpt.path}: the generator checkpoint stores no proposal settings (written before"
             " fustal stored them); retrain it, or predict with a student checkpoint"
         )
-    gdm = GeneratorDataModule(
-        data, hp.num_segments, eval_batch_size=cfg.batch_size, num_workers=cfg.num_workers
-    )
+    gdm = generator_datamodule(None, data, num_segments=hp.num_segments, **loading)
     out = predict_videos(trainer, module, gdm.loader("test"))
     clipped: dict[str, np.ndarray] = {}
     for video in data.test_videos():

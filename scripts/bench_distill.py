@@ -34,16 +34,16 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fustal.config import CONFIG_DIR, register_resolvers, to_plain  # noqa: E402
-from fustal.data.student_datamodule import PseudoLabelDataModule  # noqa: E402
+from fustal.config import CONFIG_DIR, register_resolvers  # noqa: E402
 from fustal.data.views import load_pipeline_data  # noqa: E402
-from fustal.inference import feature_timing  # noqa: E402
 from fustal.io import write_json  # noqa: E402
 from fustal.pipeline.stages.common import seed_stage  # noqa: E402
-from fustal.student.decode import SegmentBatch, soft_nms_batch  # noqa: E402
+from fustal.student.build import student_datamodule, student_module  # noqa: E402
+from fustal.student.decode import SegmentBatch  # noqa: E402
 from fustal.student.model import TriDet  # noqa: E402
 from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
 from fustal.training.quiet import quiet_libraries  # noqa: E402
+from scripts.bench_common import research_teacher_targets  # noqa: E402
 
 TARGET_RATIO = 1.15
 
@@ -82,20 +82,16 @@ class ResearchTeacherStudent(StudentModule):
             output = net(batch["features"], batch["mask"])
             kwargs = self.decode_kwargs
             cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
-            dets = soft_nms_batch(
-                cands,
-                net.num_classes,
-                kwargs.get("nms_sigma", 0.5),
-                kwargs.get("min_score", 0.001),
-                kwargs.get("max_seg_num", 2000),
-            )
         finally:
             net.train(was_training)
-        thresh = self.hp.teacher_score_thresh
-        keep = dets.valid & (dets.scores > thresh)
-        if keep.shape[1]:  # rows are sorted by score: the first valid entry is the best
-            keep[:, 0] |= ~keep.any(dim=1) & dets.valid[:, 0]
-        return dets._replace(segments=dets.segments.clamp(min=0.0), valid=keep)
+        return research_teacher_targets(
+            cands,
+            net.num_classes,
+            self.hp.teacher_score_thresh,
+            kwargs.get("nms_sigma", 0.5),
+            kwargs.get("min_score", 0.001),
+            kwargs.get("max_seg_num", 2000),
+        )
 
 
 def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule, Any]:
@@ -103,29 +99,15 @@ def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule,
     training ground truth as targets."""
     scfg = cfg.student
     seed_stage(cfg.seed)
-    kwargs = to_plain(scfg.module)
-    kwargs.pop("_target_")
-    module = cls(
-        **kwargs,
-        feature_dim=data.feature_dim(),
-        num_classes=data.num_classes,
+    module = student_module(
+        scfg.module,
+        data,
+        cfg.dataset.tiou_thresholds,
+        target=cls,
         max_epochs=scfg.epochs_pseudo + scfg.epochs_distill,
         epochs_pseudo=scfg.epochs_pseudo,
-        tiou_thresholds=list(cfg.dataset.tiou_thresholds),
-        classes=data.classes,
-        feature_timing=feature_timing(data),
     )
-    dm_kwargs = to_plain(scfg.data)
-    dm_kwargs.pop("_target_")
-    dm = PseudoLabelDataModule(
-        data=data,
-        targets=None,
-        max_seq_len=module.model.max_seq_len,
-        max_stride=module.model.max_stride,
-        seed=cfg.seed,
-        **dm_kwargs,
-    )
-    return module, dm
+    return module, student_datamodule(scfg.data, data, module.model, cfg.seed)
 
 
 def trainer(max_epochs: int, timer: EpochTimer, root: Path) -> pl.Trainer:

@@ -21,7 +21,7 @@ Timed, each after one untimed warm-up:
 - ``student_step``: one step on pseudo labels (batch 8 x 2304, the videos' annotated segments);
 - ``distill_step``: the EMA teacher's forward pass and target selection plus one student step on
   its targets; fustal's teacher (soft-NMS of the candidates above 0.4 only) against the
-  research-style teacher (soft-NMS of every candidate, video by video, then the threshold);
+  research-style teacher (soft-NMS of every candidate, then the threshold);
 - ``test_inference_per_video``: forward, decoding and soft-NMS of one test video, one video at
   a time as in the paper configuration (``--eval-batch-size N`` times fustal in batches of N
   against the one-by-one research-style path).
@@ -65,12 +65,12 @@ from fustal.pseudo.proposals import cas_to_proposals  # noqa: E402
 from fustal.student.assign import pad_segments  # noqa: E402
 from fustal.student.decode import (  # noqa: E402
     SegmentBatch,
-    candidates,
     soft_nms_batch,
     teacher_targets,
 )
 from fustal.student.model import TriDet, TriDetOutput  # noqa: E402
 from fustal.student.module import StudentModule  # noqa: E402
+from scripts.bench_common import research_teacher_targets  # noqa: E402
 from tests.reference.proposals_loop import cas_to_proposals_loop  # noqa: E402
 
 ANNOTATIONS = ROOT / "data/annotations/thumos14/thumos14.json"
@@ -155,34 +155,6 @@ def trained_like_logits(
                 centre, width = 0.5 * (start + end), max(0.25 * (end - start), stride)
                 base[b, :, label] += 9.0 * torch.exp(-(((t - centre) / width) ** 2))
         output.cls_logits[level] = base.to(logits.device, logits.dtype)
-
-
-def decode_candidates(model: TriDet, output: TriDetOutput) -> SegmentBatch:
-    return candidates(
-        output.cls_logits,
-        output.start_logits,
-        output.end_logits,
-        output.offsets,
-        output.masks,
-        model.strides,
-        model.num_bins,
-    )
-
-
-def research_teacher(cands: SegmentBatch, thresh: float = 0.4) -> SegmentBatch:
-    """Soft-NMS of every candidate, one video at a time, then the teacher's threshold (or the
-    single best detection)."""
-    rows = []
-    for b in range(cands.scores.shape[0]):
-        one = SegmentBatch(*(x[b : b + 1] for x in cands))
-        dets = soft_nms_batch(one, NUM_CLASSES)
-        keep = dets.valid & (dets.scores > thresh)
-        if not bool(keep.any()) and bool(dets.valid.any()):
-            keep = torch.zeros_like(keep)
-            keep[0, 0] = True
-        rows.append((dets.segments[0][keep[0]].clamp(min=0), dets.labels[0][keep[0]]))
-    segs, labels, valid = pad_segments([r[0] for r in rows], [r[1] for r in rows])
-    return SegmentBatch(segs, torch.ones_like(labels, dtype=torch.float32), labels, valid)
 
 
 class Bench:
@@ -302,9 +274,9 @@ class Bench:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 output = net(batch["features"], batch["mask"])
             trained_like_logits(output, self.targets_of(batch), net)
-            cands = decode_candidates(net, output)
+            cands = net.candidates(output)
             if research:
-                return research_teacher(cands)
+                return research_teacher_targets(cands, NUM_CLASSES)
             return teacher_targets(cands, NUM_CLASSES)
 
         def distill_step(batch: dict[str, Any], research: bool) -> None:
@@ -355,7 +327,7 @@ class Bench:
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 output = model(batch["features"], batch["mask"])
             trained_like_logits(output, self.targets_of(batch), model)
-            cands = decode_candidates(model, output)
+            cands = model.candidates(output)
             soft_nms_batch(cands, NUM_CLASSES).to_rows()
 
         infer(videos[:1])

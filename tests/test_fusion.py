@@ -15,7 +15,7 @@ import torch
 
 from fustal.errors import FustalError
 from fustal.fusion import SCORE_FILE, fuse_video, read_score_file, score_file_payload
-from fustal.student.decode import SegmentBatch, segment_voting
+from fustal.student.decode import Levels, SegmentBatch, segment_voting
 from fustal.student.losses import detection_losses
 from tests.conftest import ANET_TINY, compose_train
 
@@ -147,27 +147,27 @@ def test_segment_voting_averages_overlapping_candidates_of_the_same_class() -> N
 def test_label_smoothing_softens_every_valid_points_targets() -> None:
     torch.manual_seed(0)
     batch, points, classes, bins = 2, 8, 3, 4
-    args = [
+    levels = Levels(
         [torch.randn(batch, points, classes)],
         [torch.randn(batch, points, classes)],
         [torch.randn(batch, points, classes)],
         [torch.rand(batch, points, 2, bins + 1)],
         [torch.ones(batch, points, dtype=torch.bool)],
-    ]
+    )
     cls_targets = torch.zeros(batch, points, classes)
     cls_targets[0, 3, 1] = 1.0
     reg_targets = torch.full((batch, points, 2), 2.0)
-    plain = detection_losses(*args, cls_targets, reg_targets, 1.0, bins)
-    smooth = detection_losses(*args, cls_targets, reg_targets, 1.0, bins, label_smoothing=0.1)
-    zero = detection_losses(*args, cls_targets, reg_targets, 1.0, bins, label_smoothing=0.0)
+    plain = detection_losses(levels, cls_targets, reg_targets, 1.0, bins)
+    smooth = detection_losses(levels, cls_targets, reg_targets, 1.0, bins, label_smoothing=0.1)
+    zero = detection_losses(levels, cls_targets, reg_targets, 1.0, bins, label_smoothing=0.0)
     assert torch.equal(plain["cls"], zero["cls"]) and torch.equal(plain["reg"], smooth["reg"])
     # by hand: focal loss against t * 0.9 + 0.1 / 4, IoU weight on the one positive
     from fustal.student.decode import trident_offsets
     from fustal.student.losses import center_iou, sigmoid_focal_loss
 
     target = cls_targets * 0.9 + 0.1 / (classes + 1)
-    focal = sigmoid_focal_loss(args[0][0], target)
-    pred = trident_offsets(args[1][0], args[2][0], args[3][0], bins)
+    focal = sigmoid_focal_loss(levels.cls_logits[0], target)
+    pred = trident_offsets(levels.start_logits[0], levels.end_logits[0], levels.offsets[0], bins)
     iou = center_iou(pred, reg_targets[:, :, None].expand_as(pred)).clamp(min=1e-6)
     weight = torch.where(cls_targets > 0, iou**0.2, torch.ones_like(iou))
     torch.testing.assert_close(smooth["cls"], (focal * weight).sum())

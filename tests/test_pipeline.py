@@ -5,8 +5,10 @@ corruption) and errors on pseudo-label files."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fustal.errors import FustalError
@@ -160,3 +162,48 @@ def test_in_process_config_is_checked_like_the_command_line(tmp_path: Path) -> N
 
     with pytest.raises(FustalError, match=r"generator.max_step: unknown key.*generator.max_steps"):
         run_pipeline(compose_train(tmp_path, "+generator.max_step=10"))
+
+
+def assert_same(got: object, want: object, where: str = "outputs") -> None:
+    """Equal outputs: dataclasses field by field, mappings key by key, arrays elementwise."""
+    if is_dataclass(want):
+        assert type(got) is type(want), where
+        for f in fields(want):
+            assert_same(getattr(got, f.name), getattr(want, f.name), f"{where}.{f.name}")
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), where
+        for key in want:
+            assert_same(got[key], want[key], f"{where}[{key!r}]")
+    elif isinstance(want, np.ndarray | float):
+        np.testing.assert_array_equal(got, want, err_msg=where)
+    else:
+        assert got == want, where
+
+
+def test_every_cached_stage_loads_back_what_it_saved(tmp_path: Path) -> None:
+    """The Stage interface's round trip: outputs computed in memory, saved by the runner, loaded
+    back from the entry equal them (fusion on, so the generator's video scores are outputs)."""
+    from fustal.config import make_console
+    from fustal.data.views import load_pipeline_data
+    from fustal.pipeline.run import stage_plan
+    from fustal.pipeline.stage import RunContext, run_plan, written_files
+
+    cfg = compose_train(tmp_path, "fusion=generator", "plot_videos=0")
+    ctx = RunContext(cfg, tmp_path / "run", make_console(), load_pipeline_data(cfg))
+    ctx.output_dir.mkdir()
+    plan = stage_plan(cfg)
+    results = run_plan(ctx, plan)
+    assert list(results) == ["generator", "filter", "student"]
+    for cls in plan:
+        if not cls.cached:
+            continue
+        upstream = {name: results[name] for name in cls.inputs(cfg)}
+        stage = cls(ctx, upstream)
+        assert stage.key() == results[cls.name].key
+        folder = tmp_path / "cache" / cls.name / stage.key()
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert sorted(manifest["files"]) == written_files(folder)  # what the stage wrote
+        assert_same(stage.load(folder), results[cls.name].outputs, cls.name)
+    # the runner recorded every stage's metrics
+    assert json.loads((ctx.output_dir / "metrics.json").read_text()) == ctx.metrics
+    assert {"generator", "pseudo_labels", "student", "student_ema"} <= set(ctx.metrics)

@@ -25,6 +25,7 @@ from fustal.student import (
     video_level_loss,
 )
 from fustal.student.assign import assign_batch, pad_segments
+from fustal.student.decode import Levels
 from tests.reference.softnms_loop import soft_nms_loop
 
 SMALL = {
@@ -186,13 +187,13 @@ def test_decode_video_sharp_boundaries() -> None:
     end[4, 1] = 60.0  # t = 3 + 1 -> right distance 1 bin
     offsets = torch.zeros(length, 2, num_bins + 1)
     mask = torch.ones(length, dtype=torch.bool)
-    rows = decode_video([cls], [start], [end], [offsets], [mask], [stride], num_bins)
+    rows = decode_video(Levels([cls], [start], [end], [offsets], [mask]), [stride], num_bins)
     assert rows.shape == (1, 4)
     label, score, seg_start, seg_end = rows[0]
     assert label == 1 and score == pytest.approx(1 / (1 + math.exp(-2.0)), rel=1e-5)
     assert seg_start == pytest.approx(6 - 2 * 2) and seg_end == pytest.approx(6 + 1 * 2)
     mask[3] = False
-    rows = decode_video([cls], [start], [end], [offsets], [mask], [stride], num_bins)
+    rows = decode_video(Levels([cls], [start], [end], [offsets], [mask]), [stride], num_bins)
     assert rows.shape == (0, 4)
 
 
@@ -222,16 +223,15 @@ def test_detection_losses_weighting_and_normalizer() -> None:
     cls_t[0, 5, 0] = 1.0  # on an invalid point: ignored
     reg_t = torch.zeros(1, length, 2)
     reg_t[0, 2] = torch.tensor([1.0, 0.5])
-    out = detection_losses(cls, start, end, offsets, masks, cls_t, reg_t, 7.0, num_bins)
+    out = detection_losses(Levels(cls, start, end, offsets, masks), cls_t, reg_t, 7.0, num_bins)
     pred = trident_offsets(start[0], end[0], offsets[0], num_bins)[0, 2, 1][None]
     weight = torch.ones(1, length, 2)
     weight[0, 2, 1] = center_iou(pred, reg_t[0, 2][None])[0] ** 0.2
     focal = sigmoid_focal_loss(cls[0], cls_t) * weight
     torch.testing.assert_close(out["cls"], focal[0, :5].sum() / 7.0)
     torch.testing.assert_close(out["reg"], center_diou_loss(pred, reg_t[0, 2][None]).sum() / 7.0)
-    empty = detection_losses(
-        cls, start, end, offsets, masks, torch.zeros_like(cls_t), reg_t, 7.0, num_bins
-    )
+    levels = Levels(cls, start, end, offsets, masks)
+    empty = detection_losses(levels, torch.zeros_like(cls_t), reg_t, 7.0, num_bins)
     assert empty["reg"].item() == 0.0
     torch.testing.assert_close(
         empty["cls"], sigmoid_focal_loss(cls[0][0, :5], 0 * cls[0][0, :5]).sum() / 7.0
@@ -316,7 +316,7 @@ def test_classification_loss_trains_the_offsets_through_the_iou_weight() -> None
     cls_t[0, 2, 1] = 1.0
     reg_t = torch.zeros(1, length, 2)
     reg_t[0, 2] = torch.tensor([1.0, 0.5])
-    out = detection_losses(cls, start, end, offsets, masks, cls_t, reg_t, 1.0, num_bins)
+    out = detection_losses(Levels(cls, start, end, offsets, masks), cls_t, reg_t, 1.0, num_bins)
     out["cls"].backward()
     assert offsets[0].grad[0, 2].abs().sum() > 0
     assert start[0].grad[0, :, 1].abs().sum() > 0 and end[0].grad[0, :, 1].abs().sum() > 0

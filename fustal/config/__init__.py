@@ -9,14 +9,11 @@ import io
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.syntax import Syntax
-from rich.tree import Tree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -26,34 +23,6 @@ def register_resolvers() -> None:
     """``${project_root:}``: the folder holding ``conf/``, whatever the working directory."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
-
-
-def print_config_tree(
-    cfg: DictConfig,
-    order: Sequence[str] = (
-        "stage",
-        "dataset",
-        "features",
-        "generator",
-        "filter",
-        "student",
-        "ema",
-        "trainer",
-        "logger",
-    ),
-    console: Console | None = None,
-) -> None:
-    """Print the composed config as a rich tree, one branch per top-level group."""
-    tree = Tree("config", guide_style="dim")
-    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
-    for key in keys:
-        branch = tree.add(f"[bold]{key!s}[/bold]")
-        value = cfg[key]
-        text = (
-            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        )
-        branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
-    (console or Console()).print(tree)
 
 
 def to_plain(cfg: Any) -> Any:
@@ -116,3 +85,11 @@ def absolute_paths(cfg: DictConfig, keys: tuple[str, ...] = PATH_KEYS) -> None:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if isinstance(value, str) and value and not os.path.isabs(value):
             OmegaConf.update(cfg, key, to_absolute_path(value))
+
+
+def target_node(cfg: Any, default: Any, target: Any = None) -> dict[str, Any]:
+    """A plain ``_target_`` config for ``hydra.utils.instantiate``: ``cfg`` (None: ``default``
+    with its defaults), its ``_target_`` replaced by ``target`` when given."""
+    node = dict(to_plain(cfg)) if cfg is not None else {}
+    node["_target_"] = target or node.get("_target_") or default
+    return node

@@ -1,7 +1,7 @@
-"""Structured-config schema of ``conf/train.yaml``: one dataclass per config group, registered in
-Hydra's ConfigStore (``fustal_schema``). :func:`fustal.config.checks.check_config` validates a
-composed config against it, so that an unknown key (a typo, or ``+key=value`` that nothing
-reads) or a value of the wrong type is a one-line error before anything runs.
+"""Structured-config schema of ``conf/train.yaml``: one dataclass per config group.
+:func:`fustal.config.checks.check_config` validates a composed config against it, so that an
+unknown key (a typo, or ``+key=value`` that nothing reads) or a value of the wrong type is a
+one-line error before anything runs.
 
 Defaults here are METHOD.md's; the YAML group files set every value explicitly (they are what
 users read and edit). Groups whose members are open-ended (``trainer``: any Lightning Trainer
@@ -13,10 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-from hydra.core.config_store import ConfigStore
-
-SCHEMA_NAME = "fustal_schema"
 
 
 def _list(*values: Any) -> Any:
@@ -302,8 +298,3 @@ class TrainSchema:
     callbacks: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
     paths: PathsSchema = field(default_factory=PathsSchema)
-
-
-def register_schema() -> None:
-    """Store the schema in Hydra's ConfigStore as ``fustal_schema``."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainSchema)

@@ -23,7 +23,6 @@ from fustal.data.sampling import (
     split_key,
 )
 
-SUBSETS = ("train", "test")
 
 
 class GeneratorVideos(Dataset):

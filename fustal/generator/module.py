@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch import Tensor
@@ -15,15 +14,14 @@ from torch import Tensor
 from fustal.generator.losses import action_loss, contrast_matrix, cross_video_contrast
 from fustal.generator.mining import mine_snippets
 from fustal.generator.network import GeneratorNet, GeneratorOutput
-from fustal.metrics.torchmetric import DetectionMAP
+from fustal.metrics.detection import THUMOS_TIOU
 from fustal.pseudo.parallel import ProposalPool, resolve_workers
 from fustal.pseudo.proposals import proposal_kwargs
+from fustal.training.evaluation import EvaluatedModule
 
 LOG_PREFIX = "generator/train/"
 # predict_step's key of the video-level class scores
 VIDEO_SCORES = "video_scores"
-EVAL_PREFIX = "generator/test/"
-THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_OPTIMIZER = {
     "_target_": "torch.optim.Adam",
     "_partial_": True,
@@ -33,7 +31,7 @@ DEFAULT_OPTIMIZER = {
 }
 
 
-class GeneratorModule(pl.LightningModule):
+class GeneratorModule(EvaluatedModule):
     """Stage-1 generator: a network (``net``: a ``_target_`` config, default
     :class:`GeneratorNet`) trained with the action loss plus snippet and (optionally) cross-video
     contrast; ``cross_video=False`` is plain CoLA. ``optimizer`` is a partial ``_target_``
@@ -76,8 +74,7 @@ class GeneratorModule(pl.LightningModule):
             net_cfg, feature_dim=feature_dim, num_classes=num_classes, r_easy=r_easy
         )
         self.proposal_params = proposal_kwargs(proposals or {})
-        self.val_map = DetectionMAP(num_classes, tiou_thresholds)
-        self.test_map = DetectionMAP(num_classes, tiou_thresholds)
+        self.setup_evaluation(num_classes, tiou_thresholds, ["generator"])
         self.pool: ProposalPool | None = None
 
     @property
@@ -194,27 +191,9 @@ class GeneratorModule(pl.LightningModule):
             self.pool.close()
             self.pool = None
 
-    def _evaluate(self, metric: DetectionMAP, batch: dict) -> None:
-        metric.update(
-            batch["index"].tolist(), self.detect(batch), batch["gt_segments"], batch["gt_labels"]
-        )
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(self.val_map, batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(self.test_map, batch)
-
-    def _log_map(self, metric: DetectionMAP) -> None:
-        values = metric.compute()  # synced over the ranks: the same everywhere
-        self.log_dict({EVAL_PREFIX + k: v for k, v in values.items()}, sync_dist=True)
-        metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_map(self.val_map)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_map(self.test_map)
+    def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
+        """What validation and testing score (``generator/test/*``): the proposals."""
+        return {"generator": self.detect(batch)}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
         """``{"video_id": [...], "generator": [[K, 4], ...], "video_scores": [[C], ...]}``:

@@ -28,6 +28,9 @@ import numpy as np
 
 from fustal.errors import FustalError
 
+# the tIoU thresholds THUMOS'14 weakly-supervised papers report (METHOD.md section 1)
+THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
 # Absolute margin (seconds) of the candidate window in ``_candidate_pairs``: covers float rounding
 # of ``s - 2 L / t`` for starts up to about 1e9 s; the window only pre-selects, so any margin is
 # exact.

@@ -22,7 +22,6 @@ from fustal.io import read_json
 from fustal.metrics.detection import Detections
 
 RESULT_KEYS = ("label", "score", "segment")
-ROW_COLUMNS = ("class_index", "score", "start_s", "end_s")
 VideoDetections = dict[str, np.ndarray]
 
 

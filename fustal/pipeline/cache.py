@@ -40,6 +40,8 @@ from fustal.training.distributed import (
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# the file lock of an entry (kept when the entry is discarded)
+LOCK = ".lock"
 # Seconds between rank 0's attempts at a stage lock another run holds (DDP).
 LOCK_POLL_S = 1.0
 
@@ -194,7 +196,7 @@ class StageDir:
         """Hold the entry's file lock. While another process holds it, block; or, with
         ``waiting``, retry after each call of ``waiting()``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as handle:
+        with open(self.path / LOCK, "w") as handle:
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if waiting else 0))
@@ -243,7 +245,7 @@ class StageDir:
     def discard(self) -> None:
         """Remove every artifact (keeps the lock file)."""
         for child in self.path.iterdir():
-            if child.name == ".lock":
+            if child.name == LOCK:
                 continue
             if child.is_dir():
                 shutil.rmtree(child)

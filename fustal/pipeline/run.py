@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,25 +15,22 @@ from fustal.config import CONFIG_DIR, make_console, render_text, run_dir
 from fustal.config.checks import check_config
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
-from fustal.fusion import read_score_file
 from fustal.io import ensure_writable_dir, write_with
-from fustal.metrics.results import VideoDetections, read_results, results_to_rows
+from fustal.metrics.results import VideoDetections
 from fustal.metrics.table import results_table
-from fustal.pipeline.cache import file_digest
 from fustal.pipeline.data import run_data_stage
 from fustal.pipeline.launch import distributed_run
 from fustal.pipeline.pictures import make_pictures
-from fustal.pipeline.stage import RunContext, run_stage
+from fustal.pipeline.stage import RunContext, Stage, run_plan
 from fustal.pipeline.stages.filter import FilterStage
-from fustal.pipeline.stages.generator import GeneratorOutputs, GeneratorStage
-from fustal.pipeline.stages.student import StudentStage, VideoScores
+from fustal.pipeline.stages.generator import GeneratorStage
+from fustal.pipeline.stages.sources import PseudoLabelFile, ScoreFile
+from fustal.pipeline.stages.student import StudentStage
 from fustal.pipeline.summary import log_run_summary
 from fustal.training.distributed import is_global_zero, separate_rank_log
 from fustal.training.quiet import quiet_libraries
 
 log = logging.getLogger(__name__)
-
-STAGES = ("data", "generator", "filter", "student", "all")
 
 
 @dataclass
@@ -146,83 +142,54 @@ def log_scale(cfg: DictConfig) -> None:
         log.info("scale=%s sets: %s", scale, ", ".join(overrides))
 
 
-def user_pseudo_labels(ctx: RunContext) -> tuple[VideoDetections, str, str]:
-    """The pseudo-label file ``pseudo_labels=PATH``: its rows, its key (content hash) and its
-    name for messages."""
-    path = Path(str(ctx.cfg.pseudo_labels))
-    if not path.is_file():
-        raise FustalError(f"pseudo_labels: file not found: {path}")
-    rows = results_to_rows(read_results(path), ctx.data.student.classes, str(path))
-    return rows, file_digest(path), str(path)
-
-
-def file_video_scores(ctx: RunContext) -> VideoScores:
-    """The video-level class scores of ``fusion=file`` (``fusion.score_file``): every test video
-    must have some; training videos are read where the file has them (the pictures)."""
-    path = Path(str(ctx.cfg.fusion.score_file))
-    data = ctx.data.student
-    scores = read_score_file(
-        path,
-        data.classes,
-        [v.id for v in data.test_videos()],
-        [v.id for v in data.train_videos()],
-    )
-    return VideoScores(scores, file_digest(path), str(path))
-
-
-def run_generator(ctx: RunContext, out: RunOutputs) -> tuple[GeneratorOutputs, str]:
-    """The generator stage, its metrics recorded and its outputs kept for the pictures."""
-    gen, key = run_stage(GeneratorStage(ctx))
-    ctx.record(gen.metrics)
-    ctx.write_metrics()
-    out.cas = gen.cas
-    out.test_tracks["generator"] = gen.test
-    return gen, key
-
-
-def run_stages(ctx: RunContext) -> RunOutputs:
-    """Generator, filter and student, as far as ``cfg.stage`` asks; their metrics go to
-    ``ctx`` (and ``metrics.json`` after each stage). With ``fusion=generator`` the generator
-    runs for its video-level scores also where nothing else needs it (``supervision=full``,
-    ``pseudo_labels=PATH``)."""
-    cfg, out = ctx.cfg, RunOutputs()
-    targets: VideoDetections | None = None
-    upstream = "ground-truth"
-    gen: tuple[GeneratorOutputs, str] | None = None
+def stage_plan(cfg: DictConfig) -> list[type[Stage[Any]]]:
+    """The stages ``cfg.stage`` asks for, in order: the pseudo labels (the generator's, or a
+    file's with ``pseudo_labels=PATH``), the filter, then the student (weak supervision); with
+    ``fusion=generator`` the generator also where nothing else needs it (``supervision=full``,
+    ``pseudo_labels=PATH``), with ``fusion=file`` the score file."""
+    plan: list[type[Stage[Any]]] = []
     if cfg.supervision == "weak":
-        raw_quality = None
         if cfg.pseudo_labels:
-            pseudo, upstream, source = user_pseudo_labels(ctx)
+            plan.append(PseudoLabelFile)
         elif cfg.stage in ("generator", "filter", "all"):
-            gen = run_generator(ctx, out)
-            upstream = gen[1]
-            pseudo, source = gen[0].pseudo_labels, "generator"
-            raw_quality = gen[0].metrics.get("pseudo_labels.raw")
+            plan.append(GeneratorStage)
         else:
             raise FustalError(
                 "pseudo_labels: stage=student needs pseudo labels: run stage=all or pass"
                 " pseudo_labels=PATH (an ActivityNet results file)"
             )
-        out.pseudo["raw"] = out.train_tracks["pseudo labels (raw)"] = pseudo
         if cfg.stage == "generator":
-            return out
-        flt, upstream = run_stage(FilterStage(ctx, pseudo, upstream, source, raw_quality))
-        ctx.record(flt.metrics)
-        ctx.write_metrics()
-        out.pseudo["filtered"] = out.train_tracks["pseudo labels (filtered)"] = flt.filtered
+            return plan
+        plan.append(FilterStage)
         if cfg.stage == "filter":
-            return out
-        targets = flt.filtered
-    scores = None
+            return plan
+    if cfg.fusion.source == "generator" and GeneratorStage not in plan:
+        plan.append(GeneratorStage)
     if cfg.fusion.source == "file":
-        scores = file_video_scores(ctx)
-    elif cfg.fusion.source == "generator":
-        gen = gen or run_generator(ctx, out)
-        scores = VideoScores(gen[0].video_scores, gen[1], "the generator")
-    stu, _ = run_stage(StudentStage(ctx, targets, upstream, scores))
-    ctx.record(stu.metrics)
-    ctx.write_metrics()
-    name = "student + EMA" if "student_ema" in stu.test else "student"
-    out.train_tracks[name] = stu.pictures
-    out.test_tracks[name] = stu.test.get("student_ema", stu.test["student"])
+        plan.append(ScoreFile)
+    return [*plan, StudentStage]
+
+
+def run_stages(ctx: RunContext) -> RunOutputs:
+    """The stages of :func:`stage_plan` (their metrics go to ``ctx`` and ``metrics.json``);
+    returns what the pictures show."""
+    results = run_plan(ctx, stage_plan(ctx.cfg))
+    out = RunOutputs()
+    if "generator" in results:
+        gen = results["generator"].outputs
+        out.cas = gen.cas
+        out.test_tracks["generator"] = gen.test
+    for name in ("generator", PseudoLabelFile.name):
+        if name in results:
+            pseudo = results[name].outputs.pseudo_labels
+            out.pseudo["raw"] = out.train_tracks["pseudo labels (raw)"] = pseudo
+            break
+    if "filter" in results:
+        filtered = results["filter"].outputs.filtered
+        out.pseudo["filtered"] = out.train_tracks["pseudo labels (filtered)"] = filtered
+    if "student" in results:
+        stu = results["student"].outputs
+        name = "student + EMA" if "student_ema" in stu.test else "student"
+        out.train_tracks[name] = stu.pictures
+        out.test_tracks[name] = stu.test.get("student_ema", stu.test["student"])
     return out

@@ -1,11 +1,13 @@
 """The shape every pipeline stage has, and the one runner that runs them.
 
-A :class:`Stage` says what it reads (:meth:`Stage.key_parts`, hashed with the code it runs into
-its cache key), how it runs (:meth:`Stage.run`, which writes its artifacts and returns its
-outputs in memory) and how its outputs are read back from a finished cache entry
-(:meth:`Stage.load`). :func:`run_stage` finds the entry, reuses it or runs the stage (resuming
-from the checkpoint an interrupted run left in it), commits its manifest and copies the files
-that are products into the run dir.
+A :class:`Stage` says what it reads (:meth:`Stage.inputs`: the upstream stages whose outputs
+and keys the runner hands it; :meth:`Stage.key_parts`: the config fields, hashed with the code
+it runs and the upstream keys into its cache key), how it computes its outputs in memory on
+every rank (:meth:`Stage.compute`), how rank 0 writes them (:meth:`Stage.save`) and how a
+finished entry is read back (:meth:`Stage.load`, the inverse of ``save``). :func:`run_stage`
+finds the entry, reuses it or computes the stage (resuming from the checkpoint an interrupted
+run left in it), saves it, commits a manifest of every file the stage wrote, copies the files
+that are products into the run dir, and records the stage's metrics (``metrics.json``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import logging
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -23,13 +26,29 @@ from rich.console import Console
 from fustal.config import config_hash, to_plain
 from fustal.data.views import PipelineData
 from fustal.io import write_json
-from fustal.pipeline.cache import StageDir, code_fingerprint, stage_lock, target_modules
+from fustal.pipeline.cache import (
+    LOCK,
+    MANIFEST,
+    StageDir,
+    code_fingerprint,
+    stage_lock,
+    target_modules,
+)
 from fustal.training.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
 # the folder of a stage's resume checkpoint inside its entry
 CHECKPOINTS = "checkpoints"
-Outputs = TypeVar("Outputs")
+
+
+class HasMetrics(Protocol):
+    """A stage's outputs: whatever it computes, with the metrics it contributes to the run's
+    ``metrics.json`` (``{"section.sub": values}``; dotted keys nest)."""
+
+    metrics: dict[str, Any]
+
+
+Outputs = TypeVar("Outputs", bound=HasMetrics)
 
 
 @dataclass
@@ -65,32 +84,54 @@ class RunContext:
         log.info(message)
 
 
+@dataclass(frozen=True)
+class StageResult(Generic[Outputs]):
+    """A finished stage: its outputs in memory and its key (part of its dependants' keys)."""
+
+    outputs: Outputs
+    key: str
+
+
 class Stage(ABC, Generic[Outputs]):
-    """One pipeline stage. Subclasses set ``name``, ``artifacts`` (the files that make a
-    finished entry; the manifest lists them) and ``exported`` (those copied into the run dir);
-    ``cached = False`` runs the stage in every run, writing straight into the run dir (for cheap
-    stages). The code the cache key covers is derived (:meth:`code_roots`)."""
+    """One pipeline stage. Subclasses set ``name`` and ``exported`` (the files of a finished
+    entry that are copied into the run dir); ``cached = False`` computes the stage in every run,
+    saving straight into the run dir (cheap stages, inputs read from files). The code the cache
+    key covers is derived (:meth:`code_roots`), the artifacts are what :meth:`save` wrote."""
 
     name: ClassVar[str]
-    artifacts: ClassVar[tuple[str, ...]]
-    exported: ClassVar[tuple[str, ...]]
+    exported: ClassVar[tuple[str, ...]] = ()
     cached: ClassVar[bool] = True
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, upstream: Mapping[str, StageResult[Any]]) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
+        self.upstream = dict(upstream)
+
+    @classmethod
+    def inputs(cls, cfg: DictConfig) -> tuple[str, ...]:
+        """The upstream stages (by name) whose results this stage reads under ``cfg``."""
+        return ()
+
+    def input(self, name: str) -> Any:
+        """The outputs of the upstream stage ``name``."""
+        return self.upstream[name].outputs
 
     @abstractmethod
     def key_parts(self) -> dict[str, Any]:
-        """Everything besides code that determines the outputs: the config fields read, the
-        dataset identity, the seed, upstream keys."""
+        """Everything besides code and upstream keys that determines the outputs: the config
+        fields read, the dataset identity, the seed."""
 
     @abstractmethod
-    def run(self, folder: Path) -> Outputs:
-        """Compute the outputs, write the artifacts into ``folder`` (rank 0), return them."""
+    def compute(self, folder: Path) -> Outputs:
+        """The outputs, on every rank (``folder``: the entry; the resume checkpoint and what
+        training writes itself, e.g. the final model checkpoint, go there)."""
+
+    @abstractmethod
+    def save(self, outputs: Outputs, folder: Path) -> None:
+        """Write ``outputs`` into ``folder`` (rank 0 only)."""
 
     def load(self, folder: Path) -> Outputs:
-        """The outputs, read from the artifacts of a finished entry (cached stages)."""
+        """The outputs, read back from what :meth:`save` wrote (cached stages)."""
         raise NotImplementedError(f"{self.name}: not a cached stage")
 
     def code_roots(self) -> list[str]:
@@ -101,17 +142,36 @@ class Stage(ABC, Generic[Outputs]):
         return [type(self).__module__, *named]
 
     def key(self) -> str:
-        parts = to_plain(self.key_parts())
+        parts = {
+            "config": to_plain(self.key_parts()),
+            "upstream": {name: result.key for name, result in sorted(self.upstream.items())},
+        }
         return config_hash(self.name, parts, code_fingerprint(self.code_roots()))
 
 
-def run_stage(stage: Stage[Outputs]) -> tuple[Outputs, str]:
-    """Run or reuse ``stage``; returns its outputs and its key (the upstream key of the next
-    stage). ``cache: refresh`` recomputes an entry even when it is finished."""
+def written_files(folder: Path) -> list[str]:
+    """The artifacts of an entry: every file a stage wrote into ``folder`` (not its lock, its
+    manifest or its resume checkpoints), as relative paths."""
+    skipped = {LOCK, MANIFEST}
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.name not in skipped
+        and path.relative_to(folder).parts[0] != CHECKPOINTS
+    )
+
+
+def run_stage(stage: Stage[Outputs]) -> StageResult[Outputs]:
+    """Run or reuse ``stage``, record its metrics (and write ``metrics.json``); returns its
+    outputs and key. ``cache: refresh`` recomputes an entry even when it is finished."""
     ctx, cfg = stage.ctx, stage.cfg
     key = stage.key()
     if not stage.cached:
-        return stage.run(ctx.output_dir), key
+        outputs = stage.compute(ctx.output_dir)
+        if is_global_zero():
+            stage.save(outputs, ctx.output_dir)
+        return recorded(stage, StageResult(outputs, key))
     if cfg.cache:
         sdir = StageDir(Path(cfg.paths.cache_dir) / stage.name / key, stage.name, key)
     else:
@@ -126,12 +186,33 @@ def run_stage(stage: Stage[Outputs]) -> tuple[Outputs, str]:
             ctx.say(f"{stage.name}: reusing {sdir.path}")
             outputs = stage.load(sdir.path)
         else:
-            outputs = stage.run(sdir.path)
+            outputs = stage.compute(sdir.path)
             ctx.trained.append(stage.name)
             if is_global_zero():
-                sdir.commit(list(stage.artifacts), {"key_parts": to_plain(stage.key_parts())})
+                stage.save(outputs, sdir.path)
+                record = {"key_parts": to_plain(stage.key_parts())}
+                sdir.commit(written_files(sdir.path), record)
                 # the resume checkpoint is of no use once the stage is finished
                 shutil.rmtree(sdir.path / CHECKPOINTS, ignore_errors=True)
     if is_global_zero():
         sdir.export(list(stage.exported), ctx.output_dir)
-    return outputs, key
+    return recorded(stage, StageResult(outputs, key))
+
+
+def recorded(stage: Stage[Outputs], result: StageResult[Outputs]) -> StageResult[Outputs]:
+    """``result`` after its metrics (if any) went into the run's metrics and ``metrics.json``."""
+    if result.outputs.metrics:
+        stage.ctx.record(result.outputs.metrics)
+        stage.ctx.write_metrics()
+    return result
+
+
+def run_plan(ctx: RunContext, plan: list[type[Stage[Any]]]) -> dict[str, StageResult[Any]]:
+    """Run the stages of ``plan`` in order, each handed the results of the stages it reads
+    (:meth:`Stage.inputs`); returns every result by stage name."""
+    results: dict[str, StageResult[Any]] = {}
+    for cls in plan:
+        upstream = {name: results[name] for name in cls.inputs(ctx.cfg)}
+        stage = cls(ctx, upstream)
+        results[stage.name] = run_stage(stage)
+    return results

@@ -9,7 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -42,6 +42,34 @@ class SegmentBatch(NamedTuple):
         rows = table.detach().to("cpu", torch.float64).numpy()
         valid = self.valid.cpu().numpy()
         return [r[v] for r, v in zip(rows, valid, strict=True)]
+
+
+class Levels(NamedTuple):
+    """The heads' outputs per pyramid level, what decoding and the losses read (a
+    :class:`~fustal.student.model.TriDetOutput` has the same fields): ``cls_logits``,
+    ``start_logits``, ``end_logits`` ``[B, T_l, C]``, ``offsets`` ``[B, T_l, 2, num_bins + 1]``,
+    ``masks`` ``[B, T_l]`` (bool)."""
+
+    cls_logits: Sequence[Tensor]
+    start_logits: Sequence[Tensor]
+    end_logits: Sequence[Tensor]
+    offsets: Sequence[Tensor]
+    masks: Sequence[Tensor]
+
+
+class HeadOutputs(Protocol):
+    """Anything with the per-level fields of :class:`Levels`."""
+
+    @property
+    def cls_logits(self) -> Sequence[Tensor]: ...
+    @property
+    def start_logits(self) -> Sequence[Tensor]: ...
+    @property
+    def end_logits(self) -> Sequence[Tensor]: ...
+    @property
+    def offsets(self) -> Sequence[Tensor]: ...
+    @property
+    def masks(self) -> Sequence[Tensor]: ...
 
 
 def boundary_windows(
@@ -152,27 +180,31 @@ def level_candidates(
 
 
 def candidates(
-    cls_logits: Sequence[Tensor],
-    start_logits: Sequence[Tensor],
-    end_logits: Sequence[Tensor],
-    offsets: Sequence[Tensor],
-    masks: Sequence[Tensor],
+    output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
     pre_nms_thresh: float = 0.001,
     pre_nms_topk: int = 2000,
     min_duration: float = 0.05,
 ) -> SegmentBatch:
-    """:func:`level_candidates` of every level (per level ``[B, T_l, ...]``), concatenated level
-    after level -> ``[B, N]``."""
-    if not len(cls_logits) == len(strides) == len(masks):
-        raise FustalError(f"decode: {len(cls_logits)} output levels for {len(strides)} strides")
+    """:func:`level_candidates` of every level of ``output`` (per level ``[B, T_l, ...]``),
+    concatenated level after level -> ``[B, N]``."""
+    if not len(output.cls_logits) == len(strides) == len(output.masks):
+        raise FustalError(
+            f"decode: {len(output.cls_logits)} output levels for {len(strides)} strides"
+        )
     parts = [
         level_candidates(
             c, s, e, o, m, stride, num_bins, pre_nms_thresh, pre_nms_topk, min_duration
         )
         for c, s, e, o, m, stride in zip(
-            cls_logits, start_logits, end_logits, offsets, masks, strides, strict=True
+            output.cls_logits,
+            output.start_logits,
+            output.end_logits,
+            output.offsets,
+            output.masks,
+            strides,
+            strict=True,
         )
     ]
     return SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
@@ -359,11 +391,7 @@ def segment_voting(
 
 
 def decode_batch(
-    cls_logits: Sequence[Tensor],
-    start_logits: Sequence[Tensor],
-    end_logits: Sequence[Tensor],
-    offsets: Sequence[Tensor],
-    masks: Sequence[Tensor],
+    output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
     pre_nms_thresh: float = 0.001,
@@ -377,35 +405,27 @@ def decode_batch(
     """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
     ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`, then
     (``voting_thresh > 0``) :func:`segment_voting` with the candidates."""
-    cands = candidates(
-        cls_logits,
-        start_logits,
-        end_logits,
-        offsets,
-        masks,
-        strides,
-        num_bins,
-        pre_nms_thresh,
-        pre_nms_topk,
-        min_duration,
-    )
-    dets = soft_nms_batch(cands, cls_logits[0].shape[-1], nms_sigma, min_score, max_seg_num)
+    cands = candidates(output, strides, num_bins, pre_nms_thresh, pre_nms_topk, min_duration)
+    num_classes = output.cls_logits[0].shape[-1]
+    dets = soft_nms_batch(cands, num_classes, nms_sigma, min_score, max_seg_num)
     return segment_voting(dets, cands, voting_thresh) if voting_thresh > 0 else dets
 
 
 def decode_video(
-    cls_logits: Sequence[Tensor],
-    start_logits: Sequence[Tensor],
-    end_logits: Sequence[Tensor],
-    offsets: Sequence[Tensor],
-    masks: Sequence[Tensor],
-    strides: Sequence[int],
-    num_bins: int,
-    **kwargs: Any,
+    output: HeadOutputs, strides: Sequence[int], num_bins: int, **kwargs: Any
 ) -> np.ndarray:
     """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
     -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
-    cls, start, end, offset, mask = (
-        [x[None] for x in xs] for xs in (cls_logits, start_logits, end_logits, offsets, masks)
+    batched = Levels(
+        *(
+            [x[None] for x in xs]
+            for xs in (
+                output.cls_logits,
+                output.start_logits,
+                output.end_logits,
+                output.offsets,
+                output.masks,
+            )
+        )
     )
-    return decode_batch(cls, start, end, offset, mask, strides, num_bins, **kwargs).to_rows()[0]
+    return decode_batch(batched, strides, num_bins, **kwargs).to_rows()[0]

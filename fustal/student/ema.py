@@ -56,10 +56,6 @@ class ModelEMA(nn.Module):
         # host-side copy of ``updates`` (reading the buffer would synchronise with the device)
         self.num_updates = 0
 
-    def sync_count(self) -> None:
-        """Refresh the host-side update count from the buffer (after loading a state dict)."""
-        self.num_updates = int(self.updates)
-
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Blend ``model`` into the average (one optimizer step)."""

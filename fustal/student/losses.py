@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from fustal.errors import FustalError
-from fustal.student.decode import trident_offsets
+from fustal.student.decode import HeadOutputs, trident_offsets
 
 
 def sigmoid_focal_loss(
@@ -56,11 +54,7 @@ def update_loss_normalizer(
 
 
 def detection_losses(
-    cls_logits: Sequence[Tensor],
-    start_logits: Sequence[Tensor],
-    end_logits: Sequence[Tensor],
-    offsets: Sequence[Tensor],
-    masks: Sequence[Tensor],
+    output: HeadOutputs,
     cls_targets: Tensor,
     reg_targets: Tensor,
     normalizer: Tensor | float,
@@ -73,19 +67,19 @@ def detection_losses(
 ) -> dict[str, Tensor]:
     """TriDet classification and regression losses of a batch (float32).
 
-    Per level: ``cls/start/end [B, T_l, C]``, ``offsets [B, T_l, 2, num_bins + 1]``,
-    ``masks [B, T_l]``; targets over the concatenated levels: ``cls_targets [B, P, C]``,
-    ``reg_targets [B, P, 2]`` (stride units). Every (point, class) is decoded with that class's
-    boundary logits (dense: no data-dependent shapes, so no host synchronisation). The focal
-    term of each positive (valid point, target class) pair is weighted by
-    ``IoU(pred, gt) ** iou_weight_power``, *not detached* as in the research code and TriDet:
-    the classification loss also trains the offsets, the start/end heads and the backbone (IoU
-    clamped at ``eps`` so that its power keeps a finite gradient); each positive adds a DIoU
+    ``output``: the heads per level (``cls/start/end [B, T_l, C]``, ``offsets
+    [B, T_l, 2, num_bins + 1]``, ``masks [B, T_l]``); targets over the concatenated levels:
+    ``cls_targets [B, P, C]``, ``reg_targets [B, P, 2]`` (stride units). Every (point, class) is
+    decoded with that class's boundary logits (dense: no data-dependent shapes, so no host
+    synchronisation). The focal term of each positive (valid point, target class) pair is
+    weighted by ``IoU(pred, gt) ** iou_weight_power``, *not detached* as in the research code and
+    TriDet: the classification loss also trains the offsets, the start/end heads and the backbone
+    (IoU clamped at ``eps`` so that its power keeps a finite gradient); each positive adds a DIoU
     term. Both sums are divided by ``normalizer``. ``label_smoothing`` (ActionFormer/TriDet on
     ActivityNet) turns every valid point's focal targets into ``t * (1 - ls) + ls / (C + 1)``.
     Returns ``{"cls", "reg"}`` (scalars).
     """
-    valid = torch.cat(list(masks), dim=1)
+    valid = torch.cat(list(output.masks), dim=1)
     if valid.shape[1] != cls_targets.shape[1]:
         raise FustalError(
             f"targets: {cls_targets.shape[1]} points for {valid.shape[1]} output positions"
@@ -94,7 +88,9 @@ def detection_losses(
     pred = torch.cat(
         [
             trident_offsets(s.float(), e.float(), off.float(), num_bins)
-            for s, e, off in zip(start_logits, end_logits, offsets, strict=True)
+            for s, e, off in zip(
+                output.start_logits, output.end_logits, output.offsets, strict=True
+            )
         ],
         dim=1,
     )  # [B, P, C, 2]
@@ -104,7 +100,8 @@ def detection_losses(
     targets = cls_targets.float()
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / (targets.shape[-1] + 1)
-    focal = sigmoid_focal_loss(torch.cat(list(cls_logits), 1), targets, focal_alpha, focal_gamma)
+    logits = torch.cat(list(output.cls_logits), 1)
+    focal = sigmoid_focal_loss(logits, targets, focal_alpha, focal_gamma)
     zero = focal.new_zeros(())
     cls_loss = torch.where(valid[..., None], focal * weight, zero).sum() / normalizer
     reg = torch.where(positive, center_diou_loss(pred, gt), zero)

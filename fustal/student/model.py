@@ -13,6 +13,7 @@ from fustal.errors import FustalError
 from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
 from fustal.student.decode import (
+    Levels,
     SegmentBatch,
     candidates,
     decode_batch,
@@ -254,17 +255,9 @@ class TriDet(nn.Module):
         peak = peaks.max(dim=1).values
         if bool((fallback & (best_valid < peak) & (peak > pre_nms_thresh)).any()):
             start, end, offsets = self.boundary_heads(feats, masks, range(len(feats)))
+            every = Levels(cls_logits, start, end, offsets, masks)
             return candidates(
-                cls_logits,
-                start,
-                end,
-                offsets,
-                masks,
-                self.strides,
-                self.num_bins,
-                pre_nms_thresh,
-                pre_nms_topk,
-                min_duration,
+                every, self.strides, self.num_bins, pre_nms_thresh, pre_nms_topk, min_duration
             )
         return cands
 
@@ -292,27 +285,9 @@ class TriDet(nn.Module):
 
     def candidates(self, output: TriDetOutput, **kwargs: Any) -> SegmentBatch:
         """Decoded candidates ``[B, N]`` before soft-NMS (see :func:`decode.candidates`)."""
-        return candidates(
-            output.cls_logits,
-            output.start_logits,
-            output.end_logits,
-            output.offsets,
-            output.masks,
-            self.strides,
-            self.num_bins,
-            **kwargs,
-        )
+        return candidates(output, self.strides, self.num_bins, **kwargs)
 
     @torch.no_grad()
     def detect(self, output: TriDetOutput, **decode_kwargs: Any) -> SegmentBatch:
         """Detections ``[B, K]`` (grid units, sorted by score per video) after soft-NMS."""
-        return decode_batch(
-            output.cls_logits,
-            output.start_logits,
-            output.end_logits,
-            output.offsets,
-            output.masks,
-            self.strides,
-            self.num_bins,
-            **decode_kwargs,
-        )
+        return decode_batch(output, self.strides, self.num_bins, **decode_kwargs)

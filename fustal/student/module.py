@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from pytorch_lightning.utilities import rank_zero_only
@@ -18,16 +17,16 @@ from torch import Tensor, nn
 from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
 from fustal.fusion import RULES, fuse_video
-from fustal.metrics.torchmetric import DetectionMAP
+from fustal.metrics.detection import THUMOS_TIOU
 from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
+from fustal.training.evaluation import EvaluatedModule
 
 log = logging.getLogger(__name__)
 
 LOG_PREFIX = "student/train/"
-THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
 DEFAULT_SCHEDULER = {"_target_": "fustal.student.schedule.warmup_schedule", "_partial_": True}
 CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
@@ -66,7 +65,7 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
     ]
 
 
-class StudentModule(pl.LightningModule):
+class StudentModule(EvaluatedModule):
     """TriDet student trained on (pseudo) segments plus FuSTAL's video-level loss.
 
     ``net`` is a ``_target_`` config of the network (default :class:`TriDet` with METHOD.md
@@ -135,22 +134,12 @@ class StudentModule(pl.LightningModule):
         self.steps_per_epoch: int | None = None
         # whether the teacher's readiness was already warned about before training
         self.teacher_warned = False
-        self.maps = torch.nn.ModuleDict(
-            {
-                f"{stage}_{variant}": DetectionMAP(num_classes, tiou_thresholds)
-                for stage in ("val", "test")
-                for variant in self.variants()
-            }
-        )
+        self.setup_evaluation(num_classes, tiou_thresholds, self.variants())
 
     @property
     def hp(self) -> Any:
         """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
         return self.hparams
-
-    def metric(self, stage: str, variant: str) -> DetectionMAP:
-        """The mAP accumulator of ``stage`` (``val``/``test``) for ``variant``."""
-        return cast(DetectionMAP, self.maps[f"{stage}_{variant}"])
 
     def variants(self) -> list[str]:
         """The weights evaluated: ``student`` and, with an EMA copy, ``student_ema``."""
@@ -257,32 +246,10 @@ class StudentModule(pl.LightningModule):
             out[variant] = self.detections_in_seconds(batch, variant == "student_ema")
         return out
 
-    def _evaluate(self, stage: str, batch: dict) -> None:
-        index = batch["index"].tolist()
-        for variant in self.variants():
-            rows = self.detections_in_seconds(batch, variant == "student_ema")
-            self.metric(stage, variant).update(
-                index, rows, batch["gt_segments"], batch["gt_labels"]
-            )
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate("val", batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate("test", batch)
-
-    def _log_maps(self, stage: str) -> None:
-        for variant in self.variants():
-            metric = self.metric(stage, variant)
-            values = metric.compute()  # synced over the ranks: the same everywhere
-            self.log_dict({f"{variant}/test/{k}": v for k, v in values.items()}, sync_dist=True)
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_maps("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_maps("test")
+    def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
+        """What validation and testing score (``student/test/*``, ``student_ema/test/*``): the
+        detections in seconds of the raw weights and the EMA copy."""
+        return {v: self.detections_in_seconds(batch, v == "student_ema") for v in self.variants()}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         """Focal + DIoU (over the running normalizer) + weighted video-level loss. No host
@@ -297,11 +264,7 @@ class StudentModule(pl.LightningModule):
             norm = update_loss_normalizer(self.loss_normalizer, num_pos, self.hp.loss_norm_momentum)
             self.loss_normalizer.copy_(norm)
             losses = detection_losses(
-                output.cls_logits,
-                output.start_logits,
-                output.end_logits,
-                output.offsets,
-                output.masks,
+                output,
                 cls_targets,
                 reg_targets,
                 norm,

@@ -10,16 +10,15 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from fustal.config import to_plain
+from fustal.config.checks import MAX_PLOT_VIDEOS
 from fustal.data.annotations import Video
 from fustal.errors import Interrupted
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
 from fustal.training.trainer import trainer_identity
 
-# the pictures show at most this many training and test videos; their CAS and detections are
-# stored with the stages (whatever plot_videos is, so that it is not part of the cache keys)
-PICTURE_VIDEOS_MAX = 8
-# data-loading settings that change nothing a stage computes (left out of its cache key)
-COSMETIC_DATA_KEYS = ("num_workers",)
+# settings of a stage's module and data that change nothing it computes (left out of its cache
+# key): data-loading and proposal worker processes
+COSMETIC_KEYS = ("num_workers", "proposal_workers")
 
 
 def seed_stage(seed: int) -> None:
@@ -47,8 +46,10 @@ def without(node: DictConfig, *keys: str) -> dict[str, Any]:
 
 
 def picture_videos(videos: list[Video]) -> list[Video]:
-    """The videos the pictures may show: the first :data:`PICTURE_VIDEOS_MAX` by id."""
-    return sorted(videos, key=lambda v: v.id)[:PICTURE_VIDEOS_MAX]
+    """The videos the pictures may show: the first :data:`MAX_PLOT_VIDEOS` by id (their CAS and
+    detections are stored with the stages whatever ``plot_videos`` is, so that it is not part
+    of the cache keys)."""
+    return sorted(videos, key=lambda v: v.id)[:MAX_PLOT_VIDEOS]
 
 
 def fit(

@@ -1,5 +1,6 @@
 """Stage 1: train the cross-video contrastive generator, then turn its CAS into proposals on the
-training videos (the pseudo labels) and the test videos (its own detections)."""
+training videos (the pseudo labels) and the test videos (its own detections), and keep its
+video-level class scores (what ``fusion=generator`` fuses into the student's detections)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
 from fustal.fusion import SCORE_FILE, read_score_file, score_file_payload
+from fustal.generator.build import generator_datamodule, generator_module
 from fustal.generator.module import VIDEO_SCORES, GeneratorModule
-from fustal.inference import feature_timing, predict_videos
+from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
-    COSMETIC_DATA_KEYS,
+    COSMETIC_KEYS,
     data_identity,
     fit,
     picture_videos,
     seed_stage,
     without,
 )
-from fustal.training.distributed import is_global_zero
 from fustal.training.trainer import make_trainer
 from fustal.viz.rundir import read_cas, write_cas
 
 CAS_FILE = "pictures_cas.npz"
+# what the pictures draw of the generator's outputs (fustal.viz.rundir.write_cas)
+PICTURE_CAS_KEYS = ("cas", "actionness", "seconds_per_step")
+CHECKPOINT = "generator.ckpt"
 
 
 @dataclass
@@ -51,14 +54,6 @@ class GeneratorOutputs:
 
 class GeneratorStage(Stage[GeneratorOutputs]):
     name = "generator"
-    artifacts = (
-        "generator.ckpt",
-        "pseudo_labels.json",
-        "generator_test.json",
-        SCORE_FILE,
-        "metrics.json",
-        CAS_FILE,
-    )
     exported = ("pseudo_labels.json", "generator_test.json", SCORE_FILE)
 
     def key_parts(self) -> dict[str, Any]:
@@ -66,8 +61,8 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return {
             "max_steps": gcfg.max_steps,
             "val_every": gcfg.val_every,
-            "module": without(gcfg.module, "proposal_workers"),
-            "data": without(gcfg.data, *COSMETIC_DATA_KEYS),
+            "module": without(gcfg.module, *COSMETIC_KEYS),
+            "data": without(gcfg.data, *COSMETIC_KEYS),
             **data_identity(self.ctx, "generator"),
         }
 
@@ -75,22 +70,12 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         """The module and DataModule from the ``generator`` group (``_target_`` configs)."""
         cfg, data = self.cfg, self.ctx.data.generator
         seed_stage(cfg.seed)
-        dm = instantiate(cfg.generator.data, _partial_=True, _convert_="all")(
-            data=data, seed=cfg.seed
-        )
-        module = instantiate(
-            cfg.generator.module, _partial_=True, _convert_="all", _recursive_=False
-        )(
-            feature_dim=data.feature_dim(),
-            num_classes=data.num_classes,
-            tiou_thresholds=list(cfg.dataset.tiou_thresholds),
-            classes=data.classes,
-            feature_timing=feature_timing(data),
-            num_segments=dm.num_segments,
-        )
+        dm = generator_datamodule(cfg.generator.data, data, cfg.seed)
+        tiou = cfg.dataset.tiou_thresholds
+        module = generator_module(cfg.generator.module, data, tiou, dm.num_segments)
         return module, dm
 
-    def run(self, folder: Path) -> GeneratorOutputs:
+    def compute(self, folder: Path) -> GeneratorOutputs:
         cfg, gcfg, ctx = self.cfg, self.cfg.generator, self.ctx
         module, dm = self.build()
         ctx.say(
@@ -109,25 +94,23 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             check_val_every_n_epoch=None,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
-        trainer.save_checkpoint(folder / "generator.ckpt", weights_only=False)
+        trainer.save_checkpoint(folder / CHECKPOINT, weights_only=False)
         ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
         train_out = predict_videos(trainer, module, dm.loader("train"))
         test_out = predict_videos(trainer, module, dm.loader("test"))
         pseudo, test = train_out["generator"], test_out["generator"]
-        video_scores = {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]}
         data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
-        metrics = {
-            "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
-            "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
-        }
-        cas = self.picture_cas(module, dm)
-        if is_global_zero():
-            write_json(folder / "pseudo_labels.json", rows_to_results(pseudo, data.classes))
-            write_json(folder / "generator_test.json", rows_to_results(test, data.classes))
-            write_json(folder / SCORE_FILE, score_file_payload(video_scores, data.classes))
-            write_json(folder / "metrics.json", metrics)
-            write_cas(folder / CAS_FILE, cas)
-        return GeneratorOutputs(pseudo, test, video_scores, metrics, cas, folder / "generator.ckpt")
+        return GeneratorOutputs(
+            pseudo,
+            test,
+            {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]},
+            {
+                "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
+                "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
+            },
+            self.picture_cas(module, dm),
+            folder / CHECKPOINT,
+        )
 
     def picture_cas(
         self, module: GeneratorModule, dm: GeneratorDataModule
@@ -145,8 +128,16 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         for batch in loader:
             batch = {k: v.to(module.device) if hasattr(v, "to") else v for k, v in batch.items()}
             for vid, item in zip(batch["video_id"], module.cas(batch), strict=True):
-                out[vid] = item
+                out[vid] = {key: item[key] for key in PICTURE_CAS_KEYS}
         return out
+
+    def save(self, outputs: GeneratorOutputs, folder: Path) -> None:
+        classes = self.ctx.data.generator.classes
+        write_json(folder / "pseudo_labels.json", rows_to_results(outputs.pseudo_labels, classes))
+        write_json(folder / "generator_test.json", rows_to_results(outputs.test, classes))
+        write_json(folder / SCORE_FILE, score_file_payload(outputs.video_scores, classes))
+        write_json(folder / "metrics.json", outputs.metrics)
+        write_cas(folder / CAS_FILE, outputs.cas)
 
     def load(self, folder: Path) -> GeneratorOutputs:
         data = self.ctx.data.generator
@@ -160,5 +151,5 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             read_score_file(folder / SCORE_FILE, classes, videos),
             read_json(folder / "metrics.json"),
             read_cas(folder / CAS_FILE),
-            folder / "generator.ckpt",
+            folder / CHECKPOINT,
         )

@@ -9,41 +9,32 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
-from fustal.inference import feature_timing, predict_videos
+from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
-from fustal.pipeline.stage import RunContext, Stage
+from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
-    COSMETIC_DATA_KEYS,
+    COSMETIC_KEYS,
     data_identity,
     fit,
     picture_videos,
     seed_stage,
     without,
 )
+from fustal.pipeline.stages.sources import ScoreFile
+from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
-from fustal.training.distributed import is_global_zero
 from fustal.training.trainer import make_trainer
 
 VARIANTS = ("student", "student_ema")
 PICTURES_FILE = "pictures_train.json"
-
-
-@dataclass
-class VideoScores:
-    """Video-level class scores to fuse into the student's detections: ``{video_id: [C]}``, what
-    identifies them (a stage key or a file's digest) and where they come from (messages)."""
-
-    scores: dict[str, np.ndarray]
-    key: str
-    source: str
+CHECKPOINT = "student.ckpt"
 
 
 @dataclass
@@ -60,28 +51,29 @@ class StudentOutputs:
 
 class StudentStage(Stage[StudentOutputs]):
     name = "student"
-    artifacts = (
-        "student.ckpt",
-        "student_test.json",
-        "student_ema_test.json",
-        "metrics.json",
-        PICTURES_FILE,
-    )
     exported = ("student_test.json", "student_ema_test.json")
 
-    def __init__(
-        self,
-        ctx: RunContext,
-        targets: VideoDetections | None,
-        upstream: str,
-        video_scores: VideoScores | None = None,
-    ) -> None:
-        """``targets``: the filtered pseudo labels (None: the ground truth, supervision=full),
-        identified by ``upstream``; ``video_scores``: what ``fusion`` fuses (None: fusion off)."""
-        super().__init__(ctx)
-        self.targets = targets
-        self.upstream = upstream
-        self.video_scores = video_scores
+    @classmethod
+    def inputs(cls, cfg: DictConfig) -> tuple[str, ...]:
+        """The filtered pseudo labels (weak supervision) and the video-level scores that
+        ``fusion`` fuses: the generator's or a score file's."""
+        targets = ("filter",) if cfg.supervision == "weak" else ()
+        scores = {"generator": ("generator",), "file": (ScoreFile.name,)}
+        return targets + scores.get(cfg.fusion.source, ())
+
+    @property
+    def targets(self) -> VideoDetections | None:
+        """The filtered pseudo labels (None: the ground truth, supervision=full)."""
+        return self.input("filter").filtered if "filter" in self.upstream else None
+
+    @property
+    def video_scores(self) -> tuple[dict[str, np.ndarray], str] | None:
+        """What ``fusion`` fuses: ``({video_id: [C]}, where they come from)``, None: off."""
+        for name in ("generator", ScoreFile.name):
+            if name in self.upstream:
+                outputs = self.input(name)
+                return outputs.video_scores, getattr(outputs, "source", f"the {name}")
+        return None
 
     @property
     def fusion(self) -> dict[str, Any] | None:
@@ -110,17 +102,15 @@ class StudentStage(Stage[StudentOutputs]):
     def key_parts(self) -> dict[str, Any]:
         scfg = self.cfg.student
         max_epochs, epochs_pseudo, overrides = self.schedule()
+        module = cast(DictConfig, OmegaConf.merge(scfg.module, overrides))
         return {
             "epochs": [max_epochs, epochs_pseudo],
-            "module": without(cast(DictConfig, OmegaConf.merge(scfg.module, overrides))),
-            "data": without(scfg.data, *COSMETIC_DATA_KEYS),
+            "module": without(module, *COSMETIC_KEYS),
+            "data": without(scfg.data, *COSMETIC_KEYS),
             "gradient_clip_val": scfg.gradient_clip_val,
             "val_every": scfg.val_every,
             "supervision": self.cfg.supervision,
-            "up": self.upstream,
-            "fusion": None
-            if self.video_scores is None
-            else {**(self.fusion or {}), "scores": self.video_scores.key},
+            "fusion": self.fusion,
             **data_identity(self.ctx, "student"),
         }
 
@@ -128,28 +118,26 @@ class StudentStage(Stage[StudentOutputs]):
         cfg, data = self.cfg, self.ctx.data.student
         max_epochs, epochs_pseudo, overrides = self.schedule()
         seed_stage(cfg.seed)
-        module_cfg = OmegaConf.merge(cfg.student.module, overrides)
-        module = instantiate(module_cfg, _partial_=True, _convert_="all", _recursive_=False)(
-            feature_dim=data.feature_dim(),
-            num_classes=data.num_classes,
+        module = student_module(
+            OmegaConf.merge(cfg.student.module, overrides),
+            data,
+            cfg.dataset.tiou_thresholds,
             max_epochs=max_epochs,
             epochs_pseudo=epochs_pseudo,
-            tiou_thresholds=list(cfg.dataset.tiou_thresholds),
-            classes=data.classes,
-            feature_timing=feature_timing(data),
             fusion=self.fusion,
         )
-        dm = instantiate(cfg.student.data, _partial_=True, _convert_="all")(
-            data=data,
+        scores = self.video_scores
+        dm = student_datamodule(
+            cfg.student.data,
+            data,
+            module.model,
+            cfg.seed,
             targets=self.targets,
-            max_seq_len=module.model.max_seq_len,
-            max_stride=module.model.max_stride,
-            seed=cfg.seed,
-            video_scores=None if self.video_scores is None else self.video_scores.scores,
+            video_scores=None if scores is None else scores[0],
         )
         return module, dm
 
-    def run(self, folder: Path) -> StudentOutputs:
+    def compute(self, folder: Path) -> StudentOutputs:
         cfg, scfg, ctx = self.cfg, self.cfg.student, self.ctx
         module, dm = self.build()
         max_epochs, epochs_pseudo, _ = self.schedule()
@@ -161,7 +149,7 @@ class StudentStage(Stage[StudentOutputs]):
             plan += "; class-agnostic"
         if self.fusion is not None and self.video_scores is not None:
             plan += (
-                f"; classes fused from {self.video_scores.source}'s video-level scores"
+                f"; classes fused from {self.video_scores[1]}'s video-level scores"
                 f" (top {self.fusion['topk']}, {self.fusion['rule']})"
             )
         ctx.say(plan)
@@ -178,7 +166,7 @@ class StudentStage(Stage[StudentOutputs]):
             gradient_clip_val=scfg.gradient_clip_val,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
-        trainer.save_checkpoint(folder / "student.ckpt", weights_only=False)
+        trainer.save_checkpoint(folder / CHECKPOINT, weights_only=False)
         ctx.say("student: detecting on the test videos")
         test = predict_videos(trainer, module, dm.loader("test"))
         data, tiou = ctx.data.student, list(cfg.dataset.tiou_thresholds)
@@ -187,13 +175,15 @@ class StudentStage(Stage[StudentOutputs]):
             for variant, rows in test.items()
         }
         pictures = self.picture_detections(trainer, module, dm)
-        if is_global_zero():
-            for variant in VARIANTS:
-                results = rows_to_results(test.get(variant, {}), data.classes)
-                write_json(folder / f"{variant}_test.json", results)
-            write_json(folder / "metrics.json", metrics)
-            write_json(folder / PICTURES_FILE, rows_to_results(pictures, data.classes))
-        return StudentOutputs(test, metrics, pictures, folder / "student.ckpt")
+        return StudentOutputs(test, metrics, pictures, folder / CHECKPOINT)
+
+    def save(self, outputs: StudentOutputs, folder: Path) -> None:
+        classes = self.ctx.data.student.classes
+        for variant in VARIANTS:
+            results = rows_to_results(outputs.test.get(variant, {}), classes)
+            write_json(folder / f"{variant}_test.json", results)
+        write_json(folder / "metrics.json", outputs.metrics)
+        write_json(folder / PICTURES_FILE, rows_to_results(outputs.pictures, classes))
 
     def picture_detections(
         self, trainer: Any, module: StudentModule, dm: PseudoLabelDataModule
@@ -225,4 +215,4 @@ class StudentStage(Stage[StudentOutputs]):
             if f"{variant}.test" in metrics
         }
         pictures = results_to_rows(read_results(folder / PICTURES_FILE), classes, "cache")
-        return StudentOutputs(test, metrics, pictures, folder / "student.ckpt")
+        return StudentOutputs(test, metrics, pictures, folder / CHECKPOINT)
