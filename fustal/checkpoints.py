@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from fustal.data.dataset import StageData
 from fustal.errors import FustalError
 from fustal.generator.module import GeneratorModule
 from fustal.student.module import StudentModule
@@ -63,6 +64,36 @@ class Checkpoint:
     def feature_timing(self) -> dict[str, Any] | None:
         timing = self.module.hparams.get("feature_timing")
         return None if timing is None else dict(timing)
+
+    def check_data(self, data: StageData) -> None:
+        """Raise :class:`FustalError` unless ``data`` has test videos with the feature
+        dimension and the classes the checkpoint was trained on."""
+        videos = data.test_videos()
+        if not videos:
+            raise FustalError(
+                f"{data.annotations.source}: no '{data.test_subset}' videos to test on"
+            )
+        dim = int(data.features.load(videos[0]).shape[1])
+        if dim != self.feature_dim:
+            raise FustalError(
+                f"{self.path}: the {self.kind} takes {self.feature_dim}-dim features, but the"
+                f" dataset's are {dim}-dim ({data.features.files(videos[0])[0]})"
+            )
+        if self.num_classes != data.num_classes:
+            raise FustalError(
+                f"{self.path}: the {self.kind} predicts {self.num_classes} classes, but the dataset"
+                f" has {data.num_classes} ({data.annotations.source})"
+            )
+        classes = self.classes
+        if classes is not None and classes != data.classes:
+            first = next(
+                i for i, (a, b) in enumerate(zip(classes, data.classes, strict=False)) if a != b
+            )
+            raise FustalError(
+                f"{self.path}: the {self.kind} was trained on other classes than the dataset's"
+                f" (class {first}: '{classes[first]}' in the checkpoint, '{data.classes[first]}' in"
+                f" {data.annotations.source})"
+            )
 
     def describe(self) -> str:
         return (

@@ -1,31 +1,10 @@
-"""``python -m fustal.evaluate ckpt_path=CKPT``: test metrics of a saved checkpoint.
-
-Usage::
-
-    python -m fustal.evaluate ckpt_path=outputs/cache/student/<key>/student.ckpt
-    python -m fustal.evaluate ckpt_path=outputs/cache/generator/<key>/generator.ckpt \\
-        +experiment=thumos14 dataset.root=/data/thumos14
-
-``conf/evaluate.yaml`` is ``conf/train.yaml`` plus ``ckpt_path``: every group, experiment and key
-of ``fustal.train`` applies, and together they must describe the data the checkpoint was trained
-on. The model (TriDet student or generator) and its architecture come from the checkpoint; the
-evaluation settings (``student.module.inference``, ``student.data``, ``generator.module.proposals``,
-``generator.data``, ``dataset.tiou_thresholds``) from the config, as in the pipeline. The
-detections go through ``Trainer.predict`` (the ``trainer`` group picks the device). The run dir
-(``outputs/evaluate/<date>_<time>/``, or ``hydra.run.dir``) gets ``metrics.json``
-(``student.test`` and, with EMA weights, ``student_ema.test``; or ``generator.test``) and the
-test detections (``student_test.json``, ``student_ema_test.json`` or ``generator_test.json``).
-
-Video-level score fusion (``fusion`` group, :mod:`fustal.fusion`) applies to a student as in the
-pipeline: ``fusion=generator`` fuses the video-level scores of the generator stage that
-``fustal.train`` with the same overrides left in the stage cache, ``fusion=file
-fusion.score_file=PATH`` those of a score file (e.g. a run dir's ``generator_video_scores.json``);
-a class-agnostic student without fusion is refused. A generator checkpoint also writes its
-video-level scores of the test videos (``generator_video_scores.json``).
-
-A checkpoint that is missing, unreadable, of another model, or trained on features of another
-dimension or on other classes than the dataset's, and a score file missing a test video: one line
-``error: ...``, exit code 2.
+"""``python -m fustal.evaluate ckpt_path=CKPT [+experiment=NAME] [overrides]``: test metrics and
+test detections of a saved student or generator checkpoint, written to the run dir
+(``outputs/evaluate/<date>_<time>/``). ``conf/evaluate.yaml`` is ``conf/train.yaml`` plus
+``ckpt_path``: the config describes the data the checkpoint was trained on and the evaluation
+settings (decoding, proposals, thresholds, ``fusion``: ``generator`` = the cached generator
+stage of the same config), the checkpoint its model. A checkpoint or score file that does not
+fit is one line ``error: ...``, exit 2.
 """
 
 from __future__ import annotations
@@ -76,35 +55,6 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
         return load_pipeline_data(cfg).generator
     resolve_dataset_root(cfg)
     return load_stage_data(cfg.dataset, cfg.features.student)
-
-
-def check_data(ckpt: Checkpoint, data: StageData) -> None:
-    """Raise :class:`FustalError` unless the dataset has test videos with the feature dimension
-    and the classes the checkpoint was trained on."""
-    videos = data.test_videos()
-    if not videos:
-        raise FustalError(f"{data.annotations.source}: no '{data.test_subset}' videos to test on")
-    dim = int(data.features.load(videos[0]).shape[1])
-    if dim != ckpt.feature_dim:
-        raise FustalError(
-            f"{ckpt.path}: the {ckpt.kind} takes {ckpt.feature_dim}-dim features, but the"
-            f" dataset's are {dim}-dim ({data.features.files(videos[0])[0]})"
-        )
-    if ckpt.num_classes != data.num_classes:
-        raise FustalError(
-            f"{ckpt.path}: the {ckpt.kind} predicts {ckpt.num_classes} classes, but the dataset"
-            f" has {data.num_classes} ({data.annotations.source})"
-        )
-    classes = ckpt.classes
-    if classes is not None and classes != data.classes:
-        first = next(
-            i for i, (a, b) in enumerate(zip(classes, data.classes, strict=False)) if a != b
-        )
-        raise FustalError(
-            f"{ckpt.path}: the {ckpt.kind} was trained on other classes than the dataset's"
-            f" (class {first}: '{classes[first]}' in the checkpoint, '{data.classes[first]}' in"
-            f" {data.annotations.source})"
-        )
 
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -203,7 +153,7 @@ def run(cfg: DictConfig) -> dict:
     ckpt = load_checkpoint(str(cfg.ckpt_path), evaluation_overrides(cfg))
     console.print(f"evaluate: {ckpt.describe()}")
     data = load_data(cfg, ckpt.kind)
-    check_data(ckpt, data)
+    ckpt.check_data(data)
     dm = datamodule(cfg, ckpt, data, video_scores(cfg, ckpt, data))
     out = ensure_writable_dir(run_dir(cfg))
     trainer = make_trainer(cfg, "evaluate")

@@ -1,43 +1,12 @@
 """``python -m fustal.predict ckpt_path=CKPT features=DIR out=detections.json``: detections of a
-saved checkpoint on new feature files or video files, without annotations.
-
-Usage::
-
-    python -m fustal.predict ckpt_path=outputs/cache/student/<key>/student.ckpt \\
-        features=/data/new_videos out=detections.json
-    python -m fustal.predict ckpt_path=... features=DIR fps=30      # the videos' fps
-    python -m fustal.predict ckpt_path=... features=DIR durations=durations.json
-
-Every ``DIR/*.npy`` is one video: a ``[T, D]`` array in the feature layout the checkpoint was
-trained on (for a generator: its streams concatenated, as it reads them), video id = file stem.
-When ``DIR`` holds video files instead (``.mp4``, ``.avi``, ...), their features are extracted
-first, as ``fustal.extract`` extracted the checkpoint's training features (its record is stored
-in the checkpoint); a checkpoint trained on other features refuses them.
-
-A student checkpoint predicts with its EMA weights when it has them (``use_ema=false``: the raw
-ones); a generator checkpoint turns its CAS into proposals with its training settings. Videos
-longer than the student's ``max_seq_len`` are run whole, as in the pipeline's evaluation.
-
-Class names and feature timing (frames per window and stride, fps) come from the checkpoint;
-``classes``, ``fps``, ``stride_frames`` and ``window_frames`` override them. Detections are
-clipped to each video's duration: ``durations=FILE`` (JSON ``{video_id: seconds}``), the video
-file's, or the end of its last feature window. Features that do not fit the checkpoint are
-refused: a ``DIR/features.json`` sidecar describing other features (timing or extractor), a
-duration that the features' steps at the checkpoint's step length cannot span (e.g. ActionFormer
-features given to a generator trained on CoLA's 0.64 s steps), resized features of another
-length. The results file is written atomically; bad input (checkpoint, folder, feature file) is
-one line ``error: ...`` and exit code 2, and leaves no results file.
-
-A student that takes its classes from video-level scores (``student.module.class_agnostic``, the
-ActivityNet experiments) needs them for the new videos: ``fusion.source=generator
-fusion.generator_ckpt=GENERATOR.ckpt`` runs that generator on the same videos
-(``fusion.generator_features=DIR`` when its features are elsewhere), ``fusion.source=file
-fusion.score_file=FILE`` reads them (:mod:`fustal.fusion`); without either it is refused in one
-line. ``fusion.topk`` / ``fusion.rule`` default to the checkpoint's.
-
-``conf/predict.yaml`` holds the keys and defaults. It is served through Hydra's ConfigStore, not
-composed from ``conf/``, so that ``features=DIR`` is a value (in ``conf/``, ``features`` is a
-config group).
+saved student or generator checkpoint on new feature files (``DIR/*.npy``, ``[T, D]`` in the
+checkpoint's layout, video id = file stem) or video files (extracted as the checkpoint's training
+features were), without annotations. Class names and feature timing come from the checkpoint;
+features that do not fit it are refused; a class-agnostic student fuses video-level scores of
+a generator checkpoint or a score file (``fusion.*``). The keys: ``conf/predict.yaml``, served
+through Hydra's ConfigStore so that ``features=DIR`` is a value (in ``conf/`` it is a group);
+the behaviour: README, *Evaluate and predict*. Bad input is one line ``error: ...``, exit 2, and
+leaves no results file.
 """
 
 from __future__ import annotations
@@ -57,6 +26,13 @@ from rich.table import Table
 
 from fustal.config import CONFIG_DIR, absolute_paths, make_console, register_resolvers
 from fustal.data.features import positive_number
+from fustal.data.prediction import (
+    TIMING_KEYS,
+    check_sidecar,
+    feature_files,
+    prediction_data,
+    read_durations,
+)
 from fustal.errors import FustalError, exit_on_error
 
 if TYPE_CHECKING:
@@ -68,18 +44,9 @@ register_resolvers()
 CONFIG_NAME = "fustal_predict"
 ConfigStore.instance().store(name=CONFIG_NAME, node=OmegaConf.load(CONFIG_DIR / "predict.yaml"))
 
-SUBSET = "predict"
 # predict_detections' key of the detections
 DETECTIONS = "detections"
-TIMING_KEYS = ("fps", "stride_frames", "window_frames")
 SHOWN_VIDEOS = 10
-# a duration more than this factor beyond what the feature steps can span is another time scale
-SPAN_TOLERANCE = 1.5
-
-
-def feature_files(folder: Path) -> list[Path]:
-    """The ``*.npy`` files of ``folder``, sorted by name."""
-    return sorted(p for p in folder.glob("*.npy") if p.is_file())
 
 
 def feature_folder(
@@ -111,72 +78,6 @@ def feature_folder(
     extract = ExtractConfig.from_record(ckpt.feature_timing or {}, str(ckpt.path), device=device)
     infos = extract_folder(folder, scratch, extract, console)
     return scratch, {vid: info.duration for vid, info in infos.items()}
-
-
-def check_sidecar(folder: Path, timing: Mapping[str, Any], ckpt: Checkpoint) -> None:
-    """A ``features.json`` in ``folder`` must describe the features the checkpoint takes: the
-    same window, stride and fps (an fps-less sidecar: each video's own, not checked) and the same
-    extractor record."""
-    from fustal.data.features import SIDECAR, describe_features, read_sidecar
-
-    path = folder / SIDECAR
-    if not path.is_file():
-        return
-    sidecar = read_sidecar(path)
-    theirs = {
-        "layout": "overlap",
-        "fps": sidecar.fps,
-        "window_frames": sidecar.window_frames,
-        "stride_frames": sidecar.stride_frames,
-        "extractor": sidecar.extractor,
-    }
-    ours = {**timing, "extractor": (ckpt.feature_timing or {}).get("extractor")}
-    keys = ["window_frames", "stride_frames", "extractor"] + (["fps"] if sidecar.fps else [])
-    if ours["layout"] == "resized" or any(theirs[k] != ours[k] for k in keys):
-        raise FustalError(
-            f"{path}: these are features {describe_features(theirs)}; the {ckpt.kind} checkpoint"
-            f" {ckpt.path} takes features {describe_features(ours)}"
-        )
-
-
-def check_steps(
-    path: Path, steps: int, duration: float, timing: Mapping[str, Any], ckpt: Checkpoint
-) -> None:
-    """The checkpoint's time scale fits a video of ``duration`` seconds with ``steps`` feature
-    steps: for windows, ``steps`` steps of ``stride_s`` seconds and a window span it to within
-    a factor :data:`SPAN_TOLERANCE`; for resized features, ``steps`` is the trained length."""
-    if timing["layout"] == "resized":
-        trained = timing.get("steps")
-        if trained is not None and steps != trained:
-            raise FustalError(
-                f"{path}: {steps} feature steps; the {ckpt.kind} checkpoint {ckpt.path} was"
-                f" trained on features resized to {trained} steps per video"
-            )
-        return
-    stride_s = timing["stride_frames"] / timing["fps"]
-    window_s = timing["window_frames"] / timing["fps"]
-    low, high = (steps - 1) * stride_s, steps * stride_s + window_s
-    if duration * SPAN_TOLERANCE < low or duration > high * SPAN_TOLERANCE:
-        raise FustalError(
-            f"{path}: {steps} feature steps of {stride_s:.3g} s (the {ckpt.kind} checkpoint's"
-            f" step) span {low:.1f}-{high:.1f} s, but the video lasts {duration:.1f} s: these"
-            f" features have another step than the ones {ckpt.path} was trained on"
-            f" ({timing['window_frames']:g}-frame windows every {timing['stride_frames']:g}"
-            f" frames at {timing['fps']:g} fps)"
-        )
-
-
-def num_steps(path: Path, dim: int) -> int:
-    """``T`` of a ``[T, dim]`` .npy file, read from its header."""
-    try:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-    except (ValueError, OSError, EOFError) as err:
-        raise FustalError(f"{path}: not a readable .npy file ({err})") from None
-    if len(shape) != 2 or shape[0] == 0:
-        raise FustalError(f"{path}: expected a non-empty [T, D] array, got shape {shape}")
-    if shape[1] != dim:
-        raise FustalError(f"{path}: feature dimension {shape[1]}, the checkpoint takes {dim}")
-    return int(shape[0])
 
 
 def resolve_classes(cfg: DictConfig, ckpt: Checkpoint) -> list[str]:
@@ -221,67 +122,6 @@ def resolve_timing(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[
     return timing
 
 
-def read_durations(path: str | None) -> dict[str, float]:
-    """``{video_id: seconds}`` from a JSON file (empty without one)."""
-    if path is None:
-        return {}
-    from fustal.io import read_json
-
-    data = read_json(Path(path).expanduser(), "durations file")
-    if not isinstance(data, Mapping):
-        raise FustalError(f"{path}: expected a JSON object {{video_id: seconds}}")
-    out = {}
-    for vid, value in data.items():
-        out[str(vid)] = positive_number(f"{path}: video {vid}: duration", value)
-    return out
-
-
-def prediction_data(
-    folder: Path,
-    files: list[Path],
-    classes: list[str],
-    timing: Mapping[str, Any],
-    ckpt: Checkpoint,
-    durations: Mapping[str, float],
-) -> StageData:
-    """The feature files as a one-subset :class:`StageData` without ground truth, so that the
-    pipeline's data modules and inference functions run on them unchanged; each file's length
-    is checked against its duration (:func:`check_steps`)."""
-    from fustal.data.annotations import Annotations, Video
-    from fustal.data.dataset import StageData
-    from fustal.data.features import FeatureSpec
-
-    spec = FeatureSpec(
-        root=folder,
-        layout=str(timing["layout"]),
-        path="{video}.npy",
-        window_frames=timing["window_frames"],
-        stride_frames=timing["stride_frames"],
-        fps=timing["fps"],
-        dim=ckpt.feature_dim,
-    )
-    videos = {}
-    for path in files:
-        vid, steps = path.stem, num_steps(path, ckpt.feature_dim)
-        duration = durations.get(vid)
-        if duration is None and spec.layout == "resized":
-            raise FustalError(
-                f"{path}: the checkpoint's resized features need the video's duration; pass"
-                " durations=FILE (JSON {video_id: seconds})"
-            )
-        if duration is not None:
-            check_steps(path, steps, duration, timing, ckpt)
-        else:
-            # not resized: resolve_timing made every timing value a positive number
-            frames = (steps - 1) * timing["stride_frames"] + timing["window_frames"]
-            duration = frames / timing["fps"]
-        videos[vid] = Video(
-            vid, SUBSET, float(duration), spec.fps, np.zeros((0, 2)), np.zeros(0, np.int64)
-        )
-    annotations = Annotations(classes, videos, source=str(folder), subsets=[SUBSET])
-    return StageData(annotations, spec, SUBSET, SUBSET)
-
-
 def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[str, Any] | None:
     """The student's ``fusion`` keywords (``topk``, ``rule``): the config's where set, else the
     checkpoint's, else 2 / sqrt; None without ``fusion.source``. A class-agnostic student
@@ -310,26 +150,25 @@ def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict
     }
 
 
-def generator_video_scores(
-    cfg: DictConfig, classes: list[str], videos: list[str], durations: Mapping[str, float]
+def fusion_scores(
+    cfg: DictConfig, classes: list[str], data: StageData, durations: Mapping[str, float]
 ) -> dict[str, np.ndarray]:
-    """The video-level class scores of ``videos`` from ``fusion.generator_ckpt`` run on
-    ``fusion.generator_features`` (default: the features folder)."""
+    """The video-level class scores of the videos to predict on: of ``fusion.score_file``, or
+    of ``fusion.generator_ckpt`` run on ``fusion.generator_features`` (default: ``features``)."""
     from fustal.checkpoints import load_checkpoint
+    from fustal.fusion import read_score_file
     from fustal.generator.module import VIDEO_SCORES
 
-    fcfg = cfg.fusion
-    if fcfg.generator_ckpt is None:
-        raise FustalError(
-            "fusion.generator_ckpt: fusion.source=generator needs the generator checkpoint"
-            " (generator.ckpt) whose video-level scores to fuse"
-        )
+    fcfg, videos = cfg.fusion, [v.id for v in data.test_videos()]
+    key = "score_file" if fcfg.source == "file" else "generator_ckpt"
+    if fcfg[key] is None:
+        raise FustalError(f"fusion.{key}: fusion.source={fcfg.source} needs fusion.{key}=PATH")
+    if fcfg.source == "file":
+        return read_score_file(str(fcfg.score_file), classes, videos)
     gen = load_checkpoint(str(fcfg.generator_ckpt))
-    if gen.kind != "generator":
-        raise FustalError(f"fusion.generator_ckpt: {gen.path} is a {gen.kind} checkpoint")
-    if gen.classes is not None and gen.classes != classes:
+    if gen.kind != "generator" or (gen.classes is not None and gen.classes != classes):
         raise FustalError(
-            f"fusion.generator_ckpt: {gen.path} was trained on other classes than the student"
+            f"fusion.generator_ckpt: {gen.path} is not a generator of the student's classes"
         )
     folder = Path(str(fcfg.generator_features or cfg.features)).expanduser()
     files = [f for f in feature_files(folder) if f.stem in set(videos)]
@@ -340,22 +179,8 @@ def generator_video_scores(
             f" ({len(absent)} of {len(videos)} missing)"
         )
     timing = resolve_timing(cfg, gen, make_console())
-    data = prediction_data(folder, files, classes, timing, gen, durations)
-    return predict_detections(cfg, gen, data, None)[VIDEO_SCORES]
-
-
-def fusion_scores(
-    cfg: DictConfig, classes: list[str], data: StageData, durations: Mapping[str, float]
-) -> dict[str, np.ndarray]:
-    """The video-level class scores of the videos to predict on (``fusion.source``)."""
-    from fustal.fusion import read_score_file
-
-    videos = [v.id for v in data.test_videos()]
-    if cfg.fusion.source == "file":
-        if cfg.fusion.score_file is None:
-            raise FustalError("fusion.score_file: fusion.source=file needs a score file")
-        return read_score_file(str(cfg.fusion.score_file), classes, videos)
-    return generator_video_scores(cfg, classes, videos, durations)
+    gen_data = prediction_data(folder, files, classes, timing, gen, durations)
+    return predict_detections(cfg, gen, gen_data, None)[VIDEO_SCORES]
 
 
 def predict_detections(

@@ -15,9 +15,9 @@ from fustal.generator.losses import action_loss, contrast_matrix, cross_video_co
 from fustal.generator.mining import mine_snippets
 from fustal.generator.network import GeneratorNet, GeneratorOutput
 from fustal.metrics.detection import THUMOS_TIOU
+from fustal.metrics.evaluation import EvaluatedModule
 from fustal.pseudo.parallel import ProposalPool, resolve_workers
 from fustal.pseudo.proposals import proposal_kwargs
-from fustal.training.evaluation import EvaluatedModule
 
 LOG_PREFIX = "generator/train/"
 # predict_step's key of the video-level class scores

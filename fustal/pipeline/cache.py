@@ -54,7 +54,6 @@ COSMETIC_MODULES = (
     "fustal.training.quiet",
     "fustal.training.loggers",
     "fustal.metrics.table",
-    "fustal.pipeline.pictures",
     "fustal.pipeline.summary",
     "fustal.viz",
 )
@@ -73,40 +72,36 @@ def module_path(module: str, package_dir: Path | None = None) -> Path | None:
     return None
 
 
+def source_file(module: str, package_dir: Path | None = None) -> Path:
+    """:func:`module_path`, a missing module being a ``ValueError``."""
+    path = module_path(module, package_dir)
+    if path is None:
+        raise ValueError(f"code fingerprint: no module {module} in {package_dir or PACKAGE_DIR}")
+    return path
+
+
 @cache
-def direct_imports(
-    source: bytes, module: str, is_package: bool, package_dir: Path
-) -> tuple[str, ...]:
-    """The fustal modules that ``source`` (of ``module``) imports anywhere (also inside
-    functions: lazy imports run too), with the packages they sit in."""
-    tree = ast.parse(source, module)
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        names: list[str] = []
+def direct_imports(source: bytes, module: str, package_dir: Path) -> tuple[str, ...]:
+    """The fustal modules (and the packages they sit in) that ``source`` of ``module`` imports
+    anywhere, also inside functions: lazy imports run too."""
+    parts = module.split(".")
+    here = parts if source_file(module, package_dir).name == "__init__.py" else parts[:-1]
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source, module)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = module.split(".")
-                anchor = anchor if is_package else anchor[:-1]
-                anchor = anchor[: len(anchor) - node.level + 1]
-                base = ".".join([*anchor, *([base] if base else [])])
-            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name.split(".")[0] != PACKAGE:
-                continue
-            parts = name.split(".")
-            for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b too
-                prefix = ".".join(parts[:depth])
-                if module_path(prefix, package_dir) is not None:
-                    found.add(prefix)
-    found.discard(module)
-    return tuple(sorted(found))
-
-
-def cosmetic(module: str, excluded: Iterable[str] = COSMETIC_MODULES) -> bool:
-    return any(module == e or module.startswith(e + ".") for e in excluded)
+            anchor = here[: len(here) - node.level + 1] if node.level else []
+            base = ".".join([*anchor, *([node.module] if node.module else [])])
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    found = {
+        prefix
+        for name in names
+        if name.split(".")[0] == PACKAGE
+        for prefix in (".".join(name.split(".")[:d]) for d in range(1, name.count(".") + 2))
+        if module_path(prefix, package_dir) is not None  # importing a.b.c runs a, a.b too
+    }
+    return tuple(sorted(found - {module}))
 
 
 def import_closure(
@@ -115,44 +110,36 @@ def import_closure(
     excluded: Iterable[str] = COSMETIC_MODULES,
 ) -> list[str]:
     """Every fustal module that importing ``roots`` runs (the transitive closure of their
-    imports, read from the source under ``package_dir``, lazy imports included), without the
-    ``excluded`` ones (whose own imports are not followed either), sorted."""
-    excluded = tuple(excluded)
-    package_dir = package_dir or PACKAGE_DIR
+    imports, read from the source under ``package_dir``), without the ``excluded`` ones (whose
+    own imports are not followed either), sorted."""
+    excluded, package_dir = tuple(excluded), package_dir or PACKAGE_DIR
     seen: set[str] = set()
     todo = [PACKAGE, *roots]
     while todo:
         module = todo.pop()
-        if module in seen or cosmetic(module, excluded):
+        if module in seen or any(module == e or module.startswith(e + ".") for e in excluded):
             continue
-        path = module_path(module, package_dir)
-        if path is None:
-            raise ValueError(f"code fingerprint: no module {module} in {package_dir}")
         seen.add(module)
-        is_package = path.name == "__init__.py"
-        todo.extend(direct_imports(path.read_bytes(), module, is_package, package_dir))
+        todo.extend(
+            direct_imports(source_file(module, package_dir).read_bytes(), module, package_dir)
+        )
     return sorted(seen)
 
 
 def target_modules(node: Any) -> list[str]:
-    """The fustal modules named by the ``_target_`` entries of a (plain) config subtree, e.g. a
-    scheduler or callback that the stage's code only reaches through ``hydra.utils.instantiate``:
-    the longest prefix of each target that is a module."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and isinstance(value, str) and value.startswith(PACKAGE + "."):
-                parts = value.split(".")
-                for depth in range(len(parts), 0, -1):
-                    if module_path(".".join(parts[:depth])) is not None:
-                        found.append(".".join(parts[:depth]))
-                        break
-            else:
-                found.extend(target_modules(value))
-    elif isinstance(node, list):
-        for value in node:
-            found.extend(target_modules(value))
-    return found
+    """The fustal modules that the ``_target_`` entries of a plain config subtree name (code a
+    stage reaches only through ``hydra.utils.instantiate``): each target's longest prefix that
+    is a module."""
+    if isinstance(node, list | dict):
+        values = node.values() if isinstance(node, dict) else node
+        named = [m for value in values for m in target_modules(value)]
+        target = node.get("_target_") if isinstance(node, dict) else None
+        if isinstance(target, str) and target.startswith(PACKAGE + "."):
+            parts = target.split(".")
+            prefixes = (".".join(parts[:d]) for d in range(len(parts), 0, -1))
+            named.append(next(p for p in prefixes if module_path(p) is not None))
+        return named
+    return []
 
 
 def code_fingerprint(
@@ -160,14 +147,11 @@ def code_fingerprint(
     package_dir: Path | None = None,
     excluded: Iterable[str] = COSMETIC_MODULES,
 ) -> str:
-    """sha256 of the source of every module of :func:`import_closure` of ``roots`` and the
-    package version: what a stage's artifacts depend on besides its config."""
+    """sha256 of the package version and the source of every module of :func:`import_closure`
+    of ``roots``: what a stage's artifacts depend on besides its config."""
     digest = hashlib.sha256(fustal.__version__.encode())
     for module in import_closure(roots, package_dir, excluded):
-        path = module_path(module, package_dir)
-        assert path is not None
-        digest.update(f"{module}\n".encode())
-        digest.update(path.read_bytes())
+        digest.update(f"{module}\n".encode() + source_file(module, package_dir).read_bytes())
     return digest.hexdigest()
 
 

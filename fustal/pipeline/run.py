@@ -4,24 +4,23 @@ end-of-run summary. Callable in process with a composed config (``paths.output_d
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import CONFIG_DIR, make_console, render_text, run_dir
+from fustal.config import make_console, render_text, run_dir
 from fustal.config.checks import check_config
+from fustal.console import header, log_scale
+from fustal.data.summary import run_data_stage
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
 from fustal.io import ensure_writable_dir, write_with
-from fustal.metrics.results import VideoDetections
 from fustal.metrics.table import results_table
-from fustal.pipeline.data import run_data_stage
 from fustal.pipeline.launch import distributed_run
-from fustal.pipeline.pictures import make_pictures
 from fustal.pipeline.stage import RunContext, Stage, run_plan
+from fustal.pipeline.stages.common import picture_videos
 from fustal.pipeline.stages.filter import FilterStage
 from fustal.pipeline.stages.generator import GeneratorStage
 from fustal.pipeline.stages.sources import PseudoLabelFile, ScoreFile
@@ -29,18 +28,10 @@ from fustal.pipeline.stages.student import StudentStage
 from fustal.pipeline.summary import log_run_summary
 from fustal.training.distributed import is_global_zero, separate_rank_log
 from fustal.training.quiet import quiet_libraries
+from fustal.viz.pictures import RunPictures, make_pictures
+from fustal.viz.rundir import PICTURES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOutputs:
-    """What the stages of one run produced, for the pictures (empty: that stage did not run)."""
-
-    pseudo: dict[str, VideoDetections] = field(default_factory=dict)
-    train_tracks: dict[str, VideoDetections] = field(default_factory=dict)
-    test_tracks: dict[str, VideoDetections] = field(default_factory=dict)
-    cas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def run_pipeline(cfg: DictConfig) -> dict:
@@ -55,17 +46,14 @@ def run_pipeline(cfg: DictConfig) -> dict:
     ctx = RunContext(cfg, ensure_writable_dir(run_dir(cfg)), console, load_pipeline_data(cfg))
     if is_global_zero():
         write_with(ctx.output_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
-    for line in header(cfg, ctx):
+    data = ctx.data.student
+    for line in header(cfg, ctx.output_dir, data):
         ctx.say(line)
     log_scale(cfg)
     with distributed_run(cfg):
         outputs = run_stages(ctx)
     if is_global_zero():
-        pictures = []
-        if cfg.plot_videos > 0:
-            pictures = make_pictures(
-                ctx, outputs.train_tracks, outputs.test_tracks, outputs.pseudo, outputs.cas
-            )
+        pictures = draw_pictures(ctx, outputs) if cfg.plot_videos > 0 else []
         watched = [name for name in cfg.logger or {} if name != "csv"]  # csv: the default
         if watched and not ctx.trained:
             log.warning(
@@ -78,68 +66,6 @@ def run_pipeline(cfg: DictConfig) -> dict:
         console.print(table)
         log.info("results\n%s", render_text(table))
     return ctx.metrics
-
-
-def device_summary(trainer: DictConfig) -> str:
-    """``cpu``, ``gpu``, ``2 x cpu (ddp)``... from the ``trainer`` settings."""
-    accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    devices, nodes = trainer.get("devices", 1), int(trainer.get("num_nodes", 1))
-    if isinstance(devices, int) and devices * nodes > 1:
-        return f"{devices * nodes} x {accelerator} ({trainer.get('strategy')})"
-    return accelerator if devices in (1, "1", "auto") else f"{accelerator} {devices}"
-
-
-def scale_overrides(cfg: DictConfig) -> tuple[str, list[str]]:
-    """The selected ``scale`` option and ``key=value`` of every value it sets over the group
-    files (``("", [])`` outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return "", []
-    choice = HydraConfig.get().runtime.choices.get("scale")
-    path = CONFIG_DIR / "scale" / f"{choice}.yaml"
-    if not choice or not path.is_file():
-        return "", []
-
-    def leaves(node: Any, prefix: str) -> list[str]:
-        if isinstance(node, dict):
-            return [line for k, v in node.items() for line in leaves(v, f"{prefix}{k}.")]
-        key = prefix[:-1]
-        return [f"{key}={OmegaConf.select(cfg, key)}"]
-
-    return str(choice), leaves(OmegaConf.to_container(OmegaConf.load(path)), "")
-
-
-def header(cfg: DictConfig, ctx: RunContext) -> list[str]:
-    """The run's first lines: what runs, on which data and device, where the outputs go, and
-    how many values the ``scale`` option sets (the full config is ``config.yaml`` in the run
-    dir; the values the scale sets are listed in the log, :func:`log_scale`)."""
-    data = ctx.data.student
-    train, test = len(data.train_videos()), len(data.test_videos())
-    what = "ground truth (upper bound)" if cfg.supervision == "full" else "video labels"
-    cache = f"stage cache {cfg.paths.cache_dir}" if cfg.cache else "no stage cache"
-    lines = [
-        f"fustal: stage={cfg.stage} on {cfg.dataset.name} ({train} training / {test} test"
-        f" videos, {data.num_classes} classes, {data.feature_dim()}-d features) from {what};"
-        f" {device_summary(cfg.trainer)}, seed {cfg.seed}",
-        f"run dir {ctx.output_dir} (the full config: config.yaml); {cache}",
-    ]
-    scale, overrides = scale_overrides(cfg)
-    if overrides:
-        lines.append(
-            f"scale={scale} sets {len(overrides)} size values over the group files"
-            f" (conf/scale/{scale}.yaml; listed in train.log)"
-        )
-    return lines
-
-
-def log_scale(cfg: DictConfig) -> None:
-    """Log (to train.log) every value the ``scale`` option sets, as this run uses it."""
-    scale, overrides = scale_overrides(cfg)
-    if overrides:
-        log.info("scale=%s sets: %s", scale, ", ".join(overrides))
 
 
 def stage_plan(cfg: DictConfig) -> list[type[Stage[Any]]]:
@@ -170,11 +96,24 @@ def stage_plan(cfg: DictConfig) -> list[type[Stage[Any]]]:
     return [*plan, StudentStage]
 
 
-def run_stages(ctx: RunContext) -> RunOutputs:
+def draw_pictures(ctx: RunContext, shown: RunPictures) -> list[Path]:
+    """The run's pictures of its first ``plot_videos`` training and test videos."""
+    cfg, data, count = ctx.cfg, ctx.data.student, int(ctx.cfg.plot_videos)
+    videos = (
+        picture_videos(data.train_videos())[:count],
+        picture_videos(data.test_videos())[:count],
+    )
+    threshold = cfg.filter.min_score if cfg.filter.min_score is not None else cfg.ema.score_thresh
+    paths = make_pictures(ctx.output_dir, data, videos, shown, threshold)
+    ctx.say(f"pictures: {len(paths)} PNG files in {ctx.output_dir / PICTURES}")
+    return paths
+
+
+def run_stages(ctx: RunContext) -> RunPictures:
     """The stages of :func:`stage_plan` (their metrics go to ``ctx`` and ``metrics.json``);
     returns what the pictures show."""
     results = run_plan(ctx, stage_plan(ctx.cfg))
-    out = RunOutputs()
+    out = RunPictures()
     if "generator" in results:
         gen = results["generator"].outputs
         out.cas = gen.cas

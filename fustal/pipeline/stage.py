@@ -1,13 +1,11 @@
 """The shape every pipeline stage has, and the one runner that runs them.
 
-A :class:`Stage` says what it reads (:meth:`Stage.inputs`: the upstream stages whose outputs
-and keys the runner hands it; :meth:`Stage.key_parts`: the config fields, hashed with the code
-it runs and the upstream keys into its cache key), how it computes its outputs in memory on
-every rank (:meth:`Stage.compute`), how rank 0 writes them (:meth:`Stage.save`) and how a
-finished entry is read back (:meth:`Stage.load`, the inverse of ``save``). :func:`run_stage`
-finds the entry, reuses it or computes the stage (resuming from the checkpoint an interrupted
-run left in it), saves it, commits a manifest of every file the stage wrote, copies the files
-that are products into the run dir, and records the stage's metrics (``metrics.json``).
+A :class:`Stage` names the upstream stages it reads (:meth:`Stage.inputs`) and the config it
+reads (:meth:`Stage.key_parts`; with its derived code and the upstream keys: its cache key),
+computes its outputs on every rank (:meth:`Stage.compute`), writes them on rank 0
+(:meth:`Stage.save`) and reads them back (:meth:`Stage.load`). :func:`run_stage` reuses a
+finished entry or computes one (resuming an interrupted run), commits the manifest of what the
+stage wrote, exports its products and records its metrics.
 """
 
 from __future__ import annotations
@@ -42,8 +40,7 @@ CHECKPOINTS = "checkpoints"
 
 
 class HasMetrics(Protocol):
-    """A stage's outputs: whatever it computes, with the metrics it contributes to the run's
-    ``metrics.json`` (``{"section.sub": values}``; dotted keys nest)."""
+    """A stage's outputs carry its contribution to ``metrics.json`` (``{"section.sub": ...}``)."""
 
     metrics: dict[str, Any]
 
@@ -123,8 +120,7 @@ class Stage(ABC, Generic[Outputs]):
 
     @abstractmethod
     def compute(self, folder: Path) -> Outputs:
-        """The outputs, on every rank (``folder``: the entry; the resume checkpoint and what
-        training writes itself, e.g. the final model checkpoint, go there)."""
+        """The outputs, on every rank (``folder``: the entry, for checkpoints)."""
 
     @abstractmethod
     def save(self, outputs: Outputs, folder: Path) -> None:
@@ -135,9 +131,8 @@ class Stage(ABC, Generic[Outputs]):
         raise NotImplementedError(f"{self.name}: not a cached stage")
 
     def code_roots(self) -> list[str]:
-        """The modules whose import closure is the stage's code: the stage's own module and the
-        fustal modules that its key parts and the callbacks name by ``_target_`` (reached only
-        through ``hydra.utils.instantiate``)."""
+        """The modules whose import closure is the stage's code: its own, and those its key
+        parts and the callbacks name by ``_target_``."""
         named = target_modules([to_plain(self.key_parts()), to_plain(self.cfg.get("callbacks"))])
         return [type(self).__module__, *named]
 

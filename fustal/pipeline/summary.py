@@ -9,6 +9,8 @@ from omegaconf import DictConfig
 
 from fustal.training.loggers import make_loggers
 
+RAW_FILTERED = ("raw", "filtered")
+
 
 def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> None:
     """Log the run's results to the TensorBoard / W&B loggers (job ``summary``): test mAP per
@@ -61,25 +63,21 @@ def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
     """Tables ``name -> (columns, rows)``: ``test_map`` (one row per model, one column per tIoU)
     and ``pseudo_label_quality`` (one row per raw / filtered)."""
     sections = flat_sections(metrics)
-    tables: dict[str, tuple[list[str], list[list]]] = {}
-    models = {k: v for k, v in sections.items() if k.endswith(".test")}
-    if models:
-        names = list(next(iter(models.values())))
-        rows = [
-            [key, *(round(node.get(n, float("nan")), 6) for n in names)]
-            for key, node in models.items()
-        ]
-        tables["test_map"] = (["model", *names], rows)
-    quality = {
-        k: v for k, v in sections.items() if k in ("pseudo_labels.raw", "pseudo_labels.filtered")
+    groups = {
+        "test_map": ("model", {k: v for k, v in sections.items() if k.endswith(".test")}),
+        "pseudo_label_quality": (
+            "pseudo_labels",
+            {k.split(".")[-1]: v for k, v in sections.items() if k.split(".")[-1] in RAW_FILTERED},
+        ),
     }
-    if quality:
-        names = list(next(iter(quality.values())))
-        rows = [
-            [key.split(".")[-1], *(round(node.get(n, float("nan")), 6) for n in names)]
-            for key, node in quality.items()
-        ]
-        tables["pseudo_label_quality"] = (["pseudo_labels", *names], rows)
+    tables: dict[str, tuple[list[str], list[list]]] = {}
+    for name, (first, rows) in groups.items():
+        if rows:
+            columns = list(next(iter(rows.values())))
+            cells = [
+                [k, *(round(v.get(c, float("nan")), 6) for c in columns)] for k, v in rows.items()
+            ]
+            tables[name] = ([first, *columns], cells)
     return tables
 
 

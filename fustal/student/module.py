@@ -18,11 +18,11 @@ from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
 from fustal.fusion import RULES, fuse_video
 from fustal.metrics.detection import THUMOS_TIOU
+from fustal.metrics.evaluation import EvaluatedModule
 from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
-from fustal.training.evaluation import EvaluatedModule
 
 log = logging.getLogger(__name__)
 

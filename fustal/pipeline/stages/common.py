@@ -27,22 +27,23 @@ def seed_stage(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
 
-def data_identity(ctx: RunContext, features: str) -> dict[str, Any]:
-    """What identifies the data a stage reads: the dataset config (synthetic parameters
-    included), the feature layout, the seed and the trainer settings that matter."""
+def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str, Any]:
+    """The config a training stage reads besides its budget: its ``module`` and ``<stage>.data``
+    (without :data:`COSMETIC_KEYS`), the dataset (synthetic parameters included), its feature
+    view, the seed and the trainer settings that matter."""
     cfg = ctx.cfg
+
+    def plain(node: DictConfig) -> dict[str, Any]:
+        return {k: v for k, v in to_plain(node).items() if k not in COSMETIC_KEYS}
+
     return {
+        "module": plain(module),
+        "data": plain(cfg[stage].data),
         "dataset": to_plain(cfg.dataset),
-        "features": to_plain(cfg.features[features]),
+        "features": to_plain(cfg.features[stage]),
         "seed": cfg.seed,
         "trainer": trainer_identity(to_plain(cfg.trainer)),
     }
-
-
-def without(node: DictConfig, *keys: str) -> dict[str, Any]:
-    """``node`` as a plain dict without ``keys``."""
-    plain = to_plain(node)
-    return {k: v for k, v in plain.items() if k not in keys}
 
 
 def picture_videos(videos: list[Video]) -> list[Video]:

@@ -22,12 +22,10 @@ from fustal.metrics.results import VideoDetections, read_results, results_to_row
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
-    COSMETIC_KEYS,
-    data_identity,
     fit,
     picture_videos,
     seed_stage,
-    without,
+    stage_identity,
 )
 from fustal.training.trainer import make_trainer
 from fustal.viz.rundir import read_cas, write_cas
@@ -61,9 +59,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return {
             "max_steps": gcfg.max_steps,
             "val_every": gcfg.val_every,
-            "module": without(gcfg.module, *COSMETIC_KEYS),
-            "data": without(gcfg.data, *COSMETIC_KEYS),
-            **data_identity(self.ctx, "generator"),
+            **stage_identity(self.ctx, "generator", gcfg.module),
         }
 
     def build(self) -> tuple[GeneratorModule, GeneratorDataModule]:

@@ -20,12 +20,10 @@ from fustal.metrics.results import VideoDetections, read_results, results_to_row
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
-    COSMETIC_KEYS,
-    data_identity,
     fit,
     picture_videos,
     seed_stage,
-    without,
+    stage_identity,
 )
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
@@ -105,13 +103,11 @@ class StudentStage(Stage[StudentOutputs]):
         module = cast(DictConfig, OmegaConf.merge(scfg.module, overrides))
         return {
             "epochs": [max_epochs, epochs_pseudo],
-            "module": without(module, *COSMETIC_KEYS),
-            "data": without(scfg.data, *COSMETIC_KEYS),
             "gradient_clip_val": scfg.gradient_clip_val,
             "val_every": scfg.val_every,
             "supervision": self.cfg.supervision,
             "fusion": self.fusion,
-            **data_identity(self.ctx, "student"),
+            **stage_identity(self.ctx, "student", module),
         }
 
     def build(self) -> tuple[StudentModule, PseudoLabelDataModule]:

@@ -5,15 +5,15 @@ student's detections), and the pseudo labels' precision/recall over tIoU."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
 from fustal.metrics.results import VideoDetections, gt_to_detections, rows_to_detections
-from fustal.pipeline.stage import RunContext
-from fustal.pipeline.stages.common import picture_videos
 from fustal.viz.pr import pr_summary
 from fustal.viz.rundir import draw_run, segment_entries, write_inputs
 
@@ -43,43 +43,43 @@ def video_entry(
     }
 
 
+@dataclass
+class RunPictures:
+    """What the pictures of a run show, from its stages' outputs (empty: that stage did not
+    run): the pseudo-label sets compared with the training ground truth (``raw``,
+    ``filtered``), the named detection tracks of the training and test videos, the CAS."""
+
+    pseudo: dict[str, VideoDetections] = field(default_factory=dict)
+    train_tracks: dict[str, VideoDetections] = field(default_factory=dict)
+    test_tracks: dict[str, VideoDetections] = field(default_factory=dict)
+    cas: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 def make_pictures(
-    ctx: RunContext,
-    train_tracks: dict[str, VideoDetections],
-    test_tracks: dict[str, VideoDetections],
-    pseudo: dict[str, VideoDetections],
-    cas: dict[str, dict[str, Any]],
+    run_dir: Path,
+    data: StageData,
+    videos: tuple[list[Video], list[Video]],
+    shown: RunPictures,
+    score_threshold: float,
 ) -> list[Path]:
-    """Write the picture inputs of the first ``plot_videos`` training and test videos and draw
-    the PNGs (rank 0); ``pseudo``: the pseudo-label sets to compare with the training ground
-    truth (``raw``, ``filtered``). Returns the PNG paths."""
-    data = ctx.data.student
-    count = int(ctx.cfg.plot_videos)
+    """Write the picture inputs of the training and test ``videos`` and draw the PNGs into
+    ``run_dir/pictures`` (the score colour bar marks ``score_threshold``); returns their
+    paths."""
     classes = data.classes
-    videos = [
-        video_entry(v, "train", train_tracks, classes)
-        for v in picture_videos(data.train_videos())[:count]
-    ] + [
-        video_entry(v, "test", test_tracks, classes)
-        for v in picture_videos(data.test_videos())[:count]
+    entries = [video_entry(v, "train", shown.train_tracks, classes) for v in videos[0]] + [
+        video_entry(v, "test", shown.test_tracks, classes) for v in videos[1]
     ]
-    shown = {v["id"] for v in videos}
+    ids = {v["id"] for v in entries}
     pr = None
-    if pseudo:
-        gt, ids = gt_to_detections(data.train_videos())
-        preds = {name: rows_to_detections(rows, ids) for name, rows in pseudo.items()}
+    if shown.pseudo:
+        gt, video_ids = gt_to_detections(data.train_videos())
+        preds = {name: rows_to_detections(rows, video_ids) for name, rows in shown.pseudo.items()}
         pr = pr_summary(gt, preds, len(classes))
-    cfg = ctx.cfg
-    threshold = cfg.filter.min_score if cfg.filter.min_score is not None else cfg.ema.score_thresh
     inputs = {
         "classes": classes,
-        "videos": videos,
+        "videos": entries,
         "pseudo_label_pr": pr,
-        "score_threshold": threshold,
+        "score_threshold": score_threshold,
     }
-    folder = write_inputs(
-        ctx.output_dir, inputs, {vid: c for vid, c in cas.items() if vid in shown}
-    )
-    paths = draw_run(ctx.output_dir)
-    ctx.say(f"pictures: {len(paths)} PNG files in {folder}")
-    return paths
+    write_inputs(run_dir, inputs, {vid: c for vid, c in shown.cas.items() if vid in ids})
+    return draw_run(run_dir)
