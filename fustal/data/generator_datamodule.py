@@ -109,22 +109,12 @@ class GeneratorDataModule(ResumableDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.data = data
+        super().__init__(data)
         self.seed = seed
         self.num_segments = num_segments
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.videos = {"train": data.train_videos(), "test": data.test_videos()}
-
-    @property
-    def train_videos(self) -> list[Video]:
-        return self.videos["train"]
-
-    @property
-    def test_videos(self) -> list[Video]:
-        return self.videos["test"]
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
         """A loader over the ``train`` or ``test`` videos (``train=True``: training sampling)."""

@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Sampler
 
+from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
 from fustal.errors import FustalError
 from fustal.training.distributed import world
 
@@ -122,9 +124,19 @@ class ResumableDataModule(pl.LightningDataModule):
     inside the current epoch saved with every checkpoint (:class:`ResumePoint`). Subclasses
     implement :meth:`loader`."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: StageData) -> None:
         super().__init__()
+        self.data = data
+        self.videos = {"train": data.train_videos(), "test": data.test_videos()}
         self.resume = ResumePoint()
+
+    @property
+    def train_videos(self) -> list[Video]:
+        return self.videos["train"]
+
+    @property
+    def test_videos(self) -> list[Video]:
+        return self.videos["test"]
 
     def loader(self, subset: str, train: bool = False) -> Any:
         """A DataLoader over ``subset``'s videos (``train``: training samples)."""

@@ -219,8 +219,7 @@ class PseudoLabelDataModule(ResumableDataModule):
         seed: int = 0,
         video_scores: VideoScores | None = None,
     ) -> None:
-        super().__init__()
-        self.data = data
+        super().__init__(data)
         self.seed = seed
         self.targets = targets
         self.video_scores = video_scores
@@ -230,15 +229,6 @@ class PseudoLabelDataModule(ResumableDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.augment = dict(augment or {})
-        self.videos = {"train": data.train_videos(), "test": data.test_videos()}
-
-    @property
-    def train_videos(self) -> list[Video]:
-        return self.videos["train"]
-
-    @property
-    def test_videos(self) -> list[Video]:
-        return self.videos["test"]
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
         """A loader over the ``train`` or ``test`` videos (``train=True``: training crops and
