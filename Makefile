@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fustal-installed
 # CPU build; GPU users install their CUDA build of torch into .venv first (see README).
 TORCH ?= torch==2.13.0
-# two workers: the suite's in-process runs are single-threaded (CI has 2 cores)
-PYTEST_ARGS ?= -n 2
+# two workers (CI has 2 cores; the in-process runs are single-threaded); module fixtures that
+# train are built once (each module on one worker; tests/conftest.py: LONG_FIRST)
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: install demo test test-full lint typecheck check format bench bench-map bench-proposals \
 	bench-student bench-distill bench-paper clean

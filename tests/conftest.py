@@ -1,13 +1,21 @@
 """Shared fixtures and helpers: paths of the bundled annotations, a small synthetic dataset,
 offline W&B, the composed train config at the ``debug`` scale and in-process runs of it, and the
-subprocess runner for the command-line contract."""
+two runners of the command line: :func:`run_fustal` (a new interpreter, for tests whose subject
+is the process: signals, DDP, kill-and-resume, a real ``--help``) and the :func:`forked`
+fixture (a process forked from a forkserver that has imported fustal once, for every other CLI
+run: a cold start importing torch and Lightning costs seconds)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import runpy
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,6 +52,20 @@ def synthetic_config() -> SyntheticConfig:
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a small synthetic dataset in both real layouts (read-only: do not modify)."""
     return ensure_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic"))
+
+
+# modules with the longest tests, run first so that no long module ends the run on one worker
+# while the other idles (``make test`` runs ``--dist loadscope``: each module on one worker, so
+# its module fixtures are built once; xdist hands out the modules in collection order)
+LONG_FIRST = ("test_resume", "test_ddp", "test_learning", "test_entry_points", "test_fusion")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,6 +133,31 @@ def train(tmp: Path, *overrides: str) -> dict:
     return run_pipeline(compose_train(tmp, *overrides))
 
 
+@dataclass(frozen=True)
+class DebugRun:
+    """A finished ``debug=default`` pipeline run (read-only: tests copy what they change)."""
+
+    data: Path  # its data dir
+    cache: Path  # its stage cache: one generator and one student entry
+    run: Path  # its run dir
+    metrics: dict
+
+    def seed(self, tmp: Path) -> str:
+        """Copy the stage cache to ``tmp/cache``; returns the data-dir override under which a
+        run with ``tmp``'s cache finds the entries (the data path is part of the keys)."""
+        shutil.copytree(self.cache, tmp / "cache")
+        return f"paths.data_dir={self.data}"
+
+
+@pytest.fixture(scope="session")
+def debug_run(tmp_path_factory: pytest.TempPathFactory) -> DebugRun:
+    """The default debug pipeline, trained once per test process, for tests whose subject is
+    not that training (cache reuse, evaluation, pseudo-label files)."""
+    root = tmp_path_factory.mktemp("debug_run")
+    metrics = train(root)
+    return DebugRun(root / "data", root / "cache", root / "run", metrics)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread() -> Iterator[None]:
     """Tiny models on a shared 2-core CPU run faster (and steadier) with one intra-op thread."""
@@ -128,11 +175,9 @@ def wandb_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def run_fustal(
-    module: str, *args: str, timeout: float = 600, cwd: Path | None = None
-) -> subprocess.CompletedProcess:
-    """``python -m fustal.<module> ARGS`` in a subprocess as a user runs it: one torch thread,
-    offline W&B, unbuffered wide output, no debug tracebacks."""
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: one torch thread, offline W&B, unbuffered wide output,
+    no debug tracebacks."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -142,8 +187,65 @@ def run_fustal(
     }
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("FUSTAL_DEBUG", None)
+    return env
+
+
+def run_fustal(
+    module: str, *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m fustal.<module> ARGS`` in a new interpreter, as a user runs it."""
     cmd = [sys.executable, "-m", f"fustal.{module}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=user_env(), timeout=timeout, cwd=cwd
+    )
+
+
+# (module, *args, cwd=None) -> the finished process, as from :func:`run_fustal`
+Runner = Callable[..., subprocess.CompletedProcess]
+FORKED_MODULES = ["fustal.train", "fustal.evaluate", "fustal.predict", "fustal.pipeline.run"]
+
+
+def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, stderr: str) -> None:
+    """Forked child: ``python -m fustal.<module> ARGS`` (the module run as ``__main__``) in the
+    user's environment, output to the files ``stdout`` and ``stderr``."""
+    os.environ.clear()
+    os.environ.update(user_env())
+    torch.set_num_threads(1)
+    if cwd is not None:
+        os.chdir(cwd)
+    for fd, path in ((1, stdout), (2, stderr)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.argv = [f"fustal.{module}", *args]
+    sys.modules.pop(f"fustal.{module}", None)  # preloaded: run its code afresh as __main__
+    runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
+
+
+@pytest.fixture(scope="session")
+def forked() -> Runner:
+    """Run ``python -m fustal.<module> ARGS`` as a process forked from a forkserver that has
+    imported fustal's entry points (``tests/test_bad_inputs.py`` checks that it reports what the
+    real command reports)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, *FORKED_MODULES])
+
+    def run(
+        module: str, *args: str, cwd: Path | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as scratch:
+            out, err = Path(scratch) / "stdout.txt", Path(scratch) / "stderr.txt"
+            where = None if cwd is None else str(cwd)
+            proc = ctx.Process(target=_forked_main, args=(module, list(args), where, out, err))
+            proc.start()
+            proc.join(timeout=timeout)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+            stdout, stderr = (f.read_text() if f.exists() else "" for f in (out, err))
+        return subprocess.CompletedProcess([module, *args], proc.exitcode, stdout, stderr)
+
+    return run
 
 
 class NoHostSync:

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import errno
 import json
-import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +29,7 @@ import pytest
 
 from fustal.errors import EXIT_BAD_INPUT, FustalError, exit_on_error
 from fustal.io import atomic_open, ensure_writable_dir, reported_writes, write_json, write_with
-from tests.conftest import DEBUG
+from tests.conftest import DEBUG, Runner, run_fustal
 
 HYDRA_EXIT = 1
 TRAIN_VIDEO = "video_validation_0000002"
@@ -59,7 +56,6 @@ class Broken:
 
 
 Case = Callable[[Path, Path], Broken]  # (dataset copy, scratch dir) -> Broken
-Runner = Callable[[list[str], Path], subprocess.CompletedProcess]  # (arguments, scratch dir)
 CASES: dict[str, Case] = {}
 
 
@@ -661,55 +657,6 @@ def command(root: Path, tmp: Path, stage: str, *overrides: str) -> list[str]:
     ]
 
 
-def clean_env() -> dict[str, str]:
-    """The environment of a user's shell: no full-traceback switches, one thread, W&B offline."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "FUSTAL_DEBUG")}
-    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
-    return env
-
-
-def train(args: list[str]) -> subprocess.CompletedProcess:
-    """``python -m fustal.train ARGS`` in a new interpreter."""
-    cmd = [sys.executable, "-m", "fustal.train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
-
-
-def _entry_point(args: list[str], stdout: str, stderr: str) -> None:
-    """Forked child: ``fustal.train`` with ``args`` as its command line, output to files."""
-    import fustal.train
-
-    os.environ.clear()
-    os.environ.update(clean_env())
-    for fd, path in ((1, stdout), (2, stderr)):
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(handle, fd)
-        os.close(handle)
-    sys.argv = ["fustal.train", *args]
-    fustal.train.main()
-
-
-@pytest.fixture(scope="module")
-def forked() -> Runner:
-    """Run ``python -m fustal.train ARGS`` as a process forked from a preloaded forkserver."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__, "fustal.train", "fustal.pipeline.run"])
-
-    def run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-        out, err = tmp / "stdout.txt", tmp / "stderr.txt"
-        proc = ctx.Process(target=_entry_point, args=(args, str(out), str(err)))
-        proc.start()
-        proc.join(timeout=300)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join()
-        stdout, stderr = out.read_text(), err.read_text()
-        out.unlink()
-        err.unlink()
-        return subprocess.CompletedProcess(args, proc.exitcode, stdout, stderr)
-
-    return run
-
-
 def leftovers(tmp: Path, dataset: Path) -> list[str]:
     """Files a failed run left: temp files anywhere, anything in the stage cache, anything in
     the run dir besides the run's record (:data:`RECORD_FILES`)."""
@@ -744,7 +691,7 @@ def test_bad_input_is_a_one_line_error(
     forked: Runner,
 ) -> None:
     broken = CASES[name](dataset, tmp_path)
-    proc = forked(command(dataset, tmp_path, broken.stage, *broken.overrides), tmp_path)
+    proc = forked("train", *command(dataset, tmp_path, broken.stage, *broken.overrides))
     assert proc.returncode == broken.exit_code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     if broken.exit_code == EXIT_BAD_INPUT:
@@ -769,7 +716,7 @@ def test_forked_run_matches_the_real_command(
         root = Path(shutil.copytree(synthetic_root, tmp / "dataset"))
         broken = CASES["feature_nan"](root, tmp)
         args = command(root, tmp, broken.stage, *broken.overrides)
-        proc = forked(args, tmp) if runner == "forked" else train(args)
+        proc = (forked if runner == "forked" else run_fustal)("train", *args)
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
         outcomes.append((proc.returncode, last.replace(str(tmp), "TMP")))
     assert outcomes[0] == outcomes[1]
@@ -783,7 +730,7 @@ def test_missing_features_skipped_with_counted_warning(
 ) -> None:
     i3d(dataset, TEST_VIDEO).unlink()
     stream(dataset, "train", "rgb", TRAIN_VIDEO).unlink()
-    proc = forked(command(dataset, tmp_path, "data", "dataset.skip_missing=true"), tmp_path)
+    proc = forked("train", *command(dataset, tmp_path, "data", "dataset.skip_missing=true"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
     assert "skipping 1 'test' videos without feature files" in output
@@ -801,7 +748,7 @@ def test_segments_past_the_duration_are_clipped_with_a_count(
             entry["annotations"][-1]["segment"][1] = entry["duration"] + 3.0
 
     edit_json(annotation(dataset), stretch)
-    proc = forked(command(dataset, tmp_path, "data"), tmp_path)
+    proc = forked("train", *command(dataset, tmp_path, "data"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "clipped 2 segments that end after" in proc.stdout + proc.stderr
 
@@ -863,7 +810,7 @@ def test_read_only_output_dir(
         with pytest.raises(FustalError, match="Permission denied"):
             write_json(read_only / "metrics.json", {})
         args = command(dataset, tmp_path, "data", f"hydra.run.dir={read_only}")
-        proc = forked(args, tmp_path)
+        proc = forked("train", *args)
         assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-3000:]
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
         assert last == f"error: cannot write {read_only}: Permission denied"

@@ -3,9 +3,7 @@ METHOD.md numbers, and ``python -m fustal.train`` validates data and reports bad
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fustal.config
 from fustal.pseudo.proposals import threshold_values
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, Runner
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOU = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -99,7 +97,7 @@ def hydra_context() -> Iterator[None]:
         yield
 
 
-def compose_train(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str) -> DictConfig:
     """``conf/train.yaml`` with overrides (output dir pinned: no Hydra run here)."""
     return compose(
         "train", overrides=[*overrides, "paths.output_dir=/tmp/out"], return_hydra_config=True
@@ -238,7 +236,7 @@ GROUP_OPTIONS = [
 
 @pytest.mark.parametrize(("override", "expected"), GROUP_OPTIONS, ids=[o for o, _ in GROUP_OPTIONS])
 def test_every_group_option_composes(hydra_context: None, override: str, expected: dict) -> None:
-    cfg = resolved(compose_train(override))
+    cfg = resolved(compose_config(override))
     for key, want in expected.items():
         assert get(cfg, key) == want, key
     # the rest of the tree is still the default
@@ -258,7 +256,7 @@ def test_every_option_file_is_covered() -> None:
 
 
 def test_feature_layout_defaults(hydra_context: None) -> None:
-    cfg = resolved(compose_train())
+    cfg = resolved(compose_config())
     gen, stu = cfg["features"]["generator"], cfg["features"]["student"]
     assert (gen["layout"], gen["window_frames"], gen["stride_frames"], gen["fps"]) == (
         "nonoverlap",
@@ -291,12 +289,12 @@ def test_loggers_instantiate(hydra_context: None, tmp_path: Path, name: str) -> 
 
 
 def test_experiment_synthetic_is_the_base_config(hydra_context: None) -> None:
-    assert resolved(compose_train("+experiment=synthetic")) == resolved(compose_train())
+    assert resolved(compose_config("+experiment=synthetic")) == resolved(compose_config())
 
 
 @pytest.mark.parametrize("experiment", ["thumos14", "thumos14_full"])
 def test_experiment_thumos14(hydra_context: None, experiment: str) -> None:
-    cfg = resolved(compose_train(f"+experiment={experiment}"))
+    cfg = resolved(compose_config(f"+experiment={experiment}"))
     assert cfg["dataset"]["name"] == "thumos14"
     assert cfg["dataset"]["root"] == str(REPO_ROOT / "data" / "thumos14")
     assert cfg["dataset"]["tiou_thresholds"] == THUMOS_TIOU
@@ -319,7 +317,7 @@ def test_experiment_thumos14(hydra_context: None, experiment: str) -> None:
 
 
 def test_experiment_activitynet13(hydra_context: None) -> None:
-    cfg = resolved(compose_train("+experiment=activitynet13"))
+    cfg = resolved(compose_config("+experiment=activitynet13"))
     assert cfg["dataset"]["name"] == "activitynet13"
     tious = cfg["dataset"]["tiou_thresholds"]
     assert len(tious) == 10
@@ -349,7 +347,7 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
 
 
 def test_experiment_activitynet12_reads_the_bundled_v12_file(hydra_context: None) -> None:
-    cfg = resolved(compose_train("+experiment=activitynet12"))
+    cfg = resolved(compose_config("+experiment=activitynet12"))
     assert cfg["dataset"]["name"] == "activitynet12"
     for stage in ("generator", "student"):
         path = Path(cfg["features"][stage]["annotation_file"])
@@ -360,7 +358,7 @@ def test_experiment_activitynet12_reads_the_bundled_v12_file(hydra_context: None
 
 
 def test_experiment_with_further_overrides(hydra_context: None) -> None:
-    cfg = resolved(compose_train("+experiment=thumos14", "filter=score", "generator.max_steps=10"))
+    cfg = resolved(compose_config("+experiment=thumos14", "filter=score", "generator.max_steps=10"))
     assert cfg["filter"]["min_density"] is None and cfg["filter"]["min_score"] == 0.4
     assert cfg["generator"]["max_steps"] == 10 and cfg["dataset"]["name"] == "thumos14"
 
@@ -369,7 +367,7 @@ def test_experiment_with_further_overrides(hydra_context: None) -> None:
 
 
 def test_generator_group_matches_method(hydra_context: None) -> None:
-    cfg = resolved(compose_train("scale=paper"))
+    cfg = resolved(compose_config("scale=paper"))
     assert_matches(cfg["generator"], METHOD_GENERATOR, "generator")
     proposals = cfg["generator"]["module"]["proposals"]
     np.testing.assert_allclose(threshold_values(proposals["cas_thresholds"]), METHOD_CAS_THRESHOLDS)
@@ -384,14 +382,14 @@ def test_generator_group_matches_method(hydra_context: None) -> None:
 
 
 def test_student_group_matches_method(hydra_context: None) -> None:
-    cfg = resolved(compose_train("scale=paper"))
+    cfg = resolved(compose_config("scale=paper"))
     assert_matches(cfg["student"], METHOD_STUDENT, "student")
     raw = OmegaConf.to_container(OmegaConf.load(fustal.config.CONFIG_DIR / "student/tridet.yaml"))
     assert_matches(raw, METHOD_STUDENT, "tridet.yaml")
 
 
 def test_filter_and_ema_groups_match_method(hydra_context: None) -> None:
-    cfg = resolved(compose_train("scale=paper"))
+    cfg = resolved(compose_config("scale=paper"))
     assert_matches(cfg["filter"], METHOD_FILTER, "filter")
     assert_matches(cfg["ema"], METHOD_EMA, "ema")
     for group, name, spec in (
@@ -424,7 +422,7 @@ TINY_DEVIATIONS = {
 
 
 def test_tiny_scale_deviations_are_the_listed_ones(hydra_context: None) -> None:
-    tiny = resolved(compose_train("scale=tiny"))
+    tiny = resolved(compose_config("scale=tiny"))
     groups = {
         "generator": METHOD_GENERATOR,
         "student": METHOD_STUDENT,
@@ -437,7 +435,7 @@ def test_tiny_scale_deviations_are_the_listed_ones(hydra_context: None) -> None:
             k: v for k, v in spec.items() if k not in allowed and not k.startswith("module.net.")
         }
         assert_matches(tiny[group], kept, f"{group} (scale=tiny)")
-    paper = resolved(compose_train("scale=paper"))
+    paper = resolved(compose_config("scale=paper"))
     for group, allowed in TINY_DEVIATIONS.items():
         changed = {k for k in allowed if get(tiny[group], k) != get(paper[group], k)}
         assert changed, f"{group}: listed deviations {allowed} but none is changed by scale=tiny"
@@ -446,26 +444,10 @@ def test_tiny_scale_deviations_are_the_listed_ones(hydra_context: None) -> None:
 # ---------------------------------------------------------------- python -m fustal.train
 
 
-def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.pop("FUSTAL_DEBUG", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fustal.train",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+def forked_train(forked: Runner, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m fustal.train`` started in ``tmp_path`` with its run and log dirs there."""
+    run_dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    return forked("train", *run_dirs, *overrides, cwd=tmp_path, timeout=120)
 
 
 def table_rows(text: str) -> dict[str, list[list[str]]]:
@@ -478,8 +460,9 @@ def table_rows(text: str) -> dict[str, list[list[str]]]:
     return rows
 
 
-def test_train_stage_data_generates_and_summarizes(tmp_path: Path) -> None:
-    proc = run_train(
+def test_train_stage_data_generates_and_summarizes(tmp_path: Path, forked: Runner) -> None:
+    proc = forked_train(
+        forked,
         tmp_path,
         "stage=data",
         f"paths.data_dir={tmp_path / 'data'}",
@@ -504,16 +487,16 @@ def test_train_stage_data_generates_and_summarizes(tmp_path: Path) -> None:
     assert "classes (3): Class00, Class01, Class02" in proc.stdout
 
 
-def test_train_unknown_stage(tmp_path: Path) -> None:
-    proc = run_train(tmp_path, "stage=nope")
+def test_train_unknown_stage(tmp_path: Path, forked: Runner) -> None:
+    proc = forked_train(forked, tmp_path, "stage=nope")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "stage" in lines[0] and "nope" in lines[0]
 
 
-def test_train_missing_dataset_root(tmp_path: Path) -> None:
-    proc = run_train(tmp_path, "dataset.root=/nonexistent")
+def test_train_missing_dataset_root(tmp_path: Path, forked: Runner) -> None:
+    proc = forked_train(forked, tmp_path, "dataset.root=/nonexistent")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -561,7 +544,7 @@ def test_config_errors_are_one_line(hydra_context: None, override: str, message:
     from fustal.config.checks import check_config
     from fustal.errors import FustalError
 
-    cfg = compose_train(override)
+    cfg = compose_config(override)
     with pytest.raises(FustalError) as err:
         check_config(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -570,20 +553,20 @@ def test_config_errors_are_one_line(hydra_context: None, override: str, message:
 def test_the_composed_config_and_every_option_pass_the_schema(hydra_context: None) -> None:
     from fustal.config.checks import check_config
 
-    check_config(compose_train())
+    check_config(compose_config())
     for override, _ in GROUP_OPTIONS:
         # fusion=file needs its file (refused without one: tests/test_fusion.py)
         extra = ["fusion.score_file=scores.json"] if override == "fusion=file" else []
-        check_config(compose_train(override, *extra))
+        check_config(compose_config(override, *extra))
     experiments = {p.stem for p in (fustal.config.CONFIG_DIR / "experiment").glob("*.yaml")}
     for experiment in sorted(experiments - {"custom"}):
-        check_config(compose_train(f"+experiment={experiment}"))
+        check_config(compose_config(f"+experiment={experiment}"))
 
 
 def test_any_trainer_argument_reaches_the_trainer(hydra_context: None, tmp_path: Path) -> None:
     from fustal.training.trainer import make_trainer
 
-    cfg = compose_train(
+    cfg = compose_config(
         "debug=default",
         "trainer.precision=bf16-mixed",
         "+trainer.accumulate_grad_batches=2",
@@ -600,8 +583,8 @@ def test_any_trainer_argument_reaches_the_trainer(hydra_context: None, tmp_path:
     assert trainer.checkpoint_callback.dirpath == str(tmp_path)
 
 
-def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path) -> None:
-    proc = run_train(tmp_path, "+generator.max_step=10")
+def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path, forked: Runner) -> None:
+    proc = forked_train(forked, tmp_path, "+generator.max_step=10")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: generator.max_step: unknown key")

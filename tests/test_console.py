@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from fustal.metrics.table import results_table
-from tests.conftest import DEBUG, run_fustal, train
+from tests.conftest import DEBUG, Runner, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -80,13 +80,13 @@ def test_results_table_follows_the_thresholds_and_fits_80_columns(
         assert len(row.split()) == len(label.split()) + 7, row  # no wrapped label or value
 
 
-def test_train_log_reads_top_to_bottom(tmp_path: Path) -> None:
+def test_train_log_reads_top_to_bottom(tmp_path: Path, forked: Runner) -> None:
     """A debug ``make demo`` with its output to a file (as in SLURM): the header, one banner per
     stage in order, plain progress lines, the results table last; nothing of the noise the
     libraries print by default; ``train.log`` holds the same messages and table; the run dir
     holds the full config; the README's ``metrics.json`` keys are the real ones."""
     run = tmp_path / "run"
-    proc = run_fustal(
+    proc = forked(
         "train",
         *DEBUG,
         f"paths.data_dir={tmp_path / 'data'}",

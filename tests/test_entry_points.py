@@ -1,5 +1,5 @@
-"""``python -m fustal.evaluate`` and ``python -m fustal.predict`` as a user runs them
-(subprocesses, real Hydra, real files) on the checkpoints of one tiny pipeline run."""
+"""``python -m fustal.evaluate`` and ``python -m fustal.predict`` as a user runs them (forked
+processes and in process, real Hydra, real files) on the checkpoints of one tiny pipeline run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from tests.conftest import DEBUG, compose_train, run_fustal, train
+from tests.conftest import DEBUG, DebugRun, Runner, compose_train, run_fustal
 
 MAX_SEQ_LEN = 320  # student.module.net.max_seq_len of conf/debug/default.yaml
 
@@ -24,6 +24,7 @@ class Pipeline:
     """One finished pipeline run (in process): its dirs, metrics and stage checkpoints."""
 
     tmp: Path
+    data: Path
     metrics: dict
     student: Path
     generator: Path
@@ -31,21 +32,22 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, debug_run: DebugRun) -> Pipeline:
+    """The shared debug run, its cache copied (evaluation writes beside its entries)."""
     tmp = tmp_path_factory.mktemp("entry_points")
-    metrics = train(tmp, f"paths.output_dir={tmp / 'train'}")
+    debug_run.seed(tmp)
     (student,) = (tmp / "cache" / "student").glob("*/student.ckpt")
     (generator,) = (tmp / "cache" / "generator").glob("*/generator.ckpt")
-    (data_root,) = (tmp / "data" / "synthetic").iterdir()
-    return Pipeline(tmp, metrics, student, generator, data_root)
+    (data_root,) = (debug_run.data / "synthetic").iterdir()
+    return Pipeline(tmp, debug_run.data, debug_run.metrics, student, generator, data_root)
 
 
 def evaluate(p: Pipeline, run: str, *overrides: str) -> dict:
     """``fustal.evaluate`` in process (its one-line errors: ``SystemExit(2)``)."""
     from fustal.evaluate import run as run_evaluate
 
-    out = f"paths.output_dir={p.tmp / run}"
-    return run_evaluate(compose_train(p.tmp, out, *overrides, config="evaluate"))
+    dirs = (f"paths.data_dir={p.data}", f"paths.output_dir={p.tmp / run}")
+    return run_evaluate(compose_train(p.tmp, *dirs, *overrides, config="evaluate"))
 
 
 def predict(*overrides: str) -> dict:
@@ -58,19 +60,23 @@ def predict(*overrides: str) -> dict:
     return run_predict(cfg)
 
 
-def run_evaluate_cli(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    return run_fustal(
+def run_evaluate_cli(
+    forked: Runner, p: Pipeline, run: str, *overrides: str
+) -> subprocess.CompletedProcess:
+    return forked(
         "evaluate",
         *DEBUG,
-        f"paths.data_dir={p.tmp / 'data'}",
+        f"paths.data_dir={p.data}",
         f"paths.cache_dir={p.tmp / 'cache'}",
         f"hydra.run.dir={p.tmp / run}",
         *overrides,
     )
 
 
-def run_predict_cli(p: Pipeline, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    return run_fustal("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
+def run_predict_cli(
+    forked: Runner, p: Pipeline, run: str, *overrides: str
+) -> subprocess.CompletedProcess:
+    return forked("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
 
 
 def assert_exit_2(capsys: pytest.CaptureFixture, call, *needles: str) -> None:
@@ -132,9 +138,9 @@ def check_results(path: Path, classes: list[str], durations: dict[str, float]) -
     return results
 
 
-def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline) -> None:
+def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline, forked: Runner) -> None:
     proc = run_evaluate_cli(
-        pipeline, "eval_student", f"ckpt_path={pipeline.student}", "+experiment=synthetic"
+        forked, pipeline, "eval_student", f"ckpt_path={pipeline.student}", "+experiment=synthetic"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((pipeline.tmp / "eval_student" / "metrics.json").read_text())
@@ -154,7 +160,9 @@ def test_evaluate_generator_reproduces_pipeline(pipeline: Pipeline) -> None:
     assert set(detections["results"]) == set(student_videos(pipeline))
 
 
-def test_predict_student_on_new_features(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_predict_student_on_new_features(
+    pipeline: Pipeline, tmp_path: Path, forked: Runner
+) -> None:
     hparams = checkpoint_hparams(pipeline.student)
     timing, classes = hparams["feature_timing"], list(hparams["classes"])
     assert classes == ["Class00", "Class01", "Class02"]
@@ -184,6 +192,7 @@ def test_predict_student_on_new_features(pipeline: Pipeline, tmp_path: Path) -> 
 
     out = tmp_path / "out" / "detections.json"
     proc = run_predict_cli(
+        forked,
         pipeline,
         "predict",
         f"ckpt_path={pipeline.student}",
@@ -222,13 +231,14 @@ def test_predict_generator_on_new_features(pipeline: Pipeline, tmp_path: Path) -
     assert all(results.values())
 
 
-def test_help() -> None:
+def test_help(forked: Runner) -> None:
+    """``--help`` of each entry point (``train``'s from a new interpreter, as a user sees it)."""
     for module, needles in (
         ("train", ["python -m fustal.train", "Stages (stage=)", "experiment:", "debug=default"]),
         ("evaluate", ["fustal.evaluate", "ckpt_path", "experiment:", "student:"]),
         ("predict", ["fustal.predict", "ckpt_path", "features", "stride_frames"]),
     ):
-        proc = run_fustal(module, "--help")
+        proc = (run_fustal if module == "train" else forked)(module, "--help")
         assert proc.returncode == 0, proc.stderr[-3000:]
         for needle in needles:
             assert needle in proc.stdout, (module, needle)
@@ -268,9 +278,11 @@ def test_bad_checkpoint(
     assert not out.exists()
 
 
-def test_bad_checkpoint_on_the_command_line_is_one_line(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_bad_checkpoint_on_the_command_line_is_one_line(
+    pipeline: Pipeline, tmp_path: Path, forked: Runner
+) -> None:
     ckpt = write_text_ckpt(tmp_path)
-    proc = run_evaluate_cli(pipeline, "bad_cli", f"ckpt_path={ckpt}")
+    proc = run_evaluate_cli(forked, pipeline, "bad_cli", f"ckpt_path={ckpt}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(ckpt) in lines[0]

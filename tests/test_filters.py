@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from fustal.errors import FustalError
-from fustal.pseudo.filters import filter_rows, iou_density_mask, overlap_density, pairwise_tiou
+from fustal.pseudo.filters import (
+    filter_rows,
+    iou_density_mask,
+    overlap_density,
+    pairwise_tiou,
+    prior_filter,
+)
 
 # tIoU: (0, 1) = 5 / 15, (0, 3) = 2 / 10 = 0.2 exactly, every other pair 0.
 SEGMENTS = np.array([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0], [0.0, 2.0]])
@@ -78,7 +86,7 @@ def _rows() -> dict:
 def test_filter_rows_keeps_every_video_and_counts() -> None:
     rows = _rows()
     original = {k: v.copy() for k, v in rows.items()}
-    filtered, stats = filter_rows(rows, 0.2, 0.4)
+    filtered, stats = filter_rows(rows, partial(prior_filter, min_density=0.2, min_score=0.4))
     for vid, video_rows in rows.items():  # input untouched
         np.testing.assert_array_equal(video_rows, original[vid])
     assert list(filtered) == ["v1", "v2", "v3"]
@@ -88,10 +96,17 @@ def test_filter_rows_keeps_every_video_and_counts() -> None:
 
 
 def test_filter_rows_mode_none_keeps_everything() -> None:
-    filtered, stats = filter_rows(_rows(), None, None)
+    filtered, stats = filter_rows(_rows(), partial(prior_filter, min_density=None, min_score=None))
     for vid, video_rows in _rows().items():
         np.testing.assert_array_equal(filtered[vid], video_rows)
     assert stats == {"videos": 3, "before": 5, "after": 5, "videos_without_labels": 1}
+
+
+def test_filter_rows_refuses_a_filter_that_returns_no_rows_of_the_video() -> None:
+    with pytest.raises(ValueError, match=r"my_filter: video v1: returned an array of shape \(4,\)"):
+        filter_rows(_rows(), lambda rows: rows[:, 1], "my_filter")
+    with pytest.raises(ValueError, match=r"video v1: .* shape \(8, 4\) for 4 pseudo labels"):
+        filter_rows(_rows(), lambda rows: np.vstack([rows, rows]), "my_filter")
 
 
 @pytest.mark.parametrize(

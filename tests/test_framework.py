@@ -8,11 +8,12 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import DEBUG, run_fustal, train
+from tests.conftest import DEBUG, Runner, run_fustal, train
 
 
 def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python -m fustal.train -m`` at the debug scale, sweep dir ``tmp/sweep``."""
+    """``python -m fustal.train -m`` at the debug scale, sweep dir ``tmp/sweep`` (a new
+    interpreter: the joblib launcher's worker processes are the subject)."""
     return run_fustal(
         "train",
         "-m",
@@ -26,7 +27,9 @@ def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(tmp_path: Path) -> None:
+def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(
+    tmp_path: Path, forked: Runner
+) -> None:
     """Two filter settings run as parallel joblib jobs: the stage lock makes one job train the
     generator while the other waits and reuses it; the sweep ends with ``summary.csv``."""
     proc = run_sweep(
@@ -56,7 +59,7 @@ def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(tmp_path:
     assert fustal_row["student_ema.test.avg.std"] == "n/a"  # one seed: no spread
     assert float(fustal_row["student_ema.test.avg.mean"]) == jobs[0]["student_ema"]["test"]["avg"]
 
-    again = run_fustal("summarize", str(sweep))
+    again = forked("summarize", str(sweep))
     assert again.returncode == 0, again.stderr
     assert "filter=none" in again.stdout
     assert "avg 0.1:0.7 mAP %" in again.stdout and "± n/a" in again.stdout
@@ -106,10 +109,10 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
     assert (run / "csv" / "student" / "metrics.csv").is_file()
 
 
-def test_relative_paths_mean_the_same_with_hydra_job_chdir(tmp_path: Path) -> None:
+def test_relative_paths_mean_the_same_with_hydra_job_chdir(tmp_path: Path, forked: Runner) -> None:
     """Relative paths are taken from the folder the command is started in, also when Hydra
     changes into the run dir (``hydra.job.chdir=true``)."""
-    proc = run_fustal(
+    proc = forked(
         "train",
         *DEBUG,
         "stage=generator",

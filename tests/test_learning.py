@@ -99,6 +99,7 @@ SMALL_DEFAULT = [
 NO_PSEUDO_LABEL_AVG = 0.02  # what a student gets from nothing: an untrained one scores ~0
 
 
+@pytest.mark.slow
 def test_fustal_on_a_small_dataset_beats_its_generator(tmp_path: Path) -> None:
     """FuSTAL's claim at small scale: the final model (the student trained on the generator's
     filtered pseudo labels, refined by EMA distillation) localizes the test videos better than

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fustal.errors import FustalError
-from tests.conftest import compose_train, train
+from tests.conftest import DebugRun, compose_train, train
 
 MAP_KEYS = [f"mAP@{t}" for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)] + ["avg"]
 
@@ -47,9 +47,11 @@ def test_stage_generator_writes_pseudo_labels_and_metrics(tmp_path: Path) -> Non
 
 
 def test_filter_sweep_reuses_the_generator_and_trains_one_student_each(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, debug_run: DebugRun
 ) -> None:
-    first = train(tmp_path, "filter=fustal")
+    data = debug_run.seed(tmp_path)  # the filter=fustal run, trained
+    first = train(tmp_path, data, "filter=fustal")
+    assert first == debug_run.metrics
     for section in ("student", "student_ema"):
         check_map(first[section]["test"])
     filtered = json.loads((tmp_path / "run" / "pseudo_labels.filtered.json").read_text())
@@ -58,7 +60,7 @@ def test_filter_sweep_reuses_the_generator_and_trains_one_student_each(
     assert count <= first["pseudo_labels"]["raw"]["count"]
     assert "fustal results" in capsys.readouterr().out
 
-    second = train(tmp_path, "filter=score")
+    second = train(tmp_path, data, "filter=score")
     out = capsys.readouterr().out
     assert "generator: reusing" in out and "student: reusing" not in out
     assert second["generator"] == first["generator"]
@@ -67,15 +69,15 @@ def test_filter_sweep_reuses_the_generator_and_trains_one_student_each(
 
 
 def test_cache_keys_cover_what_a_stage_reads_and_nothing_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, debug_run: DebugRun
 ) -> None:
     """Settings a stage does not read (the student's ground-truth epochs in a weak run, the
     proposal worker count, DataLoader workers, the progress bar) reuse its entry; a setting it
     reads (the generator's steps) recomputes it and everything downstream."""
-    train(tmp_path)
-    capsys.readouterr()
+    data = debug_run.seed(tmp_path)
     train(
         tmp_path,
+        data,
         "student.full_epochs=7",
         "generator.module.proposal_workers=1",
         "num_workers=1",
@@ -83,7 +85,7 @@ def test_cache_keys_cover_what_a_stage_reads_and_nothing_else(
     )
     out = capsys.readouterr().out
     assert "generator: reusing" in out and "student: reusing" in out
-    train(tmp_path, "generator.max_steps=20")
+    train(tmp_path, data, "generator.max_steps=20")
     out = capsys.readouterr().out
     assert "generator: reusing" not in out and "student: reusing" not in out
     assert len(entries(tmp_path / "cache", "generator")) == 2
@@ -91,11 +93,12 @@ def test_cache_keys_cover_what_a_stage_reads_and_nothing_else(
 
 
 def test_cache_refresh_recomputes_finished_entries(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, debug_run: DebugRun
 ) -> None:
-    first = train(tmp_path, "stage=generator")
-    capsys.readouterr()
-    second = train(tmp_path, "stage=generator", "cache=refresh")
+    data = debug_run.seed(tmp_path)
+    first = train(tmp_path, data, "stage=generator")
+    assert "generator: reusing" in capsys.readouterr().out
+    second = train(tmp_path, data, "stage=generator", "cache=refresh")
     out = capsys.readouterr().out
     assert "generator: cache=refresh: recomputing" in out and "reusing" not in out
     assert second == first  # same inputs, same code: the same results
@@ -112,19 +115,20 @@ def test_full_supervision_is_the_upper_bound_row(
     assert not entries(tmp_path / "cache", "generator")
 
 
-def test_corrupt_cache_entry_is_recomputed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train(tmp_path, "stage=generator")
+def test_corrupt_cache_entry_is_recomputed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, debug_run: DebugRun
+) -> None:
+    data = debug_run.seed(tmp_path)
     (entry,) = entries(tmp_path / "cache", "generator")
     pseudo = entry / "pseudo_labels.json"
     pseudo.write_text(pseudo.read_text()[:100])
-    capsys.readouterr()
-    train(tmp_path, "stage=generator")
+    train(tmp_path, data, "stage=generator")
     assert "generator: reusing" not in capsys.readouterr().out
     assert json.loads(pseudo.read_text())["results"]
 
 
 def test_raw_pseudo_label_quality_comes_from_the_generator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, debug_run: DebugRun
 ) -> None:
     """The filter scores only what it filtered: the raw labels' quality is the generator's."""
     import fustal.pipeline.stages.filter as filter_stage
@@ -137,14 +141,15 @@ def test_raw_pseudo_label_quality_comes_from_the_generator(
         return real(rows, *args)
 
     monkeypatch.setattr(filter_stage, "rows_quality", counted)
-    metrics = train(tmp_path, "stage=filter")
+    metrics = train(tmp_path, debug_run.seed(tmp_path), "stage=filter")
     assert calls == [metrics["pseudo_labels"]["filtered"]["count"]]
 
 
-def test_pseudo_label_file_for_the_student_stage(tmp_path: Path) -> None:
-    train(tmp_path, "stage=generator", "paths.output_dir=" + str(tmp_path / "gen"))
-    pseudo = tmp_path / "gen" / "pseudo_labels.json"
-    metrics = train(tmp_path, "stage=student", f"pseudo_labels={pseudo}")
+def test_pseudo_label_file_for_the_student_stage(tmp_path: Path, debug_run: DebugRun) -> None:
+    pseudo = debug_run.run / "pseudo_labels.json"
+    metrics = train(
+        tmp_path, f"paths.data_dir={debug_run.data}", "stage=student", f"pseudo_labels={pseudo}"
+    )
     assert "generator" not in metrics
     check_map(metrics["student_ema"]["test"])
     assert metrics["pseudo_labels"]["raw"]["count"] > metrics["pseudo_labels"]["filtered"]["count"]

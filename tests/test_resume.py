@@ -2,13 +2,17 @@
 
 A run is SIGKILLed at a chosen point (the test's own Lightning callback,
 :class:`tests.faults.KillAt`, added on the command line; or by timing), started again with the
-same command, and must end with outputs byte-identical to those of an uninterrupted run.
+same command, and must end with outputs byte-identical to those of an uninterrupted run. The
+uninterrupted runs and the kill by timing start new interpreters; the runs killed by the
+callback and their restarts are processes forked from the preloaded forkserver
+(:func:`tests.conftest.forked`), each a process of its own that is killed and started again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEBUG, run_fustal
+from tests.conftest import DEBUG, Runner, run_fustal
 
 # generator: 3 steps per epoch, 30 steps, a test mAP and a resume checkpoint every 10 steps
 # (steps 10 and 20 fall inside an epoch); student: 3 steps per epoch, 3 pseudo-label epochs
@@ -49,13 +53,16 @@ def train_args(root: Path, data_dir: Path) -> list[str]:
     ]
 
 
-def train(root: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def train_process(root: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``python -m fustal.train`` of this module's runs in a new interpreter (the subject: a
+    process killed and started again)."""
     return run_fustal("train", *train_args(root, data_dir), *extra)
 
 
-def killed(root: Path, data_dir: Path, stage: str, point: str) -> None:
+def killed(forked: Runner, root: Path, data_dir: Path, stage: str, point: str) -> None:
+    """A forked run of this module's command, SIGKILLed by :class:`tests.faults.KillAt`."""
     fault = f"+callbacks.fault={{_target_:tests.faults.KillAt,stage:{stage},point:{point}}}"
-    proc = train(root, data_dir, fault)
+    proc = forked("train", *train_args(root, data_dir), fault)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 
@@ -73,38 +80,60 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """Run dir of an uninterrupted run."""
+def reference_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """Root (``run`` and ``cache``) of an uninterrupted run."""
     root = tmp_path_factory.mktemp("reference")
-    proc = train(root, data_dir)
+    proc = train_process(root, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "run"
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(reference_root: Path) -> Path:
+    """Run dir of an uninterrupted run."""
+    return reference_root / "run"
+
+
+def seed_generator(root: Path, reference_root: Path) -> None:
+    """Start ``root``'s cache with the reference run's finished generator entry (a student-stage
+    kill then costs no generator training; its key is the same: same data, code and config)."""
+    shutil.copytree(reference_root / "cache" / "generator", root / "cache" / "generator")
 
 
 def test_same_command_gives_byte_identical_outputs(
     tmp_path: Path, data_dir: Path, reference: Path
 ) -> None:
-    proc = train(tmp_path, data_dir)
+    proc = train_process(tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reusing" not in proc.stdout and "resuming" not in proc.stdout
     assert_same_outputs(reference, tmp_path / "run")
 
 
 @pytest.mark.parametrize(
-    ("stage", "point"),
+    ("stage", "point", "seeded"),
     [
-        ("generator", "step14"),  # mid-epoch, after the mid-epoch step-10 checkpoint
-        ("generator", "fitted"),  # trained, before pseudo-label inference
-        ("student", "step1"),  # generator finished, nothing of the student saved yet
-        ("student", "step5"),  # pseudo-label phase, mid-epoch
-        ("student", "step14"),  # distillation phase: EMA teacher restored
+        ("generator", "step14", False),  # mid-epoch, after the mid-epoch step-10 checkpoint
+        ("generator", "fitted", False),  # trained, before pseudo-label inference
+        # generator finished by the killed run itself, nothing of the student saved yet
+        ("student", "step1", False),
+        ("student", "step5", True),  # pseudo-label phase, mid-epoch
+        ("student", "step14", True),  # distillation phase: EMA teacher restored
     ],
 )
 def test_killed_run_resumes_to_identical_outputs(
-    stage: str, point: str, tmp_path: Path, data_dir: Path, reference: Path
+    stage: str,
+    point: str,
+    seeded: bool,
+    tmp_path: Path,
+    data_dir: Path,
+    reference_root: Path,
+    reference: Path,
+    forked: Runner,
 ) -> None:
-    killed(tmp_path, data_dir, stage, point)
-    resumed = train(tmp_path, data_dir)
+    if seeded:
+        seed_generator(tmp_path, reference_root)
+    killed(forked, tmp_path, data_dir, stage, point)
+    resumed = forked("train", *train_args(tmp_path, data_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     if point != "step1":
         assert f"{stage}: resuming from" in resumed.stdout
@@ -114,12 +143,13 @@ def test_killed_run_resumes_to_identical_outputs(
 
 
 def test_unfinished_stage_dir_is_never_read(
-    tmp_path: Path, data_dir: Path, reference: Path
+    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Runner
 ) -> None:
     """An entry without its manifest is recomputed, not read: the student killed after training
     with a truncated artifact and temp files left of killed writes; the generator entry of the
-    same run with its manifest removed and an artifact truncated."""
-    killed(tmp_path, data_dir, "student", "fitted")
+    same cache with its manifest removed and an artifact truncated."""
+    seed_generator(tmp_path, reference_root)
+    killed(forked, tmp_path, data_dir, "student", "fitted")
     (gen,) = (tmp_path / "cache" / "generator").iterdir()
     (student,) = (tmp_path / "cache" / "student").iterdir()
     assert not (student / "manifest.json").exists()
@@ -128,7 +158,7 @@ def test_unfinished_stage_dir_is_never_read(
         text = reference.joinpath(artifact).read_text()
         (entry / artifact).write_text(text[: len(text) // 2])
         (entry / f".{artifact}.x8k2.tmp").write_text(text[:100])
-    resumed = train(tmp_path, data_dir)
+    resumed = train_process(tmp_path, data_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "reusing" not in resumed.stdout
     assert "student: resuming from" in resumed.stdout
@@ -137,9 +167,10 @@ def test_unfinished_stage_dir_is_never_read(
 
 
 def test_sigkill_by_timing_during_student_training(
-    tmp_path: Path, data_dir: Path, reference: Path
+    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path
 ) -> None:
     """No callback: kill the run as soon as the student's first checkpoint appears."""
+    seed_generator(tmp_path, reference_root)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "fustal.train", *train_args(tmp_path, data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -153,7 +184,7 @@ def test_sigkill_by_timing_during_student_training(
     assert proc.wait() == -signal.SIGKILL, "the run ended before its student checkpoint showed"
     assert not any(students.glob("*/manifest.json"))
 
-    resumed = train(tmp_path, data_dir)
+    resumed = train_process(tmp_path, data_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "student: resuming from" in resumed.stdout
     assert_same_outputs(reference, tmp_path / "run")

@@ -1,13 +1,21 @@
 """One-line checks of a composed config against :mod:`fustal.config.schema`: unknown keys (typos,
 ``+key=value`` that nothing reads), values of the wrong type, values outside their choices, and
-``trainer`` keys that are no Lightning Trainer argument or that a stage sets itself."""
+``trainer`` keys that are no Lightning Trainer argument or that a stage sets itself.
+
+The plug-in points (:data:`PLUG_INS`: the filter, the generator's module) are checked against
+the schema when they name fustal's own ``_target_``; a user's own target is imported and its
+keys are checked against its signature instead (docs/extending.md)."""
 
 from __future__ import annotations
 
+import copy
 import difflib
+import inspect
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -27,6 +35,24 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
+# config nodes a user may point at their own code: key -> fustal's target, which the schema
+# describes, and the arguments the pipeline passes itself (not config keys)
+PLUG_INS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "filter": ("fustal.pseudo.filters.prior_filter", ("rows",)),
+    "generator.module": (
+        "fustal.generator.GeneratorModule",
+        (
+            "feature_dim",
+            "num_classes",
+            "tiou_thresholds",
+            "classes",
+            "feature_timing",
+            "num_segments",
+        ),
+    ),
+}
+# keys of a plug-in node that are fustal's, not arguments of the target
+PLUG_IN_KEYS = ("_target_", "_partial_", "name")
 
 
 def _unknown_key_message(plain: Mapping[str, Any], full_key: str, schema: Any) -> str:
@@ -42,10 +68,16 @@ def _unknown_key_message(plain: Mapping[str, Any], full_key: str, schema: Any) -
     return f"{full_key}: unknown key, nothing reads it{hint}"
 
 
+@cache
+def structured(schema: Any) -> DictConfig:
+    """The schema as a config, built once (``OmegaConf.merge`` does not change its inputs)."""
+    return OmegaConf.structured(schema)
+
+
 def check_against_schema(plain: Mapping[str, Any], schema: Any = TrainSchema) -> None:
     """Merge the resolved config into the schema; a mismatch is a one-line error."""
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), plain)
+        OmegaConf.merge(structured(schema), plain)
     except ConfigKeyError as err:
         raise FustalError(_unknown_key_message(plain, str(err.full_key), schema)) from None
     except ValidationError as err:
@@ -55,8 +87,9 @@ def check_against_schema(plain: Mapping[str, Any], schema: Any = TrainSchema) ->
 
 def check_choices(plain: Mapping[str, Any]) -> None:
     """Values that must be one of a few."""
+    node = OmegaConf.create(dict(plain))
     for key, choices in CHOICES.items():
-        value = OmegaConf.select(OmegaConf.create(dict(plain)), key, default=None)
+        value = OmegaConf.select(node, key, default=None)
         if value is not None and value not in choices:
             shown = ", ".join(
                 "null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
@@ -88,7 +121,7 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
         reason = str(getattr(err, "msg", err)).splitlines()[0]
         raise FustalError(f"{key}: {reason}" if key else reason) from None
     assert isinstance(plain, dict)
-    check_against_schema(plain, schema)
+    check_against_schema(check_plug_ins(plain), schema)
     check_choices(plain)
     check_fusion(plain)
     check_trainer_config(plain.get("trainer") or {})
@@ -111,3 +144,55 @@ def check_fusion(plain: Mapping[str, Any]) -> None:
             "student.module.class_agnostic: a class-agnostic student predicts no classes; fuse"
             " video-level scores (fusion=generator or fusion=file)"
         )
+
+
+def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
+    """Check every :data:`PLUG_INS` node that names a target of the user's: it imports, and its
+    keys are arguments of that target (and its required arguments are set). Returns ``plain``
+    with those nodes dropped, for the schema check of the rest."""
+    checked = copy.deepcopy(plain)
+    for key, (default, passed) in PLUG_INS.items():
+        *parents, leaf = key.split(".")
+        holder: Any = checked
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        node = holder.get(leaf) if isinstance(holder, dict) else None
+        if not isinstance(node, dict) or node.get("_target_", default) == default:
+            continue
+        check_target_arguments(key, node, passed)
+        del holder[leaf]
+    return checked
+
+
+def check_target_arguments(key: str, node: Mapping[str, Any], passed: tuple[str, ...]) -> None:
+    """``node`` (the config at ``key``) against the signature of its ``_target_``, a function or
+    class of the user's; ``passed``: the arguments the pipeline fills in."""
+    target = node["_target_"]
+    if not isinstance(target, str) or not target:
+        raise FustalError(f"{key}._target_: expected a dotted name, got {target!r}")
+    try:
+        obj = get_object(target)
+    except Exception as err:  # ImportError, AttributeError, or an error inside their module
+        cause = err.__cause__ or err
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise FustalError(
+            f"{key}._target_: cannot import {target}: {reason} (is its folder the working"
+            " directory or on PYTHONPATH?)"
+        ) from None
+    params = inspect.signature(obj).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = [
+        n
+        for n, p in params.items()
+        if n not in passed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    for name in node:
+        if name in PLUG_IN_KEYS or name in named or takes_any:
+            continue
+        close = difflib.get_close_matches(name, named, n=1)
+        hint = f" (did you mean {key}.{close[0]}?)" if close else ""
+        takes = ", ".join(named) or "no configurable arguments"
+        raise FustalError(f"{key}.{name}: unknown key, {target} takes {takes}{hint}")
+    for name in named:
+        if params[name].default is inspect.Parameter.empty and name not in node:
+            raise FustalError(f"{key}.{name}: {target} needs this argument; set it")

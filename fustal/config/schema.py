@@ -103,6 +103,8 @@ class ProposalsSchema:
 
 @dataclass
 class GeneratorModuleSchema:
+    """fustal's own generator (a user's: :func:`fustal.config.checks.check_plug_ins`)."""
+
     _target_: str = "fustal.generator.GeneratorModule"
     net: GeneratorNetSchema = field(default_factory=GeneratorNetSchema)
     r_easy: int = 5
@@ -142,6 +144,9 @@ class GeneratorSchema:
 
 @dataclass
 class FilterSchema:
+    """fustal's own filter (a user's: :func:`fustal.config.checks.check_plug_ins`)."""
+
+    _target_: str = "fustal.pseudo.filters.prior_filter"
     name: str = "fustal"
     min_density: float | None = 0.2
     min_score: float | None = 0.4

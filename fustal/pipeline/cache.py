@@ -18,9 +18,11 @@ from __future__ import annotations
 import ast
 import fcntl
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
+import sysconfig
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -59,6 +61,7 @@ COSMETIC_MODULES = (
 )
 PACKAGE = fustal.__name__
 PACKAGE_DIR = Path(fustal.__file__).resolve().parent
+STDLIB_DIR = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
 def module_path(module: str, package_dir: Path | None = None) -> Path | None:
@@ -142,16 +145,47 @@ def target_modules(node: Any) -> list[str]:
     return []
 
 
+def user_target_files(node: Any) -> list[Path]:
+    """The source files of the user's own modules that the ``_target_`` entries of a plain config
+    subtree name (a filter or generator in the user's file, docs/extending.md): modules outside
+    fustal, the standard library and installed packages. Only that file is hashed, not what it
+    imports."""
+    if not isinstance(node, list | dict):
+        return []
+    values = node.values() if isinstance(node, dict) else node
+    files = [f for value in values for f in user_target_files(value)]
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if isinstance(target, str) and not target.startswith(PACKAGE + "."):
+        parts = target.split(".")
+        for depth in range(len(parts) - 1, 0, -1):
+            try:
+                spec = importlib.util.find_spec(".".join(parts[:depth]))
+            except (ImportError, ValueError):
+                continue
+            if spec is not None and spec.origin and spec.origin.endswith(".py"):
+                path = Path(spec.origin).resolve()
+                if not {"site-packages", "dist-packages"} & set(path.parts) and not (
+                    path.is_relative_to(STDLIB_DIR)
+                ):
+                    files.append(path)
+                break
+    return files
+
+
 def code_fingerprint(
     roots: Iterable[str],
     package_dir: Path | None = None,
     excluded: Iterable[str] = COSMETIC_MODULES,
+    user_files: Iterable[Path] = (),
 ) -> str:
     """sha256 of the package version and the source of every module of :func:`import_closure`
-    of ``roots``: what a stage's artifacts depend on besides its config."""
+    of ``roots`` and of ``user_files``: what a stage's artifacts depend on besides its
+    config."""
     digest = hashlib.sha256(fustal.__version__.encode())
     for module in import_closure(roots, package_dir, excluded):
         digest.update(f"{module}\n".encode() + source_file(module, package_dir).read_bytes())
+    for path in sorted(set(user_files)):
+        digest.update(f"{path}\n".encode() + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -31,6 +31,7 @@ from fustal.pipeline.cache import (
     code_fingerprint,
     stage_lock,
     target_modules,
+    user_target_files,
 )
 from fustal.training.distributed import is_global_zero
 
@@ -141,7 +142,10 @@ class Stage(ABC, Generic[Outputs]):
             "config": to_plain(self.key_parts()),
             "upstream": {name: result.key for name, result in sorted(self.upstream.items())},
         }
-        return config_hash(self.name, parts, code_fingerprint(self.code_roots()))
+        user_files = user_target_files(to_plain(self.key_parts()))
+        return config_hash(
+            self.name, parts, code_fingerprint(self.code_roots(), user_files=user_files)
+        )
 
 
 def written_files(folder: Path) -> list[str]:

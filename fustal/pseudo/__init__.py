@@ -1,6 +1,12 @@
 """Pseudo labels: CAS proposals (stage 1) and the prior-based filter (stage 2)."""
 
-from fustal.pseudo.filters import filter_rows, iou_density_mask, overlap_density, pairwise_tiou
+from fustal.pseudo.filters import (
+    filter_rows,
+    iou_density_mask,
+    overlap_density,
+    pairwise_tiou,
+    prior_filter,
+)
 from fustal.pseudo.nms import nms_research
 from fustal.pseudo.proposals import (
     ACTIONNESS_THRESHOLDS,
@@ -19,4 +25,5 @@ __all__ = [
     "nms_research",
     "overlap_density",
     "pairwise_tiou",
+    "prior_filter",
 ]

@@ -4,7 +4,8 @@ Around a true action the generator produces many overlapping proposals (one per 
 false ones tend to be isolated. Per video and regardless of class, a proposal's *overlap density*
 is the sum of its tIoU with every other proposal; a pseudo label is kept when its density is
 ``>= min_density`` and its score ``> min_score``. Either criterion can be switched off with
-``None``, which gives the filter modes
+``None``, which gives the filter modes (``conf/filter/*.yaml``, each naming
+:func:`prior_filter` by ``_target_``)
 
 =========  ===============  ===========
 mode       ``min_density``  ``min_score``
@@ -14,11 +15,16 @@ score      None             0.4
 density    0.2              None
 none       None             None
 =========  ===============  ===========
+
+A filter is any function ``keep(rows, **params) -> kept rows`` of one video's pseudo labels,
+``[K, 4]`` rows (class index, score, start s, end s) in, ``[K', 4]`` rows out; the ``filter``
+config group names it by ``_target_`` (a user's own: ``filter._target_=my_filters.keep_long``,
+docs/extending.md) and :func:`filter_rows` applies it to every video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -75,25 +81,50 @@ def iou_density_mask(
     return keep
 
 
+def prior_filter(
+    rows: np.ndarray, min_density: float | None = 0.2, min_score: float | None = 0.4
+) -> np.ndarray:
+    """FuSTAL's prior-based filter of one video: the rows ``[K, 4]`` (class, score, start,
+    end) that :func:`iou_density_mask` keeps, in order."""
+    rows = np.asarray(rows, np.float64).reshape(-1, 4)
+    return rows[iou_density_mask(rows[:, 2:4], rows[:, 1], min_density, min_score)]
+
+
+RowFilter = Callable[[np.ndarray], np.ndarray]
+
+
 def filter_rows(
-    rows: Mapping[str, np.ndarray], min_density: float | None, min_score: float | None
+    rows: Mapping[str, np.ndarray], keep: RowFilter, name: str = "filter"
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Apply :func:`iou_density_mask` to every video's pseudo labels.
+    """Apply the filter ``keep`` (one video's ``[K, 4]`` rows in, kept rows out) to every video.
 
     Args:
         rows: ``{video_id: [K, 4] rows (class_index, score, start_s, end_s)}``.
-        min_density, min_score: as in :func:`iou_density_mask`.
+        keep: e.g. ``functools.partial(prior_filter, min_density=0.2, min_score=0.4)``.
+        name: how errors name the filter.
 
     Returns:
-        ``(filtered, stats)``: the surviving rows of every video (order kept; a video left
-        without any keeps an empty ``[0, 4]``), and ``{"videos", "before", "after",
-        "videos_without_labels"}`` (counts; the last after filtering).
+        ``(filtered, stats)``: the kept rows of every video (a video left without any keeps an
+        empty ``[0, 4]``), and ``{"videos", "before", "after", "videos_without_labels"}``
+        (counts; the last after filtering).
+
+    Raises:
+        ValueError: ``keep`` returned something that is not ``[K', 4]`` rows with
+        ``K' <= K``, naming the filter and the video.
     """
     filtered: dict[str, np.ndarray] = {}
     for vid, video_rows in rows.items():
         video_rows = np.asarray(video_rows, np.float64).reshape(-1, 4)
-        keep = iou_density_mask(video_rows[:, 2:4], video_rows[:, 1], min_density, min_score)
-        filtered[vid] = video_rows[keep]
+        kept = np.asarray(keep(video_rows.copy()), np.float64)
+        if kept.size == 0:
+            kept = kept.reshape(0, 4)
+        if kept.ndim != 2 or kept.shape[1] != 4 or len(kept) > len(video_rows):
+            raise ValueError(
+                f"{name}: video {vid}: returned an array of shape {kept.shape} for"
+                f" {len(video_rows)} pseudo labels; expected [K', 4] rows with K' <="
+                f" {len(video_rows)}"
+            )
+        filtered[vid] = kept
     stats = {
         "videos": len(rows),
         "before": int(sum(len(r) for r in rows.values())),

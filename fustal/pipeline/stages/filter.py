@@ -1,6 +1,7 @@
-"""Stage 2: the prior-based filter of the pseudo labels (METHOD.md section 4). Cheap and a pure
-function of its inputs, it runs in every run (not cached) and writes
-``pseudo_labels.filtered.json`` into the run dir."""
+"""Stage 2: the filter of the pseudo labels, by default FuSTAL's prior-based one (METHOD.md
+section 4); any function named by ``filter._target_`` (:mod:`fustal.pseudo.filters` says what it
+receives and returns). Cheap and a pure function of its inputs, it runs in every run (not
+cached) and writes ``pseudo_labels.filtered.json`` into the run dir."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fustal.config import to_plain
 from fustal.errors import FustalError
 from fustal.io import write_json
 from fustal.metrics.quality import rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.sources import PseudoLabelFile
-from fustal.pseudo.filters import filter_rows
+from fustal.pseudo.filters import RowFilter, filter_rows, prior_filter
+
+PRIOR_FILTER = f"{prior_filter.__module__}.{prior_filter.__name__}"
 
 
 @dataclass
@@ -38,8 +43,20 @@ class FilterStage(Stage[FilterOutputs]):
         return (PseudoLabelFile.name,) if cfg.pseudo_labels else ("generator",)
 
     def key_parts(self) -> dict[str, Any]:
-        fcfg = self.cfg.filter
-        return {"min_density": fcfg.min_density, "min_score": fcfg.min_score}
+        """The filter function and its parameters (not the config's ``name``)."""
+        return {k: v for k, v in to_plain(self.cfg.filter).items() if k != "name"}
+
+    def keep(self) -> RowFilter:
+        """The filter function with its parameters bound (``filter`` minus its ``name``)."""
+        return instantiate(self.key_parts(), _partial_=True)
+
+    def described(self) -> str:
+        """The settings in words, for the log."""
+        params = {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
+        if self.key_parts()["_target_"] == PRIOR_FILTER:
+            return f"density >= {params['min_density']}, score > {params['min_score']}"
+        settings = ", ".join(f"{k}={v}" for k, v in params.items())
+        return f"{self.key_parts()['_target_']}({settings})"
 
     def compute(self, folder: Path) -> FilterOutputs:
         ctx, fcfg = self.ctx, self.cfg.filter
@@ -57,17 +74,21 @@ class FilterStage(Stage[FilterOutputs]):
             )
         if not count_rows(pseudo_labels):
             raise FustalError(f"{where}: no pseudo labels (nothing for the student to learn)")
-        filtered, stats = filter_rows(pseudo_labels, fcfg.min_density, fcfg.min_score)
+        try:
+            filtered, stats = filter_rows(pseudo_labels, self.keep(), str(fcfg._target_))
+        except ValueError as err:
+            raise FustalError(str(err)) from None
         if not stats["after"]:
+            params = {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
+            settings = ", ".join(f"{k}={v}" for k, v in params.items())
+            knobs = " or ".join(f"filter.{k}" for k in sorted(params, reverse=True))
             raise FustalError(
-                f"filter={fcfg.name}: no pseudo label passes"
-                f" (min_density={fcfg.min_density}, min_score={fcfg.min_score})"
-                f" out of {stats['before']}; lower filter.min_score or filter.min_density,"
-                " or use filter=none"
+                f"filter={fcfg.name}: no pseudo label passes ({settings}) out of"
+                f" {stats['before']}; {'lower ' + knobs + ', ' if knobs else ''}or use filter=none"
             )
         ctx.say(
             f"stage 2/3 filter: {stats['before']} -> {stats['after']} pseudo labels kept"
-            f" (density >= {fcfg.min_density}, score > {fcfg.min_score})"
+            f" ({self.described()})"
         )
         tiou = list(self.cfg.dataset.tiou_thresholds)
         raw = upstream.metrics.get("pseudo_labels.raw") or rows_quality(

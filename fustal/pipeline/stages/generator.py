@@ -12,6 +12,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
+from fustal.errors import FustalError
 from fustal.fusion import SCORE_FILE, read_score_file, score_file_payload
 from fustal.generator.build import generator_datamodule, generator_module
 from fustal.generator.module import VIDEO_SCORES, GeneratorModule
@@ -48,6 +49,20 @@ class GeneratorOutputs:
     metrics: dict[str, Any]
     cas: dict[str, dict[str, Any]]
     checkpoint: Path
+
+
+def check_contract(module: type, outputs: dict[str, Any]) -> None:
+    """A generator's ``predict_step`` returns ``"video_id"``, ``"generator"`` (per video ``[K, 4]``
+    rows: class, score, start s, end s) and ``"video_scores"`` (per video ``[C]``); a module of
+    the user's that does not is a one-line error (docs/extending.md)."""
+    missing = [key for key in ("generator", VIDEO_SCORES) if key not in outputs]
+    if missing:
+        name = f"{module.__module__}.{module.__qualname__}"
+        raise FustalError(
+            f"generator.module: {name}.predict_step returned no {', '.join(map(repr, missing))}"
+            ' (expected {"video_id": [...], "generator": [[K, 4] rows], "video_scores":'
+            " [[C] scores]} per batch)"
+        )
 
 
 class GeneratorStage(Stage[GeneratorOutputs]):
@@ -94,6 +109,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
         train_out = predict_videos(trainer, module, dm.loader("train"))
         test_out = predict_videos(trainer, module, dm.loader("test"))
+        check_contract(type(module), train_out)
         pseudo, test = train_out["generator"], test_out["generator"]
         data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
         return GeneratorOutputs(
@@ -104,7 +120,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
                 "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
                 "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
             },
-            self.picture_cas(module, dm),
+            self.picture_cas(module, dm) if hasattr(module, "cas") else {},
             folder / CHECKPOINT,
         )
 
