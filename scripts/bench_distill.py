@@ -84,14 +84,7 @@ class ResearchTeacherStudent(StudentModule):
             cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
         finally:
             net.train(was_training)
-        return research_teacher_targets(
-            cands,
-            net.num_classes,
-            self.hp.teacher_score_thresh,
-            kwargs.get("nms_sigma", 0.5),
-            kwargs.get("min_score", 0.001),
-            kwargs.get("max_seg_num", 2000),
-        )
+        return research_teacher_targets(cands, net.num_classes, *self.teacher_nms_arguments())
 
 
 def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule, Any]:

@@ -179,9 +179,12 @@ class StudentModule(EvaluatedModule):
             self.hp.teacher_score_thresh,
             **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs},
         )
-        return teacher_targets(
-            cands,
-            net.num_classes,
+        return teacher_targets(cands, net.num_classes, *self.teacher_nms_arguments())
+
+    def teacher_nms_arguments(self) -> tuple[float, float, float, int]:
+        """(score threshold, soft-NMS sigma, min score, max detections) of the teacher."""
+        kwargs = self.decode_kwargs
+        return (
             self.hp.teacher_score_thresh,
             kwargs.get("nms_sigma", 0.5),
             kwargs.get("min_score", 0.001),
