@@ -79,6 +79,17 @@ def pytest_configure(config: pytest.Config) -> None:
 # the debug configuration on the command line (subprocess runs)
 DEBUG = ["debug=default"]
 
+# the student of debug=default, for runs without it
+TINY_STUDENT = [
+    "student.epochs_pseudo=2",
+    "student.epochs_distill=1",
+    "student.val_every=0",
+    "student.module.net.embd_dim=16",
+    "student.module.net.fpn_dim=16",
+    "student.module.net.head_dim=16",
+    "student.module.net.sgp_mlp_dim=32",
+]
+
 # +experiment=activitynet13_synthetic at a size of seconds (with debug=False: the experiment's
 # own sizes would override those of debug=default)
 ANET_TINY = [
@@ -95,13 +106,7 @@ ANET_TINY = [
     "generator.module.net.hidden_dim=32",
     "generator.module.proposal_workers=0",
     "generator.data.batch_size=4",
-    "student.epochs_pseudo=2",
-    "student.epochs_distill=1",
-    "student.val_every=0",
-    "student.module.net.embd_dim=16",
-    "student.module.net.fpn_dim=16",
-    "student.module.net.head_dim=16",
-    "student.module.net.sgp_mlp_dim=32",
+    *TINY_STUDENT,
     "logger=none",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",

@@ -14,7 +14,7 @@ import pytest
 from fustal.errors import FustalError
 from fustal.pipeline.cache import user_target_files
 from fustal.pipeline.run import run_pipeline
-from tests.conftest import DebugRun, compose_train, train
+from tests.conftest import TINY_STUDENT, DebugRun, compose_train, train
 
 MY_FILTERS = '''
 """A user's pseudo-label filter: keep the labels at least ``min_seconds`` long."""
@@ -118,13 +118,7 @@ USER_GENERATOR_RUN = [
     "trainer.enable_progress_bar=false",
     "generator=linear",
     "filter=keep_long",
-    "student.epochs_pseudo=2",
-    "student.epochs_distill=1",
-    "student.val_every=0",
-    "student.module.net.embd_dim=16",
-    "student.module.net.fpn_dim=16",
-    "student.module.net.head_dim=16",
-    "student.module.net.sgp_mlp_dim=32",
+    *TINY_STUDENT,
     "student.module.net.max_seq_len=320",
     "plot_videos=1",
 ]
