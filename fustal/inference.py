@@ -38,16 +38,22 @@ def feature_timing(data: StageData) -> dict[str, Any]:
     }
 
 
+# what every stage module receives from the data (:func:`module_arguments`), besides its config
+MODULE_ARGUMENTS = ("feature_dim", "num_classes", "tiou_thresholds", "classes", "feature_timing")
+
+
 def module_arguments(data: StageData, tiou_thresholds: Sequence[float]) -> dict[str, Any]:
-    """A stage module's arguments that come from the data: feature dimension, classes, the
-    evaluation thresholds and the feature timing (metadata for ``fustal.predict``)."""
-    return {
-        "feature_dim": data.feature_dim(),
-        "num_classes": data.num_classes,
-        "tiou_thresholds": list(tiou_thresholds),
-        "classes": data.classes,
-        "feature_timing": feature_timing(data),
-    }
+    """A stage module's arguments that come from the data (:data:`MODULE_ARGUMENTS`): feature
+    dimension, classes, the evaluation thresholds and the feature timing (metadata for
+    ``fustal.predict``)."""
+    values = (
+        data.feature_dim(),
+        data.num_classes,
+        list(tiou_thresholds),
+        data.classes,
+        feature_timing(data),
+    )
+    return dict(zip(MODULE_ARGUMENTS, values, strict=True))
 
 
 def predict_videos(

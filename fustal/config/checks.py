@@ -19,7 +19,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from fustal.config.schema import TrainSchema
+from fustal.config.schema import FilterSchema, GeneratorModuleSchema, TrainSchema
 from fustal.errors import FustalError
 
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -35,21 +35,12 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
-# config nodes a user may point at their own code: key -> fustal's target, which the schema
-# describes, and the arguments the pipeline passes itself (not config keys)
-PLUG_INS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "filter": ("fustal.pseudo.filters.prior_filter", ("rows",)),
-    "generator.module": (
-        "fustal.generator.GeneratorModule",
-        (
-            "feature_dim",
-            "num_classes",
-            "tiou_thresholds",
-            "classes",
-            "feature_timing",
-            "num_segments",
-        ),
-    ),
+# config nodes a user may point at their own code: key -> the schema of fustal's own target, and
+# the arguments the pipeline passes itself besides fustal.inference.MODULE_ARGUMENTS (the
+# generator's; not config keys)
+PLUG_INS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "filter": (FilterSchema, ("rows",)),
+    "generator.module": (GeneratorModuleSchema, ("num_segments",)),
 }
 # keys of a plug-in node that are fustal's, not arguments of the target
 PLUG_IN_KEYS = ("_target_", "_partial_", "name")
@@ -151,7 +142,8 @@ def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
     keys are arguments of that target (and its required arguments are set). Returns ``plain``
     with those nodes dropped, for the schema check of the rest."""
     checked = copy.deepcopy(plain)
-    for key, (default, passed) in PLUG_INS.items():
+    for key, (schema, passed) in PLUG_INS.items():
+        default = schema._target_
         *parents, leaf = key.split(".")
         holder: Any = checked
         for part in parents:
@@ -159,7 +151,9 @@ def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
         node = holder.get(leaf) if isinstance(holder, dict) else None
         if not isinstance(node, dict) or node.get("_target_", default) == default:
             continue
-        check_target_arguments(key, node, passed)
+        from fustal.inference import MODULE_ARGUMENTS  # torch and Lightning: only when needed
+
+        check_target_arguments(key, node, (*passed, *MODULE_ARGUMENTS))
         del holder[leaf]
     return checked
 

@@ -129,20 +129,27 @@ def import_closure(
     return sorted(seen)
 
 
+def targets(node: Any) -> list[str]:
+    """Every ``_target_`` string of a plain config subtree, depth first."""
+    if not isinstance(node, list | dict):
+        return []
+    values = node.values() if isinstance(node, dict) else node
+    found = [t for value in values for t in targets(value)]
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return [*found, target] if isinstance(target, str) else found
+
+
 def target_modules(node: Any) -> list[str]:
     """The fustal modules that the ``_target_`` entries of a plain config subtree name (code a
     stage reaches only through ``hydra.utils.instantiate``): each target's longest prefix that
     is a module."""
-    if isinstance(node, list | dict):
-        values = node.values() if isinstance(node, dict) else node
-        named = [m for value in values for m in target_modules(value)]
-        target = node.get("_target_") if isinstance(node, dict) else None
-        if isinstance(target, str) and target.startswith(PACKAGE + "."):
+    named = []
+    for target in targets(node):
+        if target.startswith(PACKAGE + "."):
             parts = target.split(".")
             prefixes = (".".join(parts[:d]) for d in range(len(parts), 0, -1))
             named.append(next(p for p in prefixes if module_path(p) is not None))
-        return named
-    return []
+    return named
 
 
 def user_target_files(node: Any) -> list[Path]:
@@ -150,12 +157,10 @@ def user_target_files(node: Any) -> list[Path]:
     subtree name (a filter or generator in the user's file, docs/extending.md): modules outside
     fustal, the standard library and installed packages. Only that file is hashed, not what it
     imports."""
-    if not isinstance(node, list | dict):
-        return []
-    values = node.values() if isinstance(node, dict) else node
-    files = [f for value in values for f in user_target_files(value)]
-    target = node.get("_target_") if isinstance(node, dict) else None
-    if isinstance(target, str) and not target.startswith(PACKAGE + "."):
+    files = []
+    for target in targets(node):
+        if target.startswith(PACKAGE + "."):
+            continue
         parts = target.split(".")
         for depth in range(len(parts) - 1, 0, -1):
             try:
@@ -164,9 +169,8 @@ def user_target_files(node: Any) -> list[Path]:
                 continue
             if spec is not None and spec.origin and spec.origin.endswith(".py"):
                 path = Path(spec.origin).resolve()
-                if not {"site-packages", "dist-packages"} & set(path.parts) and not (
-                    path.is_relative_to(STDLIB_DIR)
-                ):
+                installed = {"site-packages", "dist-packages"} & set(path.parts)
+                if not installed and not path.is_relative_to(STDLIB_DIR):
                     files.append(path)
                 break
     return files

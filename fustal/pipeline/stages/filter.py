@@ -50,13 +50,16 @@ class FilterStage(Stage[FilterOutputs]):
         """The filter function with its parameters bound (``filter`` minus its ``name``)."""
         return instantiate(self.key_parts(), _partial_=True)
 
+    def params(self) -> dict[str, Any]:
+        """The filter function's parameters (``filter`` minus its name and ``_target_``)."""
+        return {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
+
     def described(self) -> str:
         """The settings in words, for the log."""
-        params = {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
-        if self.key_parts()["_target_"] == PRIOR_FILTER:
+        params, target = self.params(), self.cfg.filter._target_
+        if target == PRIOR_FILTER:
             return f"density >= {params['min_density']}, score > {params['min_score']}"
-        settings = ", ".join(f"{k}={v}" for k, v in params.items())
-        return f"{self.key_parts()['_target_']}({settings})"
+        return f"{target}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
     def compute(self, folder: Path) -> FilterOutputs:
         ctx, fcfg = self.ctx, self.cfg.filter
@@ -79,7 +82,7 @@ class FilterStage(Stage[FilterOutputs]):
         except ValueError as err:
             raise FustalError(str(err)) from None
         if not stats["after"]:
-            params = {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
+            params = self.params()
             settings = ", ".join(f"{k}={v}" for k, v in params.items())
             knobs = " or ".join(f"filter.{k}" for k in sorted(params, reverse=True))
             raise FustalError(
