@@ -140,20 +140,25 @@ def check_fusion(plain: Mapping[str, Any]) -> None:
 def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
     """Check every :data:`PLUG_INS` node that names a target of the user's: it imports, and its
     keys are arguments of that target (and its required arguments are set). Returns ``plain``
-    with those nodes dropped, for the schema check of the rest."""
-    checked = copy.deepcopy(plain)
+    with those nodes dropped, for the schema check of the rest (``plain`` itself when every
+    plug-in is fustal's own)."""
+    checked = plain
     for key, (schema, passed) in PLUG_INS.items():
-        default = schema._target_
         *parents, leaf = key.split(".")
-        holder: Any = checked
+        holder: Any = plain
         for part in parents:
             holder = holder.get(part) if isinstance(holder, dict) else None
         node = holder.get(leaf) if isinstance(holder, dict) else None
-        if not isinstance(node, dict) or node.get("_target_", default) == default:
+        if not isinstance(node, dict) or node.get("_target_", schema._target_) == schema._target_:
             continue
         from fustal.inference import MODULE_ARGUMENTS  # torch and Lightning: only when needed
 
         check_target_arguments(key, node, (*passed, *MODULE_ARGUMENTS))
+        if checked is plain:
+            checked = copy.deepcopy(plain)
+        holder = checked
+        for part in parents:
+            holder = holder[part]
         del holder[leaf]
     return checked
 
