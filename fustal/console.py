@@ -61,6 +61,13 @@ def header(cfg: DictConfig, output_dir: Path, data: StageData) -> list[str]:
         f" {device_summary(cfg.trainer)}, seed {cfg.seed}",
         f"run dir {output_dir} (the full config: config.yaml); {cache}",
     ]
+    if data.heldout:
+        mode = cfg.validation.mode
+        labels = "segment labels" if mode == "heldout" else "video labels only"
+        lines.append(
+            f"validation={mode}: {len(data.heldout)} training videos held out (seed"
+            f" {cfg.validation.seed}, not trained on), scored as val with their {labels}"
+        )
     scale, overrides = scale_overrides(cfg)
     if overrides:
         lines.append(

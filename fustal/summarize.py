@@ -2,7 +2,9 @@
 one when a multirun ends.
 
 Each job dir of the sweep holds ``metrics.json`` and ``.hydra/overrides.yaml``. Jobs that differ
-only in ``seed`` form one setting; the summary gives mean and std over seeds of every metric.
+only in ``seed`` form one setting; the summary gives mean and std over seeds of every metric, in
+job order (an ``hparams_search``: one row per trial), with the optimized metric and the best
+setting when the sweep has one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fustal.config import make_console
 from fustal.errors import FustalError, exit_on_error
 from fustal.io import atomic_open
 from fustal.metrics.table import average_label
+from fustal.pipeline.objective import flatten, metric_path, warn_test_search
 
 HEADLINE = (
     "generator.test.avg",
@@ -33,21 +35,17 @@ HEADLINE = (
     "pseudo_labels.filtered.avg",
     "student.test.avg",
     "student_ema.test.avg",
+    # validation=heldout (detection mAP) | video_labels (video-level mAP, shown when a model
+    # has no detection mAP of the held-out videos)
+    "generator.val.avg",
+    "generator.val.video_map",
+    "student_ema.val.avg",
+    "student_ema.val.video_map",
 )
+# a long number in a setting: shortened in the table (summary.csv keeps it)
+LONG_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d{5,})")
 # a test mAP column of summary.csv: ``student_ema.test.mAP@0.5.mean``
 TEST_MAP_KEY = re.compile(r"\w+\.test\.mAP@([\d.]+)\.mean")
-
-
-def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1.0}`` (numbers only)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
 
 
 def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
@@ -55,7 +53,7 @@ def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
     job's overrides that vary across the sweep, ``seed`` excluded (overrides shared by every job
     would only repeat on each row)."""
     found = []
-    for metrics_path in sorted(sweep_dir.glob("*/metrics.json")):
+    for metrics_path in sorted(sweep_dir.glob("*/metrics.json"), key=job_order):
         overrides_path = metrics_path.parent / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
         kept = [o for o in overrides if not o.lstrip("+~").startswith("seed=")]
@@ -65,6 +63,12 @@ def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
         (" ".join(o for o in kept if o not in shared) or "(defaults)", metrics)
         for kept, metrics in found
     ]
+
+
+def job_order(metrics_path: Path) -> tuple[int, str]:
+    """Sort key of a job's ``metrics.json``: numbered job dirs in numeric order, then others."""
+    name = metrics_path.parent.name
+    return (int(name), "") if name.isdigit() else (1 << 62, name)
 
 
 def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -112,25 +116,63 @@ def evaluated_thresholds(rows: list[dict[str, Any]]) -> list[float]:
     return sorted(found)
 
 
-def summary_table(rows: list[dict[str, Any]]) -> Table:
-    """Rich table of the headline metrics (mean ± std over seeds, in %); the title names the
-    average's tIoU range, read off the rows' test mAP keys."""
+def short(setting: str) -> str:
+    """``setting`` with its long numbers rounded to 4 significant digits (for the table)."""
+    return LONG_NUMBER.sub(lambda m: f"{float(m[1]):.4g}", setting)
+
+
+def best_row(rows: list[dict[str, Any]], optimized: str) -> dict[str, Any] | None:
+    """The row with the highest mean of ``optimized`` (None when no row has it)."""
+    scored = [row for row in rows if f"{optimized}.mean" in row]
+    return max(scored, key=lambda row: row[f"{optimized}.mean"]) if scored else None
+
+
+def summary_table(rows: list[dict[str, Any]], optimized: str | None = None) -> Table:
+    """Rich table of the headline metrics (mean ± std over seeds, in %) and of ``optimized``
+    (the metric a search optimized), with the best row's setting in the caption; the title
+    names the average's tIoU range, read off the rows' test mAP keys."""
     thresholds = evaluated_thresholds(rows)
     average = average_label(thresholds) if thresholds else "avg"
     table = Table(title=f"sweep summary ({average} mAP %, mean ± std over seeds)")
-    table.add_column("setting")
+    # wide enough for its longest override: a setting wraps between overrides, not inside one
+    widest = max((len(part) for row in rows for part in short(row["setting"]).split()), default=7)
+    table.add_column("setting", min_width=min(widest, 48))
     table.add_column("runs", justify="right")
-    present = [k for k in HEADLINE if any(f"{k}.mean" in r for r in rows)]
+    keys = [*HEADLINE, *([optimized] if optimized and optimized not in HEADLINE else [])]
+
+    def shown(key: str) -> bool:
+        has = lambda k: any(f"{k}.mean" in r for r in rows)  # noqa: E731
+        if key == optimized:
+            return has(key)
+        return has(key) and not (key.endswith(".val.video_map") and has(key[:-9] + "avg"))
+
+    present = [k for k in keys if shown(k)]
     for key in present:
-        table.add_column(key.replace(".test", "").replace(".avg", ""), justify="right")
+        name = key.replace(".test", "").replace(".avg", "").replace("pseudo_labels.", "pseudo ")
+        table.add_column(f"{name} (optimized)" if key == optimized else name, justify="right")
+    best = best_row(rows, optimized) if optimized else None
     for row in rows:
         cells = [cell(row, key) for key in present]
-        table.add_row(row["setting"], str(row["runs"]), *cells)
+        style = "bold" if row is best else ""
+        table.add_row(short(row["setting"]), str(row["runs"]), *cells, style=style)
+    if best is not None and optimized is not None:
+        table.caption = f"best {optimized}: {cell(best, optimized)} with {short(best['setting'])}"
     return table
 
 
+def optimized_metric(config: DictConfig) -> str | None:
+    """The metric a sweep's sweeper optimizes (an ``hparams_search``), None for a grid sweep."""
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    return metric_path(config) if "optuna" in sweeper.lower() else None
+
+
 class SweepSummaryCallback(Callback):
-    """Hydra callback: after a multirun, summarize the sweep dir (summary.csv + rich table)."""
+    """Hydra callback: when a search starts, warn if it optimizes a test metric; after a
+    multirun, summarize the sweep dir (summary.csv + rich table)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if optimized_metric(config):
+            warn_test_search(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -140,7 +182,7 @@ class SweepSummaryCallback(Callback):
             print(f"no sweep summary: {err}")
             return
         buffer = io.StringIO()
-        Console(file=buffer, width=160).print(summary_table(rows))
+        Console(file=buffer, width=160).print(summary_table(rows, optimized_metric(config)))
         text = buffer.getvalue()
         print(text)
         with atomic_open(sweep_dir / "summary.txt") as handle:

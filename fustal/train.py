@@ -33,16 +33,20 @@ class OutputDirCheck(Callback):
 
 
 @exit_on_error
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> float | None:
+    """Run the pipeline; return its ``optimized_metric`` (fustal.pipeline.objective)."""
+    from fustal.pipeline.objective import optimized_value
     from fustal.pipeline.run import run_pipeline
 
-    return run_pipeline(cfg)
+    return optimized_value(cfg, run_pipeline(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """The Hydra app; returns the run's ``optimized_metric``, what ``hparams_search`` (the
+    Optuna sweeper) maximizes."""
     absolute_paths(cfg)
-    run(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":

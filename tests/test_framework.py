@@ -74,6 +74,7 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
         "trainer.log_every_n_steps=1",
         "plot_videos=1",
         "student.val_every=1",
+        "validation=heldout",
     )
     run = tmp_path / "run"
     wandb_runs = list((run / "wandb").glob("offline-run-*"))
@@ -86,6 +87,8 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
         "student/train/loss",
         "student/test/avg",
         "student_ema/test/avg",
+        "student_ema/val/avg",
+        "generator/val/video_map",
         "pseudo_labels/filtered/precision@0.5",
         "tables/test_map",
         "tables/pseudo_label_quality",
@@ -98,7 +101,7 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
 
     summary = EventAccumulator(str(run / "tensorboard" / "summary"))
     summary.Reload()
-    assert "student_ema/test/avg" in summary.Tags()["scalars"]
+    assert {"student_ema/test/avg", "student_ema/val/avg"} <= set(summary.Tags()["scalars"])
     texts = {t.split("/text_summary")[0] for t in summary.Tags()["tensors"]}
     assert {"tables/test_map", "tables/pseudo_label_quality"} <= texts
     generator = EventAccumulator(str(run / "tensorboard" / "generator"))

@@ -32,6 +32,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "features.student.layout": ("nonoverlap", "overlap", "resized"),
     "fusion.source": (None, "generator", "file"),
     "fusion.rule": ("sqrt", "product"),
+    "validation.mode": ("test", "heldout", "video_labels"),
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
@@ -92,6 +93,9 @@ def check_choices(plain: Mapping[str, Any]) -> None:
         raise FustalError(
             f"plot_videos: expected an integer in [0, {MAX_PLOT_VIDEOS}], got {plot!r}"
         )
+    fraction = (plain.get("validation") or {}).get("fraction", 0.1)
+    if not 0 < fraction < 1:
+        raise FustalError(f"validation.fraction: expected a number in (0, 1), got {fraction!r}")
 
 
 def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
@@ -115,7 +119,28 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     check_against_schema(check_plug_ins(plain), schema)
     check_choices(plain)
     check_fusion(plain)
+    check_objective(plain)
     check_trainer_config(plain.get("trainer") or {})
+
+
+def check_objective(plain: Mapping[str, Any]) -> None:
+    """An ``optimized_metric`` the run can produce: a ``val`` metric needs held-out videos
+    (``validation=heldout|video_labels``), and ``video_labels`` scores only ``val.video_map``."""
+    path = plain.get("optimized_metric")
+    mode = (plain.get("validation") or {}).get("mode", "test")
+    parts = str(path).split(".")
+    if not path or "val" not in parts[1:2]:
+        return
+    if mode == "test":
+        raise FustalError(
+            f"optimized_metric={path}: validation=test scores no val metrics; hold out training"
+            " videos with validation=heldout or validation=video_labels"
+        )
+    if mode == "video_labels" and parts[2:] != ["video_map"]:
+        raise FustalError(
+            f"optimized_metric={path}: validation=video_labels scores only"
+            f" {parts[0]}.val.video_map (validation=heldout also scores the detection mAP)"
+        )
 
 
 def check_fusion(plain: Mapping[str, Any]) -> None:

@@ -270,6 +270,14 @@ class FusionSchema:
     rule: str = "sqrt"
 
 
+@dataclass
+class ValidationSchema:
+    # test | heldout | video_labels (conf/validation/*.yaml)
+    mode: str = "test"
+    fraction: float = 0.1
+    seed: int = 0
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -299,6 +307,10 @@ class TrainSchema:
     student: StudentSchema = field(default_factory=StudentSchema)
     ema: EmaSchema = field(default_factory=EmaSchema)
     fusion: FusionSchema = field(default_factory=FusionSchema)
+    validation: ValidationSchema = field(default_factory=ValidationSchema)
+    # the metrics.json key path fustal.train's main returns (the Optuna sweeper optimizes it);
+    # null: the final model's validation metric (fustal.validation.default_metric)
+    optimized_metric: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)

@@ -33,7 +33,9 @@ class SubsetSummary:
 @dataclass
 class StageData:
     """Annotations and features one stage reads (generator: non-overlapping layout, student:
-    overlapping layout), with the train/test subset names of that annotation file."""
+    overlapping layout), with the train/test subset names of that annotation file. ``heldout``:
+    the training videos held out for validation (``validation=heldout|video_labels``): no stage
+    trains on them, :meth:`val_videos` returns them."""
 
     annotations: Annotations
     features: FeatureSpec
@@ -41,6 +43,7 @@ class StageData:
     test_subset: str
     skipped: dict[str, list[str]] = field(default_factory=dict)
     summaries: list[SubsetSummary] | None = None
+    heldout: frozenset[str] = frozenset()
 
     @property
     def classes(self) -> list[str]:
@@ -56,7 +59,12 @@ class StageData:
         return [v for v in self.annotations.subset(subset) if v.id not in skipped]
 
     def train_videos(self) -> list[Video]:
-        return self.videos(self.train_subset)
+        """The training videos, without the held-out ones."""
+        return [v for v in self.videos(self.train_subset) if v.id not in self.heldout]
+
+    def val_videos(self) -> list[Video]:
+        """The held-out training videos (empty with ``validation=test``)."""
+        return [v for v in self.videos(self.train_subset) if v.id in self.heldout]
 
     def feature_dim(self) -> int:
         """The feature dimension (validated equal for every video)."""

@@ -117,7 +117,8 @@ class GeneratorDataModule(ResumableDataModule):
         self.num_workers = num_workers
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
-        """A loader over the ``train`` or ``test`` videos (``train=True``: training sampling)."""
+        """A loader over the ``train``, ``val`` (held out) or ``test`` videos (``train=True``:
+        training sampling)."""
         videos = self.videos[subset]
         dataset = GeneratorVideos(self.data, videos, self.num_segments, train, self.seed)
         batch_size = (

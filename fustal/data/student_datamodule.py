@@ -231,8 +231,8 @@ class PseudoLabelDataModule(ResumableDataModule):
         self.augment = dict(augment or {})
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
-        """A loader over the ``train`` or ``test`` videos (``train=True``: training crops and
-        targets; else whole videos)."""
+        """A loader over the ``train``, ``val`` (held out) or ``test`` videos (``train=True``:
+        training crops and targets; else whole videos)."""
         dataset = StudentVideos(
             self.data,
             self.videos[subset],

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from fustal.data.dataset import (
@@ -92,4 +93,26 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
         check_training_labels(data)
         validate_stage_data(data)
         record_sidecar(nodes[name], data.features)
+    validation = cfg.get("validation")
+    if validation is not None and validation.mode != "test":
+        heldout = heldout_videos(
+            [v.id for v in student.train_videos()], validation.fraction, validation.seed
+        )
+        for data in views.values():
+            data.heldout = heldout
     return PipelineData(**views)
+
+
+def heldout_videos(video_ids: list[str], fraction: float, seed: int) -> frozenset[str]:
+    """The ids of ``round(fraction * n)`` of the ``n`` training videos (at least one), drawn
+    with ``seed`` from the sorted ids, so the split depends on the dataset and the seed only
+    (not on the run's seed or the file order); at least one video must be left to train on."""
+    count = max(1, round(fraction * len(video_ids)))
+    if count >= len(video_ids):
+        raise FustalError(
+            f"validation.fraction={fraction}: holds out {count} of the {len(video_ids)} training"
+            " videos and leaves none to train on"
+        )
+    ordered = sorted(video_ids)
+    picked = np.random.default_rng(seed).choice(len(ordered), size=count, replace=False)
+    return frozenset(ordered[i] for i in picked)

@@ -12,6 +12,10 @@ ROWS = (
     ("pseudo, filtered", "pseudo_labels.filtered"),
     ("student", "student.test"),
     ("student + EMA", "student_ema.test"),
+    # validation=heldout|video_labels
+    ("generator, val", "generator.val"),
+    ("student, val", "student.val"),
+    ("student + EMA, val", "student_ema.val"),
 )
 # thresholds shown as columns when the dataset evaluates at them (THUMOS, ActivityNet)
 SHOWN_TIOU = ((0.3, 0.5, 0.7), (0.5, 0.75, 0.95))
@@ -34,11 +38,19 @@ def average_label(tiou_thresholds: list[float]) -> str:
 
 def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str = "weak") -> Table:
     """One table: generator, raw/filtered pseudo-label quality (training videos), student,
-    student+EMA (test videos); mAP columns follow the dataset's thresholds."""
+    student+EMA (test videos), and their val rows (held-out training videos, with a video-level
+    mAP column); mAP columns follow the dataset's thresholds."""
     shown = shown_thresholds(tiou_thresholds)
+    validated = any("val" in node for node in metrics.values() if isinstance(node, dict))
+    caption = "pseudo labels: on the training videos; the others: on the test videos"
+    if validated:
+        caption = (
+            "pseudo labels: on the training videos; val: on the held-out training videos;"
+            " the others: on the test videos"
+        )
     table = Table(
         title="fustal results (mAP %)",
-        caption="pseudo labels: on the training videos; the others: on the test videos",
+        caption=caption,
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -46,7 +58,7 @@ def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str 
     table.add_column("", no_wrap=True)
     for name in (*(f"@{t:g}" for t in shown), average_label(tiou_thresholds)):
         table.add_column(name, justify="right", no_wrap=True)
-    for name in ("count", "prec@.5", "rec@.5"):
+    for name in ("count", "prec@.5", "rec@.5", *(["video mAP"] if validated else [])):
         table.add_column(name, justify="right", no_wrap=True)
     for label, key in ROWS:
         if supervision == "full":
@@ -67,5 +79,6 @@ def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str 
             str(node["count"]) if "count" in node else "-",
             pct("precision@0.5"),
             pct("recall@0.5"),
+            *([pct("video_map")] if validated else []),
         )
     return table

@@ -30,13 +30,14 @@ def seed_stage(seed: int) -> None:
 def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str, Any]:
     """The config a training stage reads besides its budget: its ``module`` and ``<stage>.data``
     (without :data:`COSMETIC_KEYS`), the dataset (synthetic parameters included), its feature
-    view, the seed and the trainer settings that matter."""
+    view, the seed, the trainer settings that matter and, with held-out videos, the
+    ``validation`` settings (they decide which videos it trains on and what it scores)."""
     cfg = ctx.cfg
 
     def plain(node: DictConfig) -> dict[str, Any]:
         return {k: v for k, v in to_plain(node).items() if k not in COSMETIC_KEYS}
 
-    return {
+    identity = {
         "module": plain(module),
         "data": plain(cfg[stage].data),
         "dataset": to_plain(cfg.dataset),
@@ -44,6 +45,9 @@ def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str,
         "seed": cfg.seed,
         "trainer": trainer_identity(to_plain(cfg.trainer)),
     }
+    if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
+        identity["validation"] = to_plain(cfg.validation)
+    return identity
 
 
 def picture_videos(videos: list[Video]) -> list[Video]:

@@ -69,6 +69,13 @@ class FilterStage(Stage[FilterOutputs]):
         where = getattr(upstream, "source", source)
         data = ctx.data.student
         train = data.train_videos()
+        heldout = sorted(set(pseudo_labels) & data.heldout)
+        if heldout:  # a pseudo-label file covering every training video
+            ctx.say(
+                f"filter: leaving out the pseudo labels of the {len(heldout)} held-out videos"
+                f" ({where})"
+            )
+            pseudo_labels = {k: v for k, v in pseudo_labels.items() if k not in data.heldout}
         unknown = sorted(set(pseudo_labels) - {v.id for v in train})
         if unknown:
             raise FustalError(

@@ -20,6 +20,7 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
+from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -40,8 +41,9 @@ CHECKPOINT = "generator.ckpt"
 @dataclass
 class GeneratorOutputs:
     """Pseudo labels (training videos) and test detections, in seconds; the video-level class
-    scores ``[C]`` of the training and test videos; the stage's metrics (``generator.test``,
-    ``pseudo_labels.raw``); the CAS of the picture videos; the checkpoint."""
+    scores ``[C]`` of the training, held-out and test videos; the stage's metrics
+    (``generator.test``, ``pseudo_labels.raw``, ``generator.val`` with held-out videos); the CAS
+    of the picture videos; the checkpoint."""
 
     pseudo_labels: VideoDetections
     test: VideoDetections
@@ -112,14 +114,28 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         check_contract(type(module), train_out)
         pseudo, test = train_out["generator"], test_out["generator"]
         data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
+        metrics = {
+            "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
+            "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
+        }
+        scores = {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]}
+        if dm.videos["val"]:
+            ctx.say(f"generator: scoring the {len(dm.videos['val'])} held-out videos")
+            val_out = predict_videos(trainer, module, dm.loader("val"))
+            scores.update(val_out[VIDEO_SCORES])
+            metrics["generator.val"] = val_metrics(
+                cfg.validation.mode,
+                val_out["generator"],
+                dm.videos["val"],
+                data.num_classes,
+                tiou,
+                val_out[VIDEO_SCORES],
+            )
         return GeneratorOutputs(
             pseudo,
             test,
-            {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]},
-            {
-                "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
-                "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
-            },
+            scores,
+            metrics,
             self.picture_cas(module, dm) if hasattr(module, "cas") else {},
             folder / CHECKPOINT,
         )
@@ -156,7 +172,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         classes = data.classes
         pseudo = results_to_rows(read_results(folder / "pseudo_labels.json"), classes, "cache")
         test = results_to_rows(read_results(folder / "generator_test.json"), classes, "cache")
-        videos = [v.id for v in data.train_videos() + data.test_videos()]
+        videos = [v.id for v in data.train_videos() + data.val_videos() + data.test_videos()]
         return GeneratorOutputs(
             pseudo,
             test,

@@ -68,8 +68,8 @@ class PseudoLabelFile(FileStage[PseudoLabels]):
 
 
 class ScoreFile(FileStage[ScoreFileOutputs]):
-    """``fusion.score_file``: every test video must have scores; training videos are read where
-    the file has them (the pictures)."""
+    """``fusion.score_file``: every test and held-out video must have scores; training videos
+    are read where the file has them (the pictures)."""
 
     name = "scores"
     option = "fusion.score_file"
@@ -79,7 +79,7 @@ class ScoreFile(FileStage[ScoreFileOutputs]):
         scores = read_score_file(
             self.path,
             data.classes,
-            [v.id for v in data.test_videos()],
+            [v.id for v in data.test_videos() + data.val_videos()],
             [v.id for v in data.train_videos()],
         )
         return ScoreFileOutputs(scores, str(self.path))

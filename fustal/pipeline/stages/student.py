@@ -17,6 +17,7 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
+from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -38,8 +39,9 @@ CHECKPOINT = "student.ckpt"
 @dataclass
 class StudentOutputs:
     """Test detections per variant (``student``, ``student_ema``) in seconds, the stage's
-    metrics (``<variant>.test``), the detections the pictures show on the first training
-    videos (the EMA weights when there are some), and the checkpoint."""
+    metrics (``<variant>.test``, and ``<variant>.val`` with held-out videos), the detections the
+    pictures show on the first training videos (the EMA weights when there are some), and the
+    checkpoint."""
 
     test: dict[str, VideoDetections]
     metrics: dict[str, Any]
@@ -170,6 +172,13 @@ class StudentStage(Stage[StudentOutputs]):
             f"{variant}.test": score_rows(rows, dm.test_videos, data.num_classes, tiou)
             for variant, rows in test.items()
         }
+        if dm.videos["val"]:
+            ctx.say(f"student: scoring the {len(dm.videos['val'])} held-out videos")
+            val = predict_videos(trainer, module, dm.loader("val"))
+            for variant, rows in val.items():
+                metrics[f"{variant}.val"] = val_metrics(
+                    cfg.validation.mode, rows, dm.videos["val"], data.num_classes, tiou
+                )
         pictures = self.picture_detections(trainer, module, dm)
         return StudentOutputs(test, metrics, pictures, folder / CHECKPOINT)
 

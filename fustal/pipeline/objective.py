@@ -1,0 +1,87 @@
+"""What ``python -m fustal.train`` returns (the value an ``hparams_search`` optimizes): the
+``metrics.json`` entry named by ``optimized_metric``, by default the final model's validation
+metric."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fustal.errors import FustalError
+from fustal.metrics.validation import VIDEO_MAP
+
+# the models of a run, the final one first
+MODELS = ("student_ema", "student", "generator")
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1.0}`` (numbers only)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def metric_path(cfg: DictConfig, metrics: Mapping[str, Any] | None = None) -> str | None:
+    """``optimized_metric``, or the default: ``<model>.val.avg`` (``validation=heldout``),
+    ``<model>.val.video_map`` (``video_labels``) or ``<model>.test.avg`` (``test``) of the final
+    model, read off ``metrics`` when given (else off the config). None: the run trains no model
+    (``stage=data|filter``)."""
+    if cfg.get("optimized_metric"):
+        return str(cfg.optimized_metric)
+    mode = cfg.validation.mode
+    section, name = ("test", "avg") if mode == "test" else ("val", VIDEO_MAP)
+    if mode == "heldout":
+        name = "avg"
+    if cfg.stage in ("data", "filter"):
+        model = None
+    elif metrics is not None:
+        model = next((m for m in MODELS if section in metrics.get(m, {})), None)
+    elif cfg.stage == "generator":
+        model = "generator"
+    else:
+        model = "student_ema" if cfg.ema.enabled else "student"
+    return None if model is None else f"{model}.{section}.{name}"
+
+
+def is_test_metric(path: str) -> bool:
+    """Whether the metric ``path`` is scored with the test labels."""
+    return ".test." in f".{path}."
+
+
+def optimized_value(cfg: DictConfig, metrics: Mapping[str, Any]) -> float | None:
+    """The value of :func:`metric_path` in the run's ``metrics`` (None when the run trains no
+    model and no ``optimized_metric`` is set); a path the metrics lack is a one-line error
+    listing the ones they have."""
+    path = metric_path(cfg, metrics)
+    if path is None:
+        return None
+    flat = flatten(metrics)
+    if path not in flat:
+        section = ".".join(path.split(".")[:2]) + "."
+        close = [k for k in flat if k.startswith(section)] or list(flat)
+        raise FustalError(
+            f"optimized_metric: {path!r} is not in this run's metrics.json (it has"
+            f" {', '.join(close[:6])}{', ...' if len(close) > 6 else ''})"
+        )
+    return flat[path]
+
+
+def warn_test_search(cfg: DictConfig) -> None:
+    """One warning line (stderr; the search starts before the jobs' logging) when a search
+    optimizes a metric of the test labels."""
+    path = metric_path(cfg)
+    if path is not None and is_test_metric(path):
+        print(
+            f"WARNING: optimized_metric={path} is a test metric: this search tunes on the test"
+            " labels (validation=heldout or validation=video_labels select on held-out training"
+            " videos)",
+            file=sys.stderr,
+        )

@@ -1,0 +1,244 @@
+"""Validation without test labels (``validation=heldout|video_labels``) and the search that
+selects on it (``hparams_search=filter_ema``): the held-out split, its metrics, held-out videos
+absent from every stage's training, the ``optimized_metric`` the run returns, and the Optuna
+search from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from fustal.config import CONFIG_DIR
+from fustal.config.checks import check_config
+from fustal.data.annotations import Video
+from fustal.data.views import heldout_videos
+from fustal.errors import FustalError
+from fustal.metrics.validation import detection_video_scores, video_map
+from fustal.pipeline.objective import metric_path, optimized_value
+from fustal.summarize import SweepSummaryCallback
+from tests import probes
+from tests.conftest import ANET_TINY, DEBUG, Runner, compose_train, train
+
+PROBE = "+callbacks.seen._target_=tests.probes.TrainingVideos"
+
+
+def video(vid: str, labels: list[int]) -> Video:
+    segments = np.array([[0.0, 1.0]] * len(labels))
+    return Video(vid, "training", 10.0, 30.0, segments, np.array(labels))
+
+
+def test_heldout_videos_are_a_seeded_fraction_of_the_sorted_ids() -> None:
+    ids = [f"v{i:02d}" for i in range(40)]
+    picked = heldout_videos(ids, 0.1, seed=0)
+    assert len(picked) == 4 and picked <= set(ids)
+    assert heldout_videos(list(reversed(ids)), 0.1, seed=0) == picked  # not the file order
+    assert heldout_videos(ids, 0.1, seed=1) != picked
+    assert len(heldout_videos(ids[:3], 0.1, seed=0)) == 1  # at least one video
+    with pytest.raises(FustalError, match="leaves none to train on"):
+        heldout_videos(ids[:2], 0.9, seed=0)
+
+
+def test_video_map_is_the_mean_average_precision_of_the_classes_present() -> None:
+    videos = [video("a", [0]), video("b", [0, 1]), video("c", [1]), video("d", [0])]
+    scores = {  # class 0: a, b, d positive; class 1: b, c positive; class 2: absent
+        "a": np.array([0.9, 0.1, 0.5]),
+        "b": np.array([0.2, 0.8, 0.0]),
+        "c": np.array([0.4, 0.3, 0.9]),
+        "d": np.array([0.6, 0.7, 0.1]),
+    }
+    # class 0 ranks a, d, c, b: precisions at its hits 1, 1, 3/4 -> AP (1 + 1 + 3/4) / 3;
+    # class 1 ranks b, d, c, a: hits at ranks 1 and 3 -> AP (1 + 2/3) / 2; class 2 is left out
+    expected = ((1 + 1 + 3 / 4) / 3 + (1 + 2 / 3) / 2) / 2
+    assert video_map(scores, videos, 3) == pytest.approx(expected, abs=1e-6)
+    # a video without scores counts as all zeros: class 0's a drops below every other video
+    without_a = {k: v for k, v in scores.items() if k != "a"}
+    assert video_map(without_a, videos, 3) < expected
+
+
+def test_detection_video_scores_take_each_class_best_detection() -> None:
+    rows = {
+        "a": np.array([[1, 0.3, 0, 1], [1, 0.7, 2, 3], [0, 0.2, 1, 2]]),
+        "b": np.zeros((0, 4)),
+    }
+    out = detection_video_scores(rows, 3)
+    np.testing.assert_allclose(out["a"], [0.2, 0.7, 0.0])
+    np.testing.assert_allclose(out["b"], [0.0, 0.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A debug run with a quarter of the training videos held out, its training batches
+    recorded."""
+    tmp = tmp_path_factory.mktemp("heldout")
+    for seen in probes.SEEN.values():
+        seen.clear()
+    metrics = train(tmp, "validation=heldout", "validation.fraction=0.25", PROBE)
+    return tmp, metrics
+
+
+def heldout_ids(cfg_tmp: Path, *overrides: str, debug: bool = True) -> set[str]:
+    from fustal.data.views import load_pipeline_data
+
+    data = load_pipeline_data(compose_train(cfg_tmp, *overrides, debug=debug))
+    assert data.generator.heldout == data.student.heldout
+    return set(data.student.heldout)
+
+
+def test_heldout_videos_are_scored_as_val_and_absent_from_training(
+    heldout: tuple[Path, dict],
+) -> None:
+    tmp, metrics = heldout
+    ids = heldout_ids(tmp, "validation=heldout", "validation.fraction=0.25")
+    assert len(ids) == 3  # 12 debug training videos
+    for stage, seen in probes.SEEN.items():
+        assert len(seen) == 9, stage  # every other training video, none held out
+        assert not seen & ids, stage
+    run = tmp / "run"
+    for name in ("pseudo_labels.json", "pseudo_labels.filtered.json"):
+        labelled = set(json.loads((run / name).read_text())["results"])
+        assert labelled and not labelled & ids, name
+    for model in ("generator", "student", "student_ema"):
+        val = metrics[model]["val"]
+        assert {"avg", "mAP@0.5", "video_map"} <= set(val), model
+        assert all(0 <= v <= 1 for v in val.values())
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["student_ema"]["val"] == metrics["student_ema"]["val"]
+    cfg = compose_train(tmp, "validation=heldout")
+    assert metric_path(cfg, metrics) == "student_ema.val.avg"
+    assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"]["avg"]
+
+
+def test_the_heldout_split_is_part_of_the_stage_keys(heldout: tuple[Path, dict]) -> None:
+    """Another fraction trains another generator; validation=test reuses none of them."""
+    tmp, _ = heldout
+    from fustal.pipeline.run import run_pipeline
+
+    entries = {p.name for p in (tmp / "cache" / "generator").iterdir()}
+    cfg = compose_train(tmp, "stage=generator", "validation=heldout", "validation.fraction=0.4")
+    run_pipeline(cfg)
+    after = {p.name for p in (tmp / "cache" / "generator").iterdir()}
+    assert len(after - entries) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "mode"),
+    [("activitynet", "heldout"), ("activitynet", "video_labels"), ("synthetic", "video_labels")],
+)
+def test_validation_holds_out_videos_on_both_dataset_shapes(
+    tmp_path: Path, data: str, mode: str
+) -> None:
+    """ActivityNet-shaped data (class-agnostic student, fusion=generator) and the synthetic
+    default: the held-out videos reach no training batch; ``video_labels`` scores no segment."""
+    for seen in probes.SEEN.values():
+        seen.clear()
+    dataset, debug = (ANET_TINY, False) if data == "activitynet" else ([], True)
+    split = [*dataset, f"validation={mode}", "validation.fraction=0.2"]
+    metrics = train_pipeline(tmp_path, [*split, PROBE], debug)
+    ids = heldout_ids(tmp_path, *split, debug=debug)
+    train_videos = {"activitynet": 10, "synthetic": 12}[data]
+    assert len(ids) == round(0.2 * train_videos)
+    for stage, seen in probes.SEEN.items():
+        assert len(seen) == train_videos - len(ids) and not seen & ids, stage
+    for model in ("generator", "student", "student_ema"):
+        val = metrics[model]["val"]
+        if mode == "video_labels":
+            assert set(val) == {"video_map"}, model
+        else:
+            assert {"avg", "mAP@0.5", "mAP@0.95", "video_map"} <= set(val), model
+        assert all(0 <= v <= 1 for v in val.values())
+    cfg = compose_train(tmp_path, *split, debug=debug)
+    key = "video_map" if mode == "video_labels" else "avg"
+    assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"][key]
+
+
+def train_pipeline(tmp: Path, overrides: list[str], debug: bool) -> dict:
+    from fustal.pipeline.run import run_pipeline
+
+    return run_pipeline(compose_train(tmp, *overrides, debug=debug))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimized_metric=student_ema.val.avg"], "validation=test scores no val metrics"),
+        (
+            ["validation=video_labels", "optimized_metric=student.val.avg"],
+            "scores only student.val.video_map",
+        ),
+        (["validation=heldout", "validation.fraction=1.5"], "expected a number in \\(0, 1\\)"),
+    ],
+)
+def test_an_objective_the_run_cannot_score_is_a_one_line_error(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(FustalError, match=message):
+        check_config(compose_train(tmp_path, *overrides))
+
+
+def test_an_absent_optimized_metric_names_what_the_run_has(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "optimized_metric=student_ema.test.mAP@0.9")
+    metrics = {"student_ema": {"test": {"mAP@0.5": 0.2, "avg": 0.1}}}
+    with pytest.raises(FustalError, match="student_ema.test.mAP@0.5, student_ema.test.avg"):
+        optimized_value(cfg, metrics)
+
+
+def search_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=["hparams_search=filter_ema", *DEBUG, *overrides],
+            return_hydra_config=True,
+        )
+
+
+def test_a_search_over_a_test_metric_warns_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    SweepSummaryCallback().on_multirun_start(search_config())
+    assert capsys.readouterr().err == ""
+    SweepSummaryCallback().on_multirun_start(search_config("validation=test"))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("WARNING: optimized_metric=student_ema.test.avg is a test metric")
+
+
+def test_hparams_search_runs_three_trials_and_reports_the_best(
+    tmp_path: Path, forked: Runner
+) -> None:
+    sweep = tmp_path / "sweep"
+    proc = forked(
+        "train",
+        "hparams_search=filter_ema",
+        "hydra.sweeper.n_trials=3",
+        "debug=default",
+        "plot_videos=0",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "is a test metric" not in proc.stderr
+    values = [
+        json.loads((sweep / str(n) / "metrics.json").read_text())["student_ema"]["val"]["avg"]
+        for n in range(3)
+    ]
+    trials = [
+        yaml.safe_load((sweep / str(n) / ".hydra" / "overrides.yaml").read_text()) for n in range(3)
+    ]
+    assert len({tuple(t) for t in trials}) == 3  # three settings of filter and EMA
+    assert all(any(o.startswith("ema.decay=") for o in t) for t in trials)
+    # what the Optuna sweeper optimized is what each run returned: its metrics.json value
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(values))
+    # the generator trained once, reused by the other trials
+    assert len(list((tmp_path / "cache" / "generator").iterdir())) == 1
+    assert "reusing" in proc.stdout
+    summary = (sweep / "summary.txt").read_text()
+    assert "student_ema.val (optimized)" in summary
+    assert f"best student_ema.val.avg: {100 * max(values):.2f}" in summary
+    assert summary.count("ema.decay=") >= 4  # three trial rows and the best one
