@@ -187,13 +187,27 @@ def test_an_absent_optimized_metric_names_what_the_run_has(tmp_path: Path) -> No
         optimized_value(cfg, metrics)
 
 
-def search_config(*overrides: str):
+def search_config(*overrides: str, search: str = "filter_ema"):
+    """``conf/train.yaml`` with ``hparams_search=search``, the Hydra node included."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(
             "train",
-            overrides=["hparams_search=filter_ema", *DEBUG, *overrides],
+            overrides=[f"hparams_search={search}", *DEBUG, *overrides],
             return_hydra_config=True,
         )
+
+
+def test_a_users_search_from_docs_extending_composes_in_their_own_config_dir(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
+    block = text.split("# my_conf/hparams_search/ema_decay.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "hparams_search").mkdir()
+    (tmp_path / "hparams_search" / "ema_decay.yaml").write_text(block)
+    cfg = search_config(f"hydra.searchpath=[file://{tmp_path}]", search="ema_decay")
+    assert cfg.hydra.sweeper.params == {"ema.decay": "choice(0.99, 0.995, 0.999)"}
+    assert cfg.validation.mode == "video_labels"
+    assert metric_path(cfg) == "student_ema.val.video_map"
 
 
 def test_a_search_over_a_test_metric_warns_in_one_line(

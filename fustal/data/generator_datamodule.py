@@ -18,6 +18,7 @@ from fustal.data.features import resample_indices
 from fustal.data.sampling import (
     EpochSampler,
     ResumableDataModule,
+    eval_sampler,
     item_rng,
     rank_batch_size,
     split_key,
@@ -133,7 +134,7 @@ class GeneratorDataModule(ResumableDataModule):
                 len(dataset), self.seed, shuffle=train, resume=self.resume, batch_size=batch_size
             )
             if train
-            else EpochSampler(len(dataset), self.seed, shuffle=False),
+            else eval_sampler(subset, len(dataset), self.seed),
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_videos,

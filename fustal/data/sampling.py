@@ -37,6 +37,19 @@ def rank_batch_size(batch_size: int, key: str) -> int:
     return batch_size // size
 
 
+def eval_sampler(subset: str, num_items: int, seed: int) -> EpochSampler:
+    """The in-order sampler of an evaluation loader over ``num_items`` videos of ``subset``;
+    under DDP every process needs one video at least (Lightning refuses an empty loader)."""
+    _, size = world()
+    if num_items < size:
+        fix = "raise validation.fraction" if subset == "val" else "use fewer processes"
+        raise FustalError(
+            f"the {num_items} {'held-out' if subset == 'val' else subset} videos are fewer than"
+            f" the {size} DDP processes (each scores one at least): {fix}"
+        )
+    return EpochSampler(num_items, seed, shuffle=False)
+
+
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random generator of one training item of one epoch."""
     return np.random.default_rng((seed, epoch, index))

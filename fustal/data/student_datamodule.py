@@ -19,6 +19,7 @@ from fustal.errors import FustalError
 from fustal.data.sampling import (
     EpochSampler,
     ResumableDataModule,
+    eval_sampler,
     item_rng,
     rank_batch_size,
     split_key,
@@ -251,7 +252,7 @@ class PseudoLabelDataModule(ResumableDataModule):
         sampler = (
             EpochSampler(len(dataset), self.seed, True, self.resume, batch_size)
             if train
-            else EpochSampler(len(dataset), self.seed, shuffle=False)
+            else eval_sampler(subset, len(dataset), self.seed)
         )
         return DataLoader(
             dataset,

@@ -115,6 +115,8 @@ def worker_command(local_rank: int) -> tuple[list[str], str, Path]:
         *hydra_cfg.overrides.task,
         *hydra_overrides,
         f'hydra.run.dir="{output_dir}"',
+        # a job of a search (hparams_search: hydra.mode=MULTIRUN in its config) runs as one run
+        "hydra.mode=RUN",
         "hydra.output_subdir=null",
         f"hydra.job.name={name}",
     ]
