@@ -134,9 +134,9 @@ def split_key(key: int, num_items: int) -> tuple[int, int]:
 class ResumableDataModule(pl.LightningDataModule):
     """Shared hooks of fustal's DataModules: training on the ``train`` videos (shuffled, with
     augmentation), validation, test and prediction on the ``test`` videos (the held-out ``val``
-    videos of ``validation=heldout|video_labels`` are scored by prediction after training), and the position
-    inside the current epoch saved with every checkpoint (:class:`ResumePoint`). Subclasses
-    implement :meth:`loader`."""
+    videos of ``validation=heldout|video_labels`` are scored by prediction after training), and
+    the position inside the current epoch saved with every checkpoint (:class:`ResumePoint`).
+    Subclasses implement :meth:`loader`."""
 
     def __init__(self, data: StageData) -> None:
         super().__init__()

@@ -15,6 +15,12 @@ from fustal.metrics.validation import VIDEO_MAP
 
 # the models of a run, the final one first
 MODELS = ("student_ema", "student", "generator")
+# validation mode -> the (section, metric) of a model that optimized_metric=null means
+DEFAULT_METRIC = {
+    "test": ("test", "avg"),
+    "heldout": ("val", "avg"),
+    "video_labels": ("val", VIDEO_MAP),
+}
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -36,10 +42,7 @@ def metric_path(cfg: DictConfig, metrics: Mapping[str, Any] | None = None) -> st
     (``stage=data|filter``)."""
     if cfg.get("optimized_metric"):
         return str(cfg.optimized_metric)
-    mode = cfg.validation.mode
-    section, name = ("test", "avg") if mode == "test" else ("val", VIDEO_MAP)
-    if mode == "heldout":
-        name = "avg"
+    section, name = DEFAULT_METRIC[str(cfg.validation.mode)]
     if cfg.stage in ("data", "filter"):
         model = None
     elif metrics is not None:
