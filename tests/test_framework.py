@@ -91,6 +91,7 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
         "generator/val/video_map",
         "pseudo_labels/filtered/precision@0.5",
         "tables/test_map",
+        "tables/val_map",
         "tables/pseudo_label_quality",
         "lr-AdamW",
     ):
@@ -103,7 +104,7 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
     summary.Reload()
     assert {"student_ema/test/avg", "student_ema/val/avg"} <= set(summary.Tags()["scalars"])
     texts = {t.split("/text_summary")[0] for t in summary.Tags()["tensors"]}
-    assert {"tables/test_map", "tables/pseudo_label_quality"} <= texts
+    assert {"tables/test_map", "tables/val_map", "tables/pseudo_label_quality"} <= texts
     generator = EventAccumulator(str(run / "tensorboard" / "generator"))
     generator.Reload()
     assert {"generator/train/loss", "generator/test/mAP@0.5", "lr-Adam"} <= set(

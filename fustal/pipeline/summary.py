@@ -60,11 +60,13 @@ def flat_sections(metrics: dict) -> dict[str, dict]:
 
 
 def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
-    """Tables ``name -> (columns, rows)``: ``test_map`` (one row per model, one column per tIoU)
-    and ``pseudo_label_quality`` (one row per raw / filtered)."""
+    """Tables ``name -> (columns, rows)``: ``test_map`` and ``val_map`` (one row per model, one
+    column per tIoU) and ``pseudo_label_quality`` (one row per raw / filtered)."""
     sections = flat_sections(metrics)
     groups = {
         "test_map": ("model", {k: v for k, v in sections.items() if k.endswith(".test")}),
+        # validation=heldout|video_labels: the held-out training videos
+        "val_map": ("model", {k: v for k, v in sections.items() if k.endswith(".val")}),
         "pseudo_label_quality": (
             "pseudo_labels",
             {k.split(".")[-1]: v for k, v in sections.items() if k.split(".")[-1] in RAW_FILTERED},
