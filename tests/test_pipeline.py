@@ -185,15 +185,17 @@ def assert_same(got: object, want: object, where: str = "outputs") -> None:
         assert got == want, where
 
 
-def test_every_cached_stage_loads_back_what_it_saved(tmp_path: Path) -> None:
+@pytest.mark.parametrize("validation", ["test", "heldout"])
+def test_every_cached_stage_loads_back_what_it_saved(tmp_path: Path, validation: str) -> None:
     """The Stage interface's round trip: outputs computed in memory, saved by the runner, loaded
-    back from the entry equal them (fusion on, so the generator's video scores are outputs)."""
+    back from the entry equal them (fusion on, so the generator's video scores are outputs; with
+    held-out videos, their detections too)."""
     from fustal.config import make_console
     from fustal.data.views import load_pipeline_data
     from fustal.pipeline.run import stage_plan
     from fustal.pipeline.stage import RunContext, run_plan, written_files
 
-    cfg = compose_train(tmp_path, "fusion=generator", "plot_videos=0")
+    cfg = compose_train(tmp_path, "fusion=generator", "plot_videos=0", f"validation={validation}")
     ctx = RunContext(cfg, tmp_path / "run", make_console(), load_pipeline_data(cfg))
     ctx.output_dir.mkdir()
     plan = stage_plan(cfg)

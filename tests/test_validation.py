@@ -71,14 +71,14 @@ def test_detection_video_scores_take_each_class_best_detection() -> None:
 
 
 @pytest.fixture(scope="module")
-def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A debug run with a quarter of the training videos held out, its training batches
-    recorded."""
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, set[str]]]:
+    """A debug run with a quarter of the training videos held out: its tmp dir, its metrics and
+    the videos of its training batches by stage."""
     tmp = tmp_path_factory.mktemp("heldout")
     for seen in probes.SEEN.values():
         seen.clear()
     metrics = train(tmp, "validation=heldout", "validation.fraction=0.25", PROBE)
-    return tmp, metrics
+    return tmp, metrics, {stage: set(seen) for stage, seen in probes.SEEN.items()}
 
 
 def heldout_ids(cfg_tmp: Path, *overrides: str, debug: bool = True) -> set[str]:
@@ -90,12 +90,12 @@ def heldout_ids(cfg_tmp: Path, *overrides: str, debug: bool = True) -> set[str]:
 
 
 def test_heldout_videos_are_scored_as_val_and_absent_from_training(
-    heldout: tuple[Path, dict],
+    heldout: tuple[Path, dict, dict[str, set[str]]],
 ) -> None:
-    tmp, metrics = heldout
+    tmp, metrics, trained_on = heldout
     ids = heldout_ids(tmp, "validation=heldout", "validation.fraction=0.25")
     assert len(ids) == 3  # 12 debug training videos
-    for stage, seen in probes.SEEN.items():
+    for stage, seen in trained_on.items():
         assert len(seen) == 9, stage  # every other training video, none held out
         assert not seen & ids, stage
     run = tmp / "run"
@@ -113,16 +113,26 @@ def test_heldout_videos_are_scored_as_val_and_absent_from_training(
     assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"]["avg"]
 
 
-def test_the_heldout_split_is_part_of_the_stage_keys(heldout: tuple[Path, dict]) -> None:
-    """Another fraction trains another generator; validation=test reuses none of them."""
-    tmp, _ = heldout
+def test_the_split_is_part_of_the_stage_keys_and_the_modes_share_it(
+    heldout: tuple[Path, dict, dict[str, set[str]]],
+) -> None:
+    """video_labels with the same split reuses both stages of the heldout run and scores their
+    held-out detections by video labels only; another fraction trains another generator."""
+    tmp, first, _ = heldout
     from fustal.pipeline.run import run_pipeline
 
-    entries = {p.name for p in (tmp / "cache" / "generator").iterdir()}
-    cfg = compose_train(tmp, "stage=generator", "validation=heldout", "validation.fraction=0.4")
-    run_pipeline(cfg)
+    entries = {stage: {p.name for p in (tmp / "cache" / stage).iterdir()} for stage in probes.SEEN}
+    split = ["validation.fraction=0.25", "plot_videos=0", f"paths.output_dir={tmp / 'labels'}"]
+    metrics = run_pipeline(compose_train(tmp, "validation=video_labels", *split))
+    for stage, names in entries.items():
+        assert {p.name for p in (tmp / "cache" / stage).iterdir()} == names, stage
+    for model in ("generator", "student", "student_ema"):
+        assert metrics[model]["val"] == {"video_map": first[model]["val"]["video_map"]}
+        assert metrics[model]["test"] == first[model]["test"]
+    other = ["validation.fraction=0.4", "plot_videos=0", f"paths.output_dir={tmp / 'other'}"]
+    run_pipeline(compose_train(tmp, "stage=generator", "validation=heldout", *other))
     after = {p.name for p in (tmp / "cache" / "generator").iterdir()}
-    assert len(after - entries) == 1
+    assert len(after - entries["generator"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ training videos, with their segment annotations (``heldout``) or their video-lev
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,3 +65,9 @@ def val_metrics(
     if mode == "heldout":
         out.update(score_rows(rows, videos, num_classes, tiou_thresholds))
     return out
+
+
+def without_val(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A stage's metrics without its ``<model>.val`` entries (what its cache entry keeps: they
+    are scored in each run, as the run's ``validation.mode`` asks)."""
+    return {k: v for k, v in metrics.items() if not k.endswith(".val")}

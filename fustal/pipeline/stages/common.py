@@ -30,8 +30,8 @@ def seed_stage(seed: int) -> None:
 def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str, Any]:
     """The config a training stage reads besides its budget: its ``module`` and ``<stage>.data``
     (without :data:`COSMETIC_KEYS`), the dataset (synthetic parameters included), its feature
-    view, the seed, the trainer settings that matter and, with held-out videos, the
-    ``validation`` settings (they decide which videos it trains on and what it scores)."""
+    view, the seed, the trainer settings that matter and, with held-out videos, the split (it
+    decides which videos the stage trains on)."""
     cfg = ctx.cfg
 
     def plain(node: DictConfig) -> dict[str, Any]:
@@ -46,7 +46,9 @@ def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str,
         "trainer": trainer_identity(to_plain(cfg.trainer)),
     }
     if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
-        identity["validation"] = to_plain(cfg.validation)
+        # the split only: heldout and video_labels train on the same videos and share the entry
+        # (each run scores the held-out videos as its mode asks)
+        identity["heldout"] = {"fraction": cfg.validation.fraction, "seed": cfg.validation.seed}
     return identity
 
 

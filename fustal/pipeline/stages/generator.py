@@ -20,7 +20,7 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
-from fustal.metrics.validation import val_metrics
+from fustal.metrics.validation import val_metrics, without_val
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -36,6 +36,7 @@ CAS_FILE = "pictures_cas.npz"
 # what the pictures draw of the generator's outputs (fustal.viz.rundir.write_cas)
 PICTURE_CAS_KEYS = ("cas", "actionness", "seconds_per_step")
 CHECKPOINT = "generator.ckpt"
+VAL_FILE = "generator_val.json"
 
 
 @dataclass
@@ -43,7 +44,7 @@ class GeneratorOutputs:
     """Pseudo labels (training videos) and test detections, in seconds; the video-level class
     scores ``[C]`` of the training, held-out and test videos; the stage's metrics
     (``generator.test``, ``pseudo_labels.raw``, ``generator.val`` with held-out videos); the CAS
-    of the picture videos; the checkpoint."""
+    of the picture videos; the checkpoint; the detections on the held-out videos."""
 
     pseudo_labels: VideoDetections
     test: VideoDetections
@@ -51,6 +52,7 @@ class GeneratorOutputs:
     metrics: dict[str, Any]
     cas: dict[str, dict[str, Any]]
     checkpoint: Path
+    val: VideoDetections
 
 
 def check_contract(module: type, outputs: dict[str, Any]) -> None:
@@ -118,27 +120,39 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
             "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
         }
-        scores = {**train_out[VIDEO_SCORES], **test_out[VIDEO_SCORES]}
+        val: VideoDetections = {}
+        val_scores: dict[str, np.ndarray] = {}
         if dm.videos["val"]:
-            ctx.say(f"generator: scoring the {len(dm.videos['val'])} held-out videos")
+            ctx.say(f"generator: detecting on the {len(dm.videos['val'])} held-out videos")
             val_out = predict_videos(trainer, module, dm.loader("val"))
-            scores.update(val_out[VIDEO_SCORES])
-            metrics["generator.val"] = val_metrics(
-                cfg.validation.mode,
-                val_out["generator"],
-                dm.videos["val"],
-                data.num_classes,
-                tiou,
-                val_out[VIDEO_SCORES],
-            )
-        return GeneratorOutputs(
+            val, val_scores = val_out["generator"], val_out[VIDEO_SCORES]
+        outputs = GeneratorOutputs(
             pseudo,
             test,
-            scores,
+            {**train_out[VIDEO_SCORES], **val_scores, **test_out[VIDEO_SCORES]},
             metrics,
             self.picture_cas(module, dm) if hasattr(module, "cas") else {},
             folder / CHECKPOINT,
+            val,
         )
+        return self.validated(outputs)
+
+    def validated(self, outputs: GeneratorOutputs) -> GeneratorOutputs:
+        """``outputs`` with ``generator.val``: the held-out videos scored as ``validation.mode``
+        asks, in every run (the entry holds the detections, so that ``heldout`` and
+        ``video_labels`` share it)."""
+        data = self.ctx.data.generator
+        videos = data.val_videos()
+        if videos:
+            outputs.metrics["generator.val"] = val_metrics(
+                self.cfg.validation.mode,
+                outputs.val,
+                videos,
+                data.num_classes,
+                list(self.cfg.dataset.tiou_thresholds),
+                outputs.video_scores,
+            )
+        return outputs
 
     def picture_cas(
         self, module: GeneratorModule, dm: GeneratorDataModule
@@ -164,7 +178,8 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         write_json(folder / "pseudo_labels.json", rows_to_results(outputs.pseudo_labels, classes))
         write_json(folder / "generator_test.json", rows_to_results(outputs.test, classes))
         write_json(folder / SCORE_FILE, score_file_payload(outputs.video_scores, classes))
-        write_json(folder / "metrics.json", outputs.metrics)
+        write_json(folder / VAL_FILE, rows_to_results(outputs.val, classes))
+        write_json(folder / "metrics.json", without_val(outputs.metrics))
         write_cas(folder / CAS_FILE, outputs.cas)
 
     def load(self, folder: Path) -> GeneratorOutputs:
@@ -172,12 +187,15 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         classes = data.classes
         pseudo = results_to_rows(read_results(folder / "pseudo_labels.json"), classes, "cache")
         test = results_to_rows(read_results(folder / "generator_test.json"), classes, "cache")
+        val = results_to_rows(read_results(folder / VAL_FILE), classes, "cache")
         videos = [v.id for v in data.train_videos() + data.val_videos() + data.test_videos()]
-        return GeneratorOutputs(
+        outputs = GeneratorOutputs(
             pseudo,
             test,
             read_score_file(folder / SCORE_FILE, classes, videos),
             read_json(folder / "metrics.json"),
             read_cas(folder / CAS_FILE),
             folder / CHECKPOINT,
+            val,
         )
+        return self.validated(outputs)

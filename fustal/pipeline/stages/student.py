@@ -17,7 +17,7 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
-from fustal.metrics.validation import val_metrics
+from fustal.metrics.validation import val_metrics, without_val
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -40,13 +40,14 @@ CHECKPOINT = "student.ckpt"
 class StudentOutputs:
     """Test detections per variant (``student``, ``student_ema``) in seconds, the stage's
     metrics (``<variant>.test``, and ``<variant>.val`` with held-out videos), the detections the
-    pictures show on the first training videos (the EMA weights when there are some), and the
-    checkpoint."""
+    pictures show on the first training videos (the EMA weights when there are some), the
+    checkpoint, and the detections per variant on the held-out videos."""
 
     test: dict[str, VideoDetections]
     metrics: dict[str, Any]
     pictures: VideoDetections
     checkpoint: Path
+    val: dict[str, VideoDetections]
 
 
 class StudentStage(Stage[StudentOutputs]):
@@ -172,22 +173,36 @@ class StudentStage(Stage[StudentOutputs]):
             f"{variant}.test": score_rows(rows, dm.test_videos, data.num_classes, tiou)
             for variant, rows in test.items()
         }
+        val: dict[str, VideoDetections] = {}
         if dm.videos["val"]:
-            ctx.say(f"student: scoring the {len(dm.videos['val'])} held-out videos")
+            ctx.say(f"student: detecting on the {len(dm.videos['val'])} held-out videos")
             val = predict_videos(trainer, module, dm.loader("val"))
-            for variant, rows in val.items():
-                metrics[f"{variant}.val"] = val_metrics(
-                    cfg.validation.mode, rows, dm.videos["val"], data.num_classes, tiou
-                )
         pictures = self.picture_detections(trainer, module, dm)
-        return StudentOutputs(test, metrics, pictures, folder / CHECKPOINT)
+        return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
+
+    def validated(self, outputs: StudentOutputs) -> StudentOutputs:
+        """``outputs`` with ``<variant>.val``: the held-out videos scored as ``validation.mode``
+        asks, in every run (the entry holds the detections, so that ``heldout`` and
+        ``video_labels`` share it)."""
+        data = self.ctx.data.student
+        videos = data.val_videos()
+        if videos:
+            tiou = list(self.cfg.dataset.tiou_thresholds)
+            mode = self.cfg.validation.mode
+            for variant, rows in outputs.val.items():
+                outputs.metrics[f"{variant}.val"] = val_metrics(
+                    mode, rows, videos, data.num_classes, tiou
+                )
+        return outputs
 
     def save(self, outputs: StudentOutputs, folder: Path) -> None:
         classes = self.ctx.data.student.classes
         for variant in VARIANTS:
             results = rows_to_results(outputs.test.get(variant, {}), classes)
             write_json(folder / f"{variant}_test.json", results)
-        write_json(folder / "metrics.json", outputs.metrics)
+            val = rows_to_results(outputs.val.get(variant, {}), classes)
+            write_json(folder / f"{variant}_val.json", val)
+        write_json(folder / "metrics.json", without_val(outputs.metrics))
         write_json(folder / PICTURES_FILE, rows_to_results(outputs.pictures, classes))
 
     def picture_detections(
@@ -219,5 +234,11 @@ class StudentStage(Stage[StudentOutputs]):
             for variant in VARIANTS
             if f"{variant}.test" in metrics
         }
+        held_out = bool(self.ctx.data.student.val_videos())
+        val = {
+            variant: results_to_rows(read_results(folder / f"{variant}_val.json"), classes, "cache")
+            for variant in test
+            if held_out
+        }
         pictures = results_to_rows(read_results(folder / PICTURES_FILE), classes, "cache")
-        return StudentOutputs(test, metrics, pictures, folder / CHECKPOINT)
+        return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
