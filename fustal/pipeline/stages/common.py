@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from fustal.config import to_plain
 from fustal.config.checks import MAX_PLOT_VIDEOS
 from fustal.data.annotations import Video
+from fustal.data.dataset import StageData
 from fustal.errors import Interrupted
+from fustal.metrics.results import VideoDetections
+from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
 from fustal.training.trainer import trainer_identity
 
@@ -50,6 +54,26 @@ def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str,
         # (each run scores the held-out videos as its mode asks)
         identity["heldout"] = {"fraction": cfg.validation.fraction, "seed": cfg.validation.seed}
     return identity
+
+
+def held_out_metrics(
+    ctx: RunContext,
+    data: StageData,
+    detections: dict[str, VideoDetections],
+    video_scores: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """``{"<model>.val": metrics}`` of each model's detections on the held-out videos, scored as
+    the run's ``validation.mode`` asks (empty without held-out videos). Stages call it after
+    computing and after loading: their entries keep the detections, not these metrics, so that
+    ``heldout`` and ``video_labels`` share them."""
+    videos = data.val_videos()
+    if not videos:
+        return {}
+    mode, tiou = ctx.cfg.validation.mode, list(ctx.cfg.dataset.tiou_thresholds)
+    return {
+        f"{model}.val": val_metrics(mode, rows, videos, data.num_classes, tiou, video_scores)
+        for model, rows in detections.items()
+    }
 
 
 def picture_videos(videos: list[Video]) -> list[Video]:

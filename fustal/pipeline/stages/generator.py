@@ -20,11 +20,12 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
-from fustal.metrics.validation import val_metrics, without_val
+from fustal.metrics.validation import without_val
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
     fit,
+    held_out_metrics,
     picture_videos,
     seed_stage,
     stage_identity,
@@ -138,20 +139,11 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return self.validated(outputs)
 
     def validated(self, outputs: GeneratorOutputs) -> GeneratorOutputs:
-        """``outputs`` with ``generator.val``: the held-out videos scored as ``validation.mode``
-        asks, in every run (the entry holds the detections, so that ``heldout`` and
-        ``video_labels`` share it)."""
+        """``outputs`` with ``generator.val`` (:func:`held_out_metrics`; the video-level mAP of
+        the generator's own video scores)."""
+        detections = {"generator": outputs.val}
         data = self.ctx.data.generator
-        videos = data.val_videos()
-        if videos:
-            outputs.metrics["generator.val"] = val_metrics(
-                self.cfg.validation.mode,
-                outputs.val,
-                videos,
-                data.num_classes,
-                list(self.cfg.dataset.tiou_thresholds),
-                outputs.video_scores,
-            )
+        outputs.metrics.update(held_out_metrics(self.ctx, data, detections, outputs.video_scores))
         return outputs
 
     def picture_cas(

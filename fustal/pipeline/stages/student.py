@@ -17,11 +17,12 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
-from fustal.metrics.validation import val_metrics, without_val
+from fustal.metrics.validation import without_val
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
     fit,
+    held_out_metrics,
     picture_videos,
     seed_stage,
     stage_identity,
@@ -181,18 +182,9 @@ class StudentStage(Stage[StudentOutputs]):
         return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
 
     def validated(self, outputs: StudentOutputs) -> StudentOutputs:
-        """``outputs`` with ``<variant>.val``: the held-out videos scored as ``validation.mode``
-        asks, in every run (the entry holds the detections, so that ``heldout`` and
-        ``video_labels`` share it)."""
-        data = self.ctx.data.student
-        videos = data.val_videos()
-        if videos:
-            tiou = list(self.cfg.dataset.tiou_thresholds)
-            mode = self.cfg.validation.mode
-            for variant, rows in outputs.val.items():
-                outputs.metrics[f"{variant}.val"] = val_metrics(
-                    mode, rows, videos, data.num_classes, tiou
-                )
+        """``outputs`` with ``<variant>.val`` (:func:`held_out_metrics`; the video-level mAP of
+        each variant's best detection score per class)."""
+        outputs.metrics.update(held_out_metrics(self.ctx, self.ctx.data.student, outputs.val))
         return outputs
 
     def save(self, outputs: StudentOutputs, folder: Path) -> None:
