@@ -139,14 +139,10 @@ def summary_table(rows: list[dict[str, Any]], optimized: str | None = None) -> T
     table.add_column("setting", min_width=min(widest, 48))
     table.add_column("runs", justify="right")
     keys = [*HEADLINE, *([optimized] if optimized and optimized not in HEADLINE else [])]
-
-    def shown(key: str) -> bool:
-        has = lambda k: any(f"{k}.mean" in r for r in rows)  # noqa: E731
-        if key == optimized:
-            return has(key)
-        return has(key) and not (key.endswith(".val.video_map") and has(key[:-9] + "avg"))
-
-    present = [k for k in keys if shown(k)]
+    measured = {k.removesuffix(".mean") for row in rows for k in row if k.endswith(".mean")}
+    # a model's val video_map column only where it has no val detection mAP (video_labels)
+    superseded = {k.replace(".avg", ".video_map") for k in measured if k.endswith(".val.avg")}
+    present = [k for k in keys if k in measured and (k == optimized or k not in superseded)]
     for key in present:
         name = key.replace(".test", "").replace(".avg", "").replace("pseudo_labels.", "pseudo ")
         table.add_column(f"{name} (optimized)" if key == optimized else name, justify="right")

@@ -131,11 +131,12 @@ def compose_train(
         return compose(config, overrides=[*defaults, *overrides])
 
 
-def train(tmp: Path, *overrides: str) -> dict:
-    """Run the pipeline in this process at the debug scale; returns its metrics."""
+def train(tmp: Path, *overrides: str, debug: bool = True) -> dict:
+    """Run the pipeline in this process at the debug scale (``debug=False``: the default
+    scale); returns its metrics."""
     from fustal.pipeline.run import run_pipeline
 
-    return run_pipeline(compose_train(tmp, *overrides))
+    return run_pipeline(compose_train(tmp, *overrides, debug=debug))
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def test_validation_holds_out_videos_on_both_dataset_shapes(
         seen.clear()
     dataset, debug = (ANET_TINY, False) if data == "activitynet" else ([], True)
     split = [*dataset, f"validation={mode}", "validation.fraction=0.2"]
-    metrics = train_pipeline(tmp_path, [*split, PROBE], debug)
+    metrics = train(tmp_path, *split, PROBE, debug=debug)
     ids = heldout_ids(tmp_path, *split, debug=debug)
     train_videos = {"activitynet": 10, "synthetic": 12}[data]
     assert len(ids) == round(0.2 * train_videos)
@@ -164,12 +164,6 @@ def test_validation_holds_out_videos_on_both_dataset_shapes(
     cfg = compose_train(tmp_path, *split, debug=debug)
     key = "video_map" if mode == "video_labels" else "avg"
     assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"][key]
-
-
-def train_pipeline(tmp: Path, overrides: list[str], debug: bool) -> dict:
-    from fustal.pipeline.run import run_pipeline
-
-    return run_pipeline(compose_train(tmp, *overrides, debug=debug))
 
 
 @pytest.mark.parametrize(

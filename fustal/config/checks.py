@@ -129,7 +129,7 @@ def check_objective(plain: Mapping[str, Any]) -> None:
     path = plain.get("optimized_metric")
     mode = (plain.get("validation") or {}).get("mode", "test")
     parts = str(path).split(".")
-    if not path or "val" not in parts[1:2]:
+    if not path or parts[1:2] != ["val"]:
         return
     if mode == "test":
         raise FustalError(

@@ -309,7 +309,7 @@ class TrainSchema:
     fusion: FusionSchema = field(default_factory=FusionSchema)
     validation: ValidationSchema = field(default_factory=ValidationSchema)
     # the metrics.json key path fustal.train's main returns (the Optuna sweeper optimizes it);
-    # null: the final model's validation metric (fustal.validation.default_metric)
+    # null: the final model's validation metric (fustal.pipeline.objective.metric_path)
     optimized_metric: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)

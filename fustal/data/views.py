@@ -93,8 +93,8 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
         check_training_labels(data)
         validate_stage_data(data)
         record_sidecar(nodes[name], data.features)
-    validation = cfg.get("validation")
-    if validation is not None and validation.mode != "test":
+    validation = cfg.validation
+    if validation.mode != "test":
         heldout = heldout_videos(
             [v.id for v in student.train_videos()], validation.fraction, validation.seed
         )

@@ -42,15 +42,10 @@ def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str 
     mAP column); mAP columns follow the dataset's thresholds."""
     shown = shown_thresholds(tiou_thresholds)
     validated = any("val" in node for node in metrics.values() if isinstance(node, dict))
-    caption = "pseudo labels: on the training videos; the others: on the test videos"
-    if validated:
-        caption = (
-            "pseudo labels: on the training videos; val: on the held-out training videos;"
-            " the others: on the test videos"
-        )
+    held_out = " val: on the held-out training videos;" if validated else ""
     table = Table(
         title="fustal results (mAP %)",
-        caption=caption,
+        caption=f"pseudo labels: on the training videos;{held_out} the others: on the test videos",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
