@@ -59,10 +59,10 @@ def train_process(root: Path, data_dir: Path, *extra: str) -> subprocess.Complet
     return run_fustal("train", *train_args(root, data_dir), *extra)
 
 
-def killed(forked: Runner, root: Path, data_dir: Path, stage: str, point: str) -> None:
+def killed(forked: Runner, root: Path, data_dir: Path, stage: str, point: str, *extra: str) -> None:
     """A forked run of this module's command, SIGKILLed by :class:`tests.faults.KillAt`."""
     fault = f"+callbacks.fault={{_target_:tests.faults.KillAt,stage:{stage},point:{point}}}"
-    proc = forked("train", *train_args(root, data_dir), fault)
+    proc = forked("train", *train_args(root, data_dir), *extra, fault)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 
@@ -188,3 +188,29 @@ def test_sigkill_by_timing_during_student_training(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "student: resuming from" in resumed.stdout
     assert_same_outputs(reference, tmp_path / "run")
+
+
+def test_a_run_choosing_on_held_out_videos_resumes_to_the_same_choice(
+    tmp_path: Path, data_dir: Path, forked: Runner
+) -> None:
+    """validation=heldout, with scripted held-out curves: the generator killed at step 24, after
+    its best evaluation (step 20), then the student killed during distillation; the restarts end
+    with the outputs of an uninterrupted run, its choice included."""
+    curves = (
+        "+callbacks.curve={_target_:tests.probes.ScriptedCurve,every:10,curves:{"
+        "generator:[0.1,0.9,0.2],student:[0.1,0.2,0.9,0.3,0.4],student_ema:[0,0,0,0.6,0.5]}}"
+    )
+    held = ("validation=heldout", "validation.fraction=0.25", "student.val_every=1", curves)
+    whole = forked("train", *train_args(tmp_path / "whole", data_dir), *held)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "generator: selected step 20 of 30" in whole.stdout
+    root = tmp_path / "killed"
+    killed(forked, root, data_dir, "generator", "step24", *held)
+    killed(forked, root, data_dir, "student", "step14", *held)
+    resumed = forked("train", *train_args(root, data_dir), *held)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "student: resuming from" in resumed.stdout
+    assert_same_outputs(tmp_path / "whole" / "run", root / "run")
+    selected = json.loads((root / "run" / "metrics.json").read_text())
+    chosen = {model: selected[model]["selected"] for model in ("student", "student_ema")}
+    assert (chosen["student"]["epoch"], chosen["student_ema"]["epoch"]) == (3, 4)

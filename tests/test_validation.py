@@ -70,6 +70,11 @@ def test_detection_video_scores_take_each_class_best_detection() -> None:
     np.testing.assert_allclose(out["b"], [0.0, 0.0, 0.0])
 
 
+# a quarter of the debug run's training videos held out, the generator's last step kept (the
+# student of debug=default evaluates nothing during training, so it keeps its last epoch too)
+HELDOUT_LAST = ("validation=heldout", "validation.fraction=0.25", "generator.select=last")
+
+
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, set[str]]]:
     """A debug run with a quarter of the training videos held out: its tmp dir, its metrics and
@@ -77,7 +82,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[
     tmp = tmp_path_factory.mktemp("heldout")
     for seen in probes.SEEN.values():
         seen.clear()
-    metrics = train(tmp, "validation=heldout", "validation.fraction=0.25", PROBE)
+    metrics = train(tmp, *HELDOUT_LAST, PROBE)
     return tmp, metrics, {stage: set(seen) for stage, seen in probes.SEEN.items()}
 
 
@@ -113,26 +118,31 @@ def test_heldout_videos_are_scored_as_val_and_absent_from_training(
     assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"]["avg"]
 
 
-def test_the_split_is_part_of_the_stage_keys_and_the_modes_share_it(
+def test_the_split_and_the_choice_are_part_of_the_stage_keys_and_the_modes_share_them(
     heldout: tuple[Path, dict, dict[str, set[str]]],
 ) -> None:
-    """video_labels with the same split reuses both stages of the heldout run and scores their
-    held-out detections by video labels only; another fraction trains another generator."""
+    """video_labels with the same split and the last weights reuses both stages of the heldout
+    run and scores their held-out detections by video labels only; another fraction, or the
+    generator choosing its best step on the held-out videos, trains another generator."""
     tmp, first, _ = heldout
     from fustal.pipeline.run import run_pipeline
 
     entries = {stage: {p.name for p in (tmp / "cache" / stage).iterdir()} for stage in probes.SEEN}
     split = ["validation.fraction=0.25", "plot_videos=0", f"paths.output_dir={tmp / 'labels'}"]
-    metrics = run_pipeline(compose_train(tmp, "validation=video_labels", *split))
+    labels = ["validation=video_labels", "generator.select=last", *split]
+    metrics = run_pipeline(compose_train(tmp, *labels))
     for stage, names in entries.items():
         assert {p.name for p in (tmp / "cache" / stage).iterdir()} == names, stage
     for model in ("generator", "student", "student_ema"):
         assert metrics[model]["val"] == {"video_map": first[model]["val"]["video_map"]}
         assert metrics[model]["test"] == first[model]["test"]
-    other = ["validation.fraction=0.4", "plot_videos=0", f"paths.output_dir={tmp / 'other'}"]
-    run_pipeline(compose_train(tmp, "stage=generator", "validation=heldout", *other))
+    other_split = ("validation=heldout", "validation.fraction=0.4", "generator.select=last")
+    best_step = ("validation=heldout", "validation.fraction=0.25", "generator.select=best")
+    for name, held in (("other_split", other_split), ("best_step", best_step)):
+        out = (f"paths.output_dir={tmp / name}", "plot_videos=0")
+        run_pipeline(compose_train(tmp, "stage=generator", *held, *out))
     after = {p.name for p in (tmp / "cache" / "generator").iterdir()}
-    assert len(after - entries["generator"]) == 1
+    assert len(after - entries["generator"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -178,6 +188,26 @@ def test_validation_holds_out_videos_on_both_dataset_shapes(
     ],
 )
 def test_an_objective_the_run_cannot_score_is_a_one_line_error(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(FustalError, match=message):
+        check_config(compose_train(tmp_path, *overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["generator.select=best"], "generator.select=best: needs held-out videos"),
+        (["student.select=best"], "student.select=best: needs held-out videos"),
+        (
+            ["validation=heldout", "student.select=best", "student.val_every=0"],
+            "student.val_every=0 evaluates nothing",
+        ),
+        (["validation=heldout", "generator.patience=0"], "expected null or at least 1"),
+        (["generator.select=first"], "generator.select: expected one of auto, best, last"),
+    ],
+)
+def test_a_choice_without_held_out_evaluations_is_a_one_line_error(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
     with pytest.raises(FustalError, match=message):
@@ -260,3 +290,99 @@ def test_hparams_search_runs_three_trials_and_reports_the_best(
     assert "student_ema.val (optimized)" in summary
     assert f"best student_ema.val.avg: {100 * max(values):.2f}" in summary
     assert summary.count("ema.decay=") >= 4  # three trial rows and the best one
+
+
+# a generator of 40 steps evaluated every 10, a student of 2 + 2 epochs evaluated every epoch
+CHOOSING = (
+    "validation=heldout",
+    "validation.fraction=0.25",
+    "generator.max_steps=40",
+    "generator.val_every=10",
+    "student.val_every=1",
+    "student.epochs_pseudo=2",
+    "plot_videos=0",
+)
+# held-out curves: the generator best at its 2nd and 3rd evaluation (the earlier one wins), the
+# student at epoch 3, its EMA copy at epoch 1 (before distillation: not eligible) then epoch 3
+CURVES = (
+    "+callbacks.curve={_target_:tests.probes.ScriptedCurve,every:10,curves:{"
+    "generator:[0.1,0.6,0.6,0.3],student:[0.2,0.3,0.7,0.1],student_ema:[0.9,0.1,0.8,0.3]}}"
+)
+
+
+def test_the_best_held_out_evaluation_is_restored_before_any_test_video_is_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A debug run with scripted held-out curves uses the weights of their best evaluations:
+    its outputs are those of runs that stop there (generator step 20; student and EMA at epoch
+    3), and each stage builds its test loader only after its choice is restored."""
+    from fustal.data.generator_datamodule import GeneratorDataModule
+    from fustal.data.student_datamodule import PseudoLabelDataModule
+    from fustal.pipeline.stages import generator as generator_stage
+    from fustal.pipeline.stages import student as student_stage
+
+    events: list[tuple[str, str]] = []
+    for cls, stage in ((GeneratorDataModule, "generator"), (PseudoLabelDataModule, "student")):
+        build = cls.loader
+
+        def loader(self, subset, train=False, build=build, stage=stage):  # noqa: ANN001, ANN202
+            events.append((stage, "train" if train else subset))
+            return build(self, subset, train)
+
+        monkeypatch.setattr(cls, "loader", loader)
+    for module, stage in ((generator_stage, "generator"), (student_stage, "student")):
+
+        def chosen(trainer, choose=module.chosen, stage=stage):  # noqa: ANN001, ANN202
+            events.append((stage, "chosen"))
+            return choose(trainer)
+
+        monkeypatch.setattr(module, "chosen", chosen)
+
+    metrics = train(tmp_path / "best", *CHOOSING, "student.epochs_distill=2", CURVES)
+    out = capsys.readouterr().out
+    assert "generator: selected step 20 of 40 (val avg 60.0)" in out
+    assert "student: epoch 3 (val avg 70.0); student + EMA: epoch 3 (val avg 80.0)" in out
+    assert metrics["generator"]["selected"] == {
+        "step": 20,
+        "steps": 40,
+        "metric": "avg",
+        "value": pytest.approx(0.6),
+    }
+    assert metrics["student"]["selected"]["epoch"] == metrics["student_ema"]["selected"]["epoch"]
+    assert metrics["student_ema"]["selected"]["epoch"] == 3
+    for stage in ("generator", "student"):
+        seen = [event for s, event in events if s == stage]
+        chose = seen.index("chosen")
+        assert "val" in seen[:chose] and "test" not in seen[:chose], seen
+        assert "test" in seen[chose:], seen
+
+    stopped = train(
+        tmp_path / "stopped",
+        *CHOOSING,
+        "student.epochs_distill=1",
+        "generator.max_steps=20",
+        "generator.select=last",
+        "student.select=last",
+    )
+    for model in ("generator", "student", "student_ema"):
+        assert stopped[model]["test"] == metrics[model]["test"], model
+    for name in ("pseudo_labels.json", "student_test.json", "student_ema_test.json"):
+        best, last = (tmp_path / run / "run" / name for run in ("best", "stopped"))
+        assert best.read_bytes() == last.read_bytes(), name
+
+
+def test_the_generator_stops_after_patience_evaluations_without_improvement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    curve = "+callbacks.curve={_target_:tests.probes.ScriptedCurve,every:10,curves:{"
+    falling = curve + "generator:[0.5,0.4,0.3,0.2]}}"
+    metrics = train(tmp_path, *CHOOSING, "stage=generator", "generator.patience=1", falling)
+    assert metrics["generator"]["selected"] == {
+        "step": 10,
+        "steps": 20,
+        "metric": "avg",
+        "value": pytest.approx(0.5),
+    }
+    assert (
+        "selected step 10 of 40 (val avg 50.0; stopped early at step 20)" in capsys.readouterr().out
+    )

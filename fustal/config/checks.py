@@ -19,7 +19,12 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from fustal.config.schema import FilterSchema, GeneratorModuleSchema, TrainSchema
+from fustal.config.schema import (
+    SELECT_CHOICES,
+    FilterSchema,
+    GeneratorModuleSchema,
+    TrainSchema,
+)
 from fustal.errors import FustalError
 
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -33,6 +38,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "fusion.source": (None, "generator", "file"),
     "fusion.rule": ("sqrt", "product"),
     "validation.mode": ("test", "heldout", "video_labels"),
+    "generator.select": SELECT_CHOICES,
+    "student.select": SELECT_CHOICES,
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
@@ -93,9 +100,26 @@ def check_choices(plain: Mapping[str, Any]) -> None:
         raise FustalError(
             f"plot_videos: expected an integer in [0, {MAX_PLOT_VIDEOS}], got {plot!r}"
         )
-    fraction = (plain.get("validation") or {}).get("fraction", 0.1)
+    validation = plain.get("validation") or {}
+    fraction = validation.get("fraction", 0.1)
     if not 0 < fraction < 1:
         raise FustalError(f"validation.fraction: expected a number in (0, 1), got {fraction!r}")
+    for stage in ("generator", "student"):
+        select = (plain.get(stage) or {}).get("select", "auto")
+        if select == "best" and validation.get("mode", "test") == "test":
+            raise FustalError(
+                f"{stage}.select=best: needs held-out videos to choose on (validation=heldout or"
+                " validation=video_labels); choosing on the test videos tunes on test labels"
+            )
+    student = plain.get("student") or {}
+    if student.get("select") == "best" and not student.get("val_every", 1):
+        raise FustalError(
+            "student.select=best: student.val_every=0 evaluates nothing during training to"
+            " choose from; set student.val_every (e.g. 1: every epoch)"
+        )
+    patience = (plain.get("generator") or {}).get("patience")
+    if patience is not None and patience < 1:
+        raise FustalError(f"generator.patience: expected null or at least 1, got {patience!r}")
 
 
 def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:

@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# <stage>.select: best (the best held-out evaluation), last, or auto (best when there are held-out
+# videos, validation=heldout|video_labels; last under validation=test): fustal.training.selection
+SELECT_CHOICES = ("auto", "best", "last")
+
 
 def _list(*values: Any) -> Any:
     return field(default_factory=lambda: list(values))
@@ -135,6 +139,8 @@ class GeneratorSchema:
     name: str = "cola_cv"
     max_steps: int = 6000
     val_every: int = 100
+    select: str = "auto"
+    patience: int | None = None
     module: GeneratorModuleSchema = field(default_factory=GeneratorModuleSchema)
     data: GeneratorDataSchema = field(default_factory=GeneratorDataSchema)
 
@@ -248,6 +254,7 @@ class StudentSchema:
     full_schedule: str = "cosine"
     gradient_clip_val: float | None = 1.0
     val_every: int = 10
+    select: str = "auto"
     module: StudentModuleSchema = field(default_factory=StudentModuleSchema)
     data: StudentDataSchema = field(default_factory=StudentDataSchema)
 

@@ -133,10 +133,10 @@ def split_key(key: int, num_items: int) -> tuple[int, int]:
 
 class ResumableDataModule(pl.LightningDataModule):
     """Shared hooks of fustal's DataModules: training on the ``train`` videos (shuffled, with
-    augmentation), validation, test and prediction on the ``test`` videos (the held-out ``val``
-    videos of ``validation=heldout|video_labels`` are scored by prediction after training), and
-    the position inside the current epoch saved with every checkpoint (:class:`ResumePoint`).
-    Subclasses implement :meth:`loader`."""
+    augmentation), validation on the held-out ``val`` videos of
+    ``validation=heldout|video_labels`` (on the ``test`` videos without any, as the research code
+    does), test and prediction on the ``test`` videos, and the position inside the current epoch
+    saved with every checkpoint (:class:`ResumePoint`). Subclasses implement :meth:`loader`."""
 
     def __init__(self, data: StageData) -> None:
         super().__init__()
@@ -164,7 +164,7 @@ class ResumableDataModule(pl.LightningDataModule):
         return self.loader("train", train=True)
 
     def val_dataloader(self) -> Any:
-        return self.loader("test")
+        return self.loader("val" if self.videos["val"] else "test")
 
     def test_dataloader(self) -> Any:
         return self.loader("test")

@@ -10,6 +10,7 @@ DataModule with its class defaults. Objects are passed to the partial, not throu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,8 +37,14 @@ def generator_module(
     tiou_thresholds: Sequence[float],
     num_segments: int,
     target: Any = None,
+    validation: str = "test",
 ) -> GeneratorModule:
-    """The generator's LightningModule (``generator.module``) for ``data``."""
+    """The generator's LightningModule (``generator.module``) for ``data``; ``validation``
+    (what its validation loop scores, :class:`~fustal.metrics.evaluation.EvaluatedModule`) goes
+    to a module whose constructor takes it (a user's may not: docs/extending.md)."""
     node = target_node(module_cfg, GeneratorModule, target)
     make = instantiate(node, _partial_=True, _convert_="all", _recursive_=False)
-    return make(**module_arguments(data, tiou_thresholds), num_segments=num_segments)
+    arguments = {**module_arguments(data, tiou_thresholds), "num_segments": num_segments}
+    if "validation" in inspect.signature(make.func).parameters:
+        arguments["validation"] = validation
+    return make(**arguments)

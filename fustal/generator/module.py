@@ -37,10 +37,12 @@ class GeneratorModule(EvaluatedModule):
     contrast; ``cross_video=False`` is plain CoLA. ``optimizer`` is a partial ``_target_``
     config called with the parameters (default: METHOD.md's Adam).
 
-    Evaluation (``validation_step``/``test_step``, logged as ``generator/test/*`` since the
-    research code evaluates on the test videos, and ``predict_step``) turns the CAS of each video
-    into proposals with ``proposals`` (the keywords of
-    :func:`~fustal.pseudo.proposals.cas_to_proposals`) in ``proposal_workers`` processes.
+    Evaluation (``validation_step``/``test_step`` and ``predict_step``) turns the CAS of each
+    video into proposals with ``proposals`` (the keywords of
+    :func:`~fustal.pseudo.proposals.cas_to_proposals`) in ``proposal_workers`` processes. The
+    validation loop scores what ``validation`` says (:class:`~fustal.metrics.evaluation.
+    EvaluatedModule`): the test videos as the research code does (``generator/test/*``), or the
+    held-out training videos (``generator/val/*``; video-level mAP of the video scores).
     ``classes``, ``feature_timing`` and ``num_segments`` are metadata saved with the
     hyperparameters, so that ``python -m fustal.predict`` can use a checkpoint on its own.
     """
@@ -66,6 +68,7 @@ class GeneratorModule(EvaluatedModule):
         classes: Sequence[str] | None = None,
         feature_timing: Mapping[str, Any] | None = None,
         num_segments: int | None = None,
+        validation: str = "test",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,7 +77,7 @@ class GeneratorModule(EvaluatedModule):
             net_cfg, feature_dim=feature_dim, num_classes=num_classes, r_easy=r_easy
         )
         self.proposal_params = proposal_kwargs(proposals or {})
-        self.setup_evaluation(num_classes, tiou_thresholds, ["generator"])
+        self.setup_evaluation(num_classes, tiou_thresholds, ["generator"], validation)
         self.pool: ProposalPool | None = None
 
     @property
@@ -192,8 +195,14 @@ class GeneratorModule(EvaluatedModule):
             self.pool = None
 
     def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
-        """What validation and testing score (``generator/test/*``): the proposals."""
+        """What the evaluation's detection mAP scores: the proposals."""
         return {"generator": self.detect(batch)}
+
+    def evaluated_video_scores(
+        self, batch: dict, detections: dict[str, list[np.ndarray]] | None
+    ) -> dict[str, list[np.ndarray]]:
+        """What the held-out video-level mAP scores: the video scores (softmax over classes)."""
+        return {"generator": [o["video_scores"] for o in self.cas(batch)]}
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
         """``{"video_id": [...], "generator": [[K, 4], ...], "video_scores": [[C], ...]}``:

@@ -1,5 +1,6 @@
-"""Detection mAP as a torchmetrics ``Metric``: detections and ground truth arrive batch by batch
-(in Lightning's ``validation_step`` / ``test_step``) and are gathered across DDP ranks."""
+"""Detection mAP and video-level classification mAP as torchmetrics metrics: detections,
+scores and ground truth arrive batch by batch (in Lightning's ``validation_step`` /
+``test_step``) and are gathered across DDP ranks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torchmetrics
 from torch import Tensor
 
 from fustal.metrics.detection import Detections, check_thresholds, detection_map
+from fustal.metrics.validation import classes_map
 
 _PRED = ("pred_video", "pred_label", "pred_score", "pred_start", "pred_end")
 _GT = ("gt_video", "gt_label", "gt_start", "gt_end")
@@ -102,3 +104,40 @@ class DetectionMAP(torchmetrics.Metric):
         )
         result = detection_map(gt, pred, self.tiou_thresholds, self.num_classes)
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.items()}
+
+
+class VideoMAP(torchmetrics.Metric):
+    """Video-level classification mAP (:func:`fustal.metrics.validation.classes_map`) over the
+    videos seen in an epoch: :meth:`update` takes, per video of a batch, its class scores ``[C]``
+    and its ground-truth class indices (the classes of its segments; only which classes occur is
+    used). The states are flat float64 lists with ``dist_reduce_fx="cat"``, as in
+    :class:`DetectionMAP`. :meth:`compute` returns the mAP as a float64 scalar tensor."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.set_dtype(torch.float64)
+
+    def update(self, scores: Sequence[np.ndarray], gt_labels: Sequence[np.ndarray]) -> None:
+        """Add one batch: per video its class scores and the classes of its segments."""
+        if not len(scores):
+            return
+        hot = np.zeros((len(gt_labels), self.num_classes))
+        for i, classes in enumerate(gt_labels):
+            hot[i, np.asarray(classes, np.int64).reshape(-1)] = 1.0
+        flat_scores = np.stack([np.asarray(s, np.float64).reshape(-1) for s in scores]).reshape(-1)
+        for name, values in (("scores", flat_scores), ("labels", hot.reshape(-1))):
+            getattr(self, name).append(torch.as_tensor(values, device=self.device).to(self.dtype))
+
+    def compute(self) -> Tensor:
+        scores, labels = (
+            _numpy(getattr(self, name)).reshape(-1, self.num_classes)
+            for name in ("scores", "labels")
+        )
+        return torch.tensor(classes_map(scores, labels), dtype=torch.float64)

@@ -20,32 +20,42 @@ VIDEO_MAP = "video_map"
 
 
 def video_map(scores: Mapping[str, np.ndarray], videos: Sequence[Video], num_classes: int) -> float:
-    """Video-level classification mAP: the mean over the classes present in ``videos`` of the
-    average precision of ``scores`` (``{video_id: [C]}``; a video without scores counts as all
-    zeros) against the videos' multi-hot labels. Classes no video has are left out (their AP is
-    undefined)."""
-    labels = np.stack([v.video_label(num_classes) for v in videos]).astype(np.int64)
+    """Video-level classification mAP: :func:`classes_map` of ``scores`` (``{video_id: [C]}``; a
+    video without scores counts as all zeros) against the videos' multi-hot labels."""
+    labels = np.stack([v.video_label(num_classes) for v in videos])
     zeros = np.zeros(num_classes)
     preds = np.stack([np.asarray(scores.get(v.id, zeros), np.float64) for v in videos])
-    present = np.flatnonzero(labels.sum(0) > 0)
+    return classes_map(preds, labels)
+
+
+def classes_map(preds: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over the classes present in ``labels`` (``[N, C]`` multi-hot) of the average
+    precision of ``preds`` (``[N, C]`` scores). Classes no video has are left out (their AP is
+    undefined)."""
+    targets = np.asarray(labels).astype(np.int64)
+    present = np.flatnonzero(targets.sum(0) > 0)
     ap = [
-        binary_average_precision(torch.from_numpy(preds[:, c]), torch.from_numpy(labels[:, c]))
+        binary_average_precision(
+            torch.from_numpy(np.asarray(preds[:, c], np.float64)), torch.from_numpy(targets[:, c])
+        )
         for c in present
     ]
     return float(torch.stack(ap).mean())
 
 
+def best_class_scores(rows: np.ndarray, num_classes: int) -> np.ndarray:
+    """A detector's video-level class scores of one video: ``[C]``, the highest score of its
+    detections ``rows`` (``[K, 4]``: class, score, start_s, end_s) of each class (0 where it has
+    none)."""
+    scores = np.zeros(num_classes)
+    if len(rows):
+        np.maximum.at(scores, rows[:, 0].astype(np.int64), rows[:, 1])
+    return scores
+
+
 def detection_video_scores(rows: VideoDetections, num_classes: int) -> dict[str, np.ndarray]:
-    """A detector's video-level class scores: per video ``[C]``, the highest score of its
-    detections of each class (0 where it has none). ``rows``: per video ``[K, 4]`` rows
-    ``(class, score, start_s, end_s)``."""
-    out = {}
-    for vid, dets in rows.items():
-        scores = np.zeros(num_classes)
-        if len(dets):
-            np.maximum.at(scores, dets[:, 0].astype(np.int64), dets[:, 1])
-        out[vid] = scores
-    return out
+    """:func:`best_class_scores` of every video of ``rows``."""
+    return {vid: best_class_scores(dets, num_classes) for vid, dets in rows.items()}
 
 
 def val_metrics(

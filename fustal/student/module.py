@@ -77,10 +77,11 @@ class StudentModule(EvaluatedModule):
     ``labels [B, M]``, ``target_valid [B, M]``); from then on (when ``ema_decay`` is set) from
     its EMA teacher's predictions on the same clean clip. The EMA copy (updated after every
     optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the loss normalizer are part of
-    the state dict, hence of checkpoints. Evaluation (``validation_step``/``test_step``, logged
-    as ``student/test/*`` and ``student_ema/test/*``; ``predict_step``) decodes detections in
-    seconds for the raw weights and the EMA copy. ``classes`` and ``feature_timing`` are
-    metadata saved with the hyperparameters for ``python -m fustal.predict``.
+    the state dict, hence of checkpoints. Evaluation (``validation_step``/``test_step``, scoring
+    what ``validation`` says as :class:`~fustal.metrics.evaluation.EvaluatedModule` logs it;
+    ``predict_step``) decodes detections in seconds for the raw weights and the EMA copy.
+    ``classes`` and ``feature_timing`` are metadata saved with the hyperparameters for ``python
+    -m fustal.predict``.
 
     ``class_agnostic``: the network predicts one class, actionness (every target, the EMA
     teacher's included, is class 0; the video-level loss, which needs classes, is off), and the
@@ -115,6 +116,7 @@ class StudentModule(EvaluatedModule):
         tiou_thresholds: Sequence[float] = THUMOS_TIOU,
         classes: Sequence[str] | None = None,
         feature_timing: Mapping[str, Any] | None = None,
+        validation: str = "test",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -134,7 +136,7 @@ class StudentModule(EvaluatedModule):
         self.steps_per_epoch: int | None = None
         # whether the teacher's readiness was already warned about before training
         self.teacher_warned = False
-        self.setup_evaluation(num_classes, tiou_thresholds, self.variants())
+        self.setup_evaluation(num_classes, tiou_thresholds, self.variants(), validation)
 
     @property
     def hp(self) -> Any:
@@ -250,8 +252,8 @@ class StudentModule(EvaluatedModule):
         return out
 
     def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
-        """What validation and testing score (``student/test/*``, ``student_ema/test/*``): the
-        detections in seconds of the raw weights and the EMA copy."""
+        """What the evaluation scores: the detections in seconds of the raw weights and the EMA
+        copy."""
         return {v: self.detections_in_seconds(batch, v == "student_ema") for v in self.variants()}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

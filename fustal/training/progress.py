@@ -26,17 +26,27 @@ def stage_name(pl_module: pl.LightningModule) -> str:
     return name.removesuffix("module") or name
 
 
+# the evaluation metrics a progress line shows (in %): the test or held-out average mAP, and the
+# held-out video-level mAP where no detection mAP is scored (validation=video_labels)
+SHOWN = ("/test/avg", "/val/avg", "/val/video_map")
+
+
 def short_metrics(metrics: dict[str, Any], tested_at: int | None = None) -> str:
     """``loss 0.632 · generator test avg 14.3`` from the progress-bar metrics: the training loss
-    and the test average mAP (in %), names without their stage prefixes; ``(at step N)`` after
-    the test values when they were measured at an earlier step ``tested_at``."""
+    and the evaluation's average mAP (in %; ``val`` on held-out videos), names without their
+    stage prefixes; ``(at step N)`` after the evaluated values when they were measured at an
+    earlier step ``tested_at``."""
     parts, tests = [], []
+    detection = {key.rsplit("/", 1)[0] for key in metrics if key.endswith("/val/avg")}
     for key, value in metrics.items():
         if key.endswith("/train/loss"):
             parts.append(f"loss {float(value):.3f}")
-        elif key.endswith("/test/avg"):
-            variant = key.split("/")[0].replace("_", " + ").replace("student + ema", "EMA")
-            tests.append(f"{variant} test avg {100 * float(value):.1f}")
+        elif key.endswith(SHOWN) and not (
+            key.endswith("/video_map") and key.rsplit("/", 1)[0] in detection
+        ):
+            variant, section, name = key.split("/")
+            variant = variant.replace("_", " + ").replace("student + ema", "EMA")
+            tests.append(f"{variant} {section} {name} {100 * float(value):.1f}")
     if tests and tested_at is not None:
         tests[-1] += f" (at step {tested_at})"
     return " · ".join(parts + tests)

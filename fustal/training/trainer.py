@@ -6,7 +6,7 @@ epoch budget, its evaluation cadence, its checkpoint folder), with the ``callbac
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -75,14 +75,20 @@ def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_callbacks(
-    cfg: DictConfig, checkpoint: Mapping[str, Any] | None, has_logger: bool
+    cfg: DictConfig,
+    checkpoint: Mapping[str, Any] | None,
+    has_logger: bool,
+    stage_callbacks: Sequence[pl.Callback] = (),
 ) -> list[pl.Callback]:
-    """The ``callbacks`` group instantiated. An entry configured as a partial (the
-    ``model_checkpoint``) is completed with the stage's ``checkpoint`` arguments (its folder and
-    save schedule); a progress bar is left out when ``trainer.enable_progress_bar`` is false, the
-    learning-rate monitor when no logger is configured."""
+    """The ``callbacks`` group instantiated, then the stage's own ``stage_callbacks`` (the
+    held-out choice of its weights), then the group's checkpoint callbacks: Lightning runs
+    checkpoint callbacks last in this order, so the resume checkpoint holds what the stage's saw.
+    An entry configured as a partial (the ``model_checkpoint``) is completed with the stage's
+    ``checkpoint`` arguments (its folder and save schedule); a progress bar is left out when
+    ``trainer.enable_progress_bar`` is false, the learning-rate monitor when no logger is
+    configured."""
     progress = bool(cfg.trainer.get("enable_progress_bar", True))
-    callbacks = []
+    configured = []
     for spec in (cfg.get("callbacks") or {}).values():
         if spec is None:
             continue
@@ -95,23 +101,26 @@ def make_callbacks(
             continue
         if isinstance(made, LearningRateMonitor) and not has_logger:
             continue
-        callbacks.append(made)
-    return callbacks
+        configured.append(made)
+    saving = [c for c in configured if isinstance(c, ModelCheckpoint)]
+    others = [c for c in configured if not isinstance(c, ModelCheckpoint)]
+    return [*others, *stage_callbacks, *saving]
 
 
 def make_trainer(
     cfg: DictConfig,
     stage: str,
     checkpoint: Mapping[str, Any] | None = None,
+    stage_callbacks: Sequence[pl.Callback] = (),
     **stage_arguments: Any,
 ) -> pl.Trainer:
     """The Trainer of ``stage`` (``generator``, ``student``, ``evaluate``, ``predict``): the
     ``trainer`` group with ``stage_arguments`` (budget, evaluation cadence, gradient clipping),
-    the stage's loggers, and the ``callbacks`` group (``checkpoint``: the model checkpoint's
-    folder and schedule; ``None`` leaves it out, e.g. for inference)."""
+    the stage's loggers, its ``stage_callbacks`` and the ``callbacks`` group (``checkpoint``: the
+    model checkpoint's folder and schedule; ``None`` leaves it out, e.g. for inference)."""
     check_trainer_config(cfg.trainer)
     loggers = make_loggers(cfg, stage)
-    callbacks = make_callbacks(cfg, checkpoint, bool(loggers))
+    callbacks = make_callbacks(cfg, checkpoint, bool(loggers), stage_callbacks)
     return hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,

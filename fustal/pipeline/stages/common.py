@@ -9,15 +9,17 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from fustal.config import to_plain
 from fustal.config.checks import MAX_PLOT_VIDEOS
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
-from fustal.errors import Interrupted
+from fustal.errors import FustalError, Interrupted
 from fustal.metrics.results import VideoDetections
 from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
+from fustal.training.selection import BestCheckpoint, selection_metric
 from fustal.training.trainer import trainer_identity
 
 # settings of a stage's module and data that change nothing it computes (left out of its cache
@@ -54,6 +56,15 @@ def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str,
         # (each run scores the held-out videos as its mode asks)
         identity["heldout"] = {"fraction": cfg.validation.fraction, "seed": cfg.validation.seed}
     return identity
+
+
+def selection_identity(ctx: RunContext, best: bool, patience: int | None = None) -> dict[str, Any]:
+    """How a stage chooses its weights, for its cache key: nothing when it keeps its last ones
+    (the key of ``validation=test`` stays what it was), else (``best``) the held-out metric it
+    maximizes (the validation mode decides it) and the early-stopping ``patience``."""
+    if not best:
+        return {}
+    return {"select": {"metric": selection_metric(ctx.cfg.validation.mode), "patience": patience}}
 
 
 def held_out_metrics(
@@ -103,5 +114,14 @@ def fit(
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
     except SystemExit:  # Lightning's answer to Ctrl-C (exit 1) and SIGTERM (exit 0)
         raise Interrupted(message) from None
+    except MisconfigurationException as err:  # a module that does not log what is chosen on
+        chooser = [c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)]
+        monitored = next((c.monitor for c in chooser if f"{c.monitor!r}" in str(err)), None)
+        if monitored is None:
+            raise
+        raise FustalError(
+            f"{stage}.select: the module logs no {monitored!r} in its validation loop to choose"
+            f" its weights on; log it, or keep the last weights with {stage}.select=last"
+        ) from None
     if trainer.interrupted:
         raise Interrupted(message)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from fustal.config.schema import GeneratorSchema
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
 from fustal.errors import FustalError
 from fustal.fusion import SCORE_FILE, read_score_file, score_file_payload
@@ -28,8 +30,10 @@ from fustal.pipeline.stages.common import (
     held_out_metrics,
     picture_videos,
     seed_stage,
+    selection_identity,
     stage_identity,
 )
+from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
 from fustal.training.trainer import make_trainer
 from fustal.viz.rundir import read_cas, write_cas
 
@@ -79,8 +83,20 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return {
             "max_steps": gcfg.max_steps,
             "val_every": gcfg.val_every,
+            **selection_identity(self.ctx, self.selects_best, self.patience),
             **stage_identity(self.ctx, "generator", gcfg.module),
         }
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether the best held-out evaluation chooses the weights (``generator.select``; a
+        user's generator group may leave it out: the schema's default)."""
+        select = self.cfg.generator.get("select", GeneratorSchema.select)
+        return selects_best(select, self.cfg.validation.mode)
+
+    @property
+    def patience(self) -> int | None:
+        return self.cfg.generator.get("patience", GeneratorSchema.patience)
 
     def build(self) -> tuple[GeneratorModule, GeneratorDataModule]:
         """The module and DataModule from the ``generator`` group (``_target_`` configs)."""
@@ -88,28 +104,37 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         seed_stage(cfg.seed)
         dm = generator_datamodule(cfg.generator.data, data, cfg.seed)
         tiou = cfg.dataset.tiou_thresholds
-        module = generator_module(cfg.generator.module, data, tiou, dm.num_segments)
+        module = generator_module(
+            cfg.generator.module, data, tiou, dm.num_segments, validation=cfg.validation.mode
+        )
         return module, dm
 
     def compute(self, folder: Path) -> GeneratorOutputs:
         cfg, gcfg, ctx = self.cfg, self.cfg.generator, self.ctx
         module, dm = self.build()
-        ctx.say(
-            f"stage 1/3 generator: training {gcfg.max_steps} steps"
-            f" (test mAP every {gcfg.val_every})"
-        )
+        mode = cfg.validation.mode
+        evaluated = "test mAP" if mode == "test" else f"held-out {selection_metric(mode)}"
+        plan = f"stage 1/3 generator: training {gcfg.max_steps} steps ({evaluated} every"
+        plan += f" {gcfg.val_every}{'; the best step is used' if self.selects_best else ''})"
+        ctx.say(plan)
+        checkpoints = folder / CHECKPOINTS
+        if self.selects_best:
+            # saved after each evaluation, so that a resumed run holds the choice so far
+            schedule: dict[str, Any] = {"every_n_epochs": 1, "save_on_train_epoch_end": False}
+            chooser = selection_callbacks(checkpoints, {"generator": 0}, mode, self.patience)
+        else:
+            schedule, chooser = {"every_n_train_steps": gcfg.val_every}, []
         trainer = make_trainer(
             cfg,
             "generator",
-            checkpoint={
-                "dirpath": str(folder / CHECKPOINTS),
-                "every_n_train_steps": gcfg.val_every,
-            },
+            checkpoint={"dirpath": str(checkpoints), **schedule},
+            stage_callbacks=chooser,
             max_steps=gcfg.max_steps,
             val_check_interval=gcfg.val_every,
             check_val_every_n_epoch=None,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
+        selected = self.restore_choice(trainer, module) if self.selects_best else {}
         trainer.save_checkpoint(folder / CHECKPOINT, weights_only=False)
         ctx.say("generator: pseudo-labelling the training videos and detecting on the test videos")
         train_out = predict_videos(trainer, module, dm.loader("train"))
@@ -120,6 +145,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         metrics = {
             "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
             "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
+            **selected,
         }
         val: VideoDetections = {}
         val_scores: dict[str, np.ndarray] = {}
@@ -137,6 +163,28 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             val,
         )
         return self.validated(outputs)
+
+    def restore_choice(self, trainer: pl.Trainer, module: GeneratorModule) -> dict[str, Any]:
+        """Load the weights of the best held-out evaluation into ``module``; returns the
+        ``generator.selected`` metrics entry (empty when no evaluation ran)."""
+        gcfg, mode = self.cfg.generator, self.cfg.validation.mode
+        choice = chosen(trainer).get("generator")
+        if choice is None:
+            self.ctx.say(
+                f"generator: no held-out evaluation ran (generator.val_every={gcfg.val_every},"
+                f" max_steps={gcfg.max_steps}): using the last step"
+            )
+            return {}
+        module.load_state_dict(choice.state_dict)
+        metric = selection_metric(mode)
+        ran = trainer.global_step
+        stopped = f"; stopped early at step {ran}" if ran < gcfg.max_steps else ""
+        self.ctx.say(
+            f"generator: selected step {choice.step} of {gcfg.max_steps} (val {metric}"
+            f" {100 * choice.value:.1f}{stopped})"
+        )
+        entry = {"step": choice.step, "steps": trainer.global_step, "metric": metric}
+        return {"generator.selected": {**entry, "value": choice.value}}
 
     def validated(self, outputs: GeneratorOutputs) -> GeneratorOutputs:
         """``outputs`` with ``generator.val`` (:func:`held_out_metrics`; the video-level mAP of

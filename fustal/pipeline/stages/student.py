@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -25,11 +26,13 @@ from fustal.pipeline.stages.common import (
     held_out_metrics,
     picture_videos,
     seed_stage,
+    selection_identity,
     stage_identity,
 )
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
+from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
 from fustal.training.trainer import make_trainer
 
 VARIANTS = ("student", "student_ema")
@@ -111,7 +114,25 @@ class StudentStage(Stage[StudentOutputs]):
             "val_every": scfg.val_every,
             "supervision": self.cfg.supervision,
             "fusion": self.fusion,
+            **selection_identity(self.ctx, self.selects_best),
             **stage_identity(self.ctx, "student", module),
+        }
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether the held-out evaluations choose the weights (``student.select``; ``auto``
+        keeps the last ones when ``student.val_every=0`` evaluates nothing during training)."""
+        scfg = self.cfg.student
+        return bool(scfg.val_every) and selects_best(scfg.select, self.cfg.validation.mode)
+
+    def chosen_variants(self, module: StudentModule) -> dict[str, int]:
+        """The variants whose weights are chosen, with the first epoch each may be chosen at:
+        the student any epoch; its EMA copy within the distillation phase, where it is the
+        teacher (any epoch when there is none, e.g. ``supervision=full``)."""
+        max_epochs, epochs_pseudo, _ = self.schedule()
+        distills = max_epochs > epochs_pseudo
+        return {
+            v: epochs_pseudo if v == "student_ema" and distills else 0 for v in module.variants()
         }
 
     def build(self) -> tuple[StudentModule, PseudoLabelDataModule]:
@@ -125,6 +146,7 @@ class StudentStage(Stage[StudentOutputs]):
             max_epochs=max_epochs,
             epochs_pseudo=epochs_pseudo,
             fusion=self.fusion,
+            validation=cfg.validation.mode,
         )
         scores = self.video_scores
         dm = student_datamodule(
@@ -152,27 +174,40 @@ class StudentStage(Stage[StudentOutputs]):
                 f"; classes fused from {self.video_scores[1]}'s video-level scores"
                 f" (top {self.fusion['topk']}, {self.fusion['rule']})"
             )
+        if self.selects_best:
+            plan += f"; the best held-out evaluation (every {scfg.val_every}) is used"
         ctx.say(plan)
+        checkpoints = folder / CHECKPOINTS
+        chooser = (
+            selection_callbacks(checkpoints, self.chosen_variants(module), cfg.validation.mode)
+            if self.selects_best
+            else []
+        )
         trainer = make_trainer(
             cfg,
             "student",
             checkpoint={
-                "dirpath": str(folder / CHECKPOINTS),
+                "dirpath": str(checkpoints),
                 "every_n_epochs": 1,
                 "save_on_train_epoch_end": True,
             },
+            stage_callbacks=chooser,
             max_epochs=max_epochs,
             check_val_every_n_epoch=scfg.val_every or max_epochs + 1,
             gradient_clip_val=scfg.gradient_clip_val,
         )
         fit(ctx, self.name, trainer, module, dm, folder)
+        selected = self.restore_choice(trainer, module) if self.selects_best else {}
         trainer.save_checkpoint(folder / CHECKPOINT, weights_only=False)
         ctx.say("student: detecting on the test videos")
         test = predict_videos(trainer, module, dm.loader("test"))
         data, tiou = ctx.data.student, list(cfg.dataset.tiou_thresholds)
         metrics = {
-            f"{variant}.test": score_rows(rows, dm.test_videos, data.num_classes, tiou)
-            for variant, rows in test.items()
+            **{
+                f"{variant}.test": score_rows(rows, dm.test_videos, data.num_classes, tiou)
+                for variant, rows in test.items()
+            },
+            **selected,
         }
         val: dict[str, VideoDetections] = {}
         if dm.videos["val"]:
@@ -180,6 +215,32 @@ class StudentStage(Stage[StudentOutputs]):
             val = predict_videos(trainer, module, dm.loader("val"))
         pictures = self.picture_detections(trainer, module, dm)
         return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
+
+    def restore_choice(self, trainer: pl.Trainer, module: StudentModule) -> dict[str, Any]:
+        """Load each variant's weights of its best held-out evaluation into ``module`` (the
+        student's network from its choice, the EMA copy from its own); returns the
+        ``<variant>.selected`` metrics entries (a variant with no evaluation keeps its last
+        weights)."""
+        max_epochs = self.schedule()[0]
+        metric = selection_metric(self.cfg.validation.mode)
+        choices = chosen(trainer)
+        state = module.state_dict()
+        entries, said = {}, []
+        for variant in module.variants():
+            choice = choices.get(variant)
+            name = "student + EMA" if variant == "student_ema" else "student"
+            if choice is None:
+                said.append(f"{name}: no held-out evaluation, the last epoch")
+                continue
+            prefix = "ema." if variant == "student_ema" else "model."
+            state.update({k: v for k, v in choice.state_dict.items() if k.startswith(prefix)})
+            epoch = choice.epoch + 1
+            said.append(f"{name}: epoch {epoch} (val {metric} {100 * choice.value:.1f})")
+            entry = {"epoch": epoch, "epochs": max_epochs, "metric": metric, "value": choice.value}
+            entries[f"{variant}.selected"] = entry
+        module.load_state_dict(state)
+        self.ctx.say(f"student: selected of {max_epochs} epochs: {'; '.join(said)}")
+        return entries
 
     def validated(self, outputs: StudentOutputs) -> StudentOutputs:
         """``outputs`` with ``<variant>.val`` (:func:`held_out_metrics`; the video-level mAP of
