@@ -205,6 +205,12 @@ def test_an_objective_the_run_cannot_score_is_a_one_line_error(
         ),
         (["validation=heldout", "generator.patience=0"], "expected null or at least 1"),
         (["generator.select=first"], "generator.select: expected one of auto, best, last"),
+        (["filter.min_score=[0.3,0.5]"], "hold them out with validation=heldout"),
+        (
+            ["validation=video_labels", "filter.min_density=[0.2,1]"],
+            "this run has validation=video_labels",
+        ),
+        (["validation=heldout", "filter.min_score=[0.3,high]"], "expected a number, null"),
     ],
 )
 def test_a_choice_without_held_out_evaluations_is_a_one_line_error(
@@ -386,3 +392,65 @@ def test_the_generator_stops_after_patience_evaluations_without_improvement(
     assert (
         "selected step 10 of 40 (val avg 50.0; stopped early at step 20)" in capsys.readouterr().out
     )
+
+
+def test_filter_thresholds_given_as_lists_are_chosen_on_the_held_out_videos(
+    heldout: tuple[Path, dict, dict[str, set[str]]],
+) -> None:
+    """``filter.min_density`` and ``filter.min_score`` as lists: the generator's held-out
+    proposals are filtered with every pair, the pair with the best F1 at tIoU 0.5 filters the
+    training videos (as that pair given as numbers does), and the choice is recorded."""
+    tmp, _, _ = heldout
+    from fustal.data.views import load_pipeline_data
+    from fustal.metrics.quality import filter_choice
+    from fustal.pipeline.run import run_pipeline
+    from fustal.pseudo.filters import filter_rows, prior_filter
+
+    grid = {"min_density": [0.2, 1.0, 2.0], "min_score": [0.3, 0.5]}
+    lists = [f"filter.{k}=[{','.join(map(str, v))}]" for k, v in grid.items()]
+    out = [*HELDOUT_LAST, "stage=filter", "plot_videos=0"]
+    chosen = run_pipeline(compose_train(tmp, *out, *lists, f"paths.output_dir={tmp / 'grid'}"))
+    choice = chosen["pseudo_labels"]["filter_choice"]
+    assert choice["settings"] == 6
+
+    cfg = compose_train(tmp, *HELDOUT_LAST)
+    data = load_pipeline_data(cfg).student
+    parts = {  # of each generator entry (another test adds two more to this cache)
+        entry: json.loads((entry / "manifest.json").read_text())["config"]["key_parts"]
+        for entry in (tmp / "cache" / "generator").iterdir()
+    }
+    (entry,) = (  # HELDOUT_LAST's: a quarter held out, the last step kept
+        e for e, kp in parts.items() if kp["heldout"]["fraction"] == 0.25 and "select" not in kp
+    )
+    held_out = {
+        vid: np.array([[data.classes.index(d["label"]), d["score"], *d["segment"]] for d in dets])
+        for vid, dets in json.loads((entry / "generator_val.json").read_text())["results"].items()
+    }
+    settings = [(d, s) for d in grid["min_density"] for s in grid["min_score"]]
+    kept = [
+        filter_rows(held_out, lambda r, d=d, s=s: prior_filter(r, d, s))[0] for d, s in settings
+    ]
+    best, scores = filter_choice(kept, data.val_videos(), data.num_classes)
+    assert (choice["min_density"], choice["min_score"]) == settings[best]
+    assert choice["f1@0.5"] == pytest.approx(max(scores))
+
+    fixed = [f"filter.{k}={choice[k]}" for k in grid]
+    run_pipeline(compose_train(tmp, *out, *fixed, f"paths.output_dir={tmp / 'fixed'}"))
+    name = "pseudo_labels.filtered.json"
+    assert (tmp / "grid" / name).read_bytes() == (tmp / "fixed" / name).read_bytes()
+
+
+def test_filter_choice_takes_the_best_f1_at_tiou_half() -> None:
+    from fustal.metrics.quality import filter_choice
+
+    videos = [video("a", [0]), video("b", [1])]  # one segment [0, 1] each
+    hit_a, hit_b = [0, 0.9, 0.0, 1.0], [1, 0.8, 0.0, 1.0]
+    miss = [0, 0.7, 5.0, 6.0]
+    candidates = [
+        {"a": np.array([hit_a, miss]), "b": np.zeros((0, 4))},  # P 1/2, R 1/2: F1 1/2
+        {"a": np.array([hit_a]), "b": np.array([hit_b, miss])},  # P 2/3, R 1: F1 0.8
+        {"a": np.array([hit_a]), "b": np.array([hit_b])},  # P 1, R 1: F1 1
+    ]
+    best, scores = filter_choice(candidates, videos, 2)
+    assert best == 2
+    np.testing.assert_allclose(scores, [0.5, 0.8, 1.0])

@@ -143,6 +143,7 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     check_against_schema(check_plug_ins(plain), schema)
     check_choices(plain)
     check_fusion(plain)
+    check_filter(plain)
     check_objective(plain)
     check_trainer_config(plain.get("trainer") or {})
 
@@ -165,6 +166,30 @@ def check_objective(plain: Mapping[str, Any]) -> None:
             f"optimized_metric={path}: validation=video_labels scores only"
             f" {parts[0]}.val.video_map (validation=heldout also scores the detection mAP)"
         )
+
+
+def check_filter(plain: Mapping[str, Any]) -> None:
+    """Filter parameters given as lists are chosen on the held-out videos' segments, which
+    ``validation=heldout`` has; fustal's own filter takes numbers or null (off)."""
+    node = plain.get("filter") or {}
+    lists = [k for k, v in node.items() if isinstance(v, list)]
+    mode = (plain.get("validation") or {}).get("mode", "test")
+    if lists and mode != "heldout":
+        raise FustalError(
+            f"filter.{lists[0]}: a list of values is chosen on the held-out videos' segments;"
+            f" hold them out with validation=heldout (this run has validation={mode})"
+        )
+    if node.get("_target_", FilterSchema._target_) != FilterSchema._target_:
+        return
+    for key in ("min_density", "min_score"):
+        value = node.get(key)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
+        ):
+            raise FustalError(
+                f"filter.{key}: expected a number, null (off) or a list of them, got {value!r}"
+            )
 
 
 def check_fusion(plain: Mapping[str, Any]) -> None:

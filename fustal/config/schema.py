@@ -154,8 +154,9 @@ class FilterSchema:
 
     _target_: str = "fustal.pseudo.filters.prior_filter"
     name: str = "fustal"
-    min_density: float | None = 0.2
-    min_score: float | None = 0.4
+    # a number, null (off), or a list of them: chosen on the held-out videos (FilterStage.choose)
+    min_density: Any = 0.2
+    min_score: Any = 0.4
 
 
 # ---------------------------------------------------------------- stage 3

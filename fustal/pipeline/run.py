@@ -103,8 +103,9 @@ def draw_pictures(ctx: RunContext, shown: RunPictures) -> list[Path]:
         picture_videos(data.train_videos())[:count],
         picture_videos(data.test_videos())[:count],
     )
-    min_score = cfg.filter.get("min_score")
-    threshold = min_score if min_score is not None else cfg.ema.score_thresh
+    chosen = ctx.metrics.get("pseudo_labels", {}).get("filter_choice", {})
+    min_score = chosen.get("min_score", cfg.filter.get("min_score"))
+    threshold = min_score if isinstance(min_score, int | float) else cfg.ema.score_thresh
     paths = make_pictures(ctx.output_dir, data, videos, shown, threshold)
     ctx.say(f"pictures: {len(paths)} PNG files in {ctx.output_dir / PICTURES}")
     return paths

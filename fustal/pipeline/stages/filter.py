@@ -5,6 +5,7 @@ cached) and writes ``pseudo_labels.filtered.json`` into the run dir."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from omegaconf import DictConfig
 from fustal.config import to_plain
 from fustal.errors import FustalError
 from fustal.io import write_json
-from fustal.metrics.quality import rows_quality
+from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
 from fustal.pipeline.stage import Stage
+from fustal.pipeline.stages.generator import GeneratorOutputs
 from fustal.pipeline.stages.sources import PseudoLabelFile
 from fustal.pseudo.filters import RowFilter, filter_rows, prior_filter
 
@@ -46,20 +48,48 @@ class FilterStage(Stage[FilterOutputs]):
         """The filter function and its parameters (not the config's ``name``)."""
         return {k: v for k, v in to_plain(self.cfg.filter).items() if k != "name"}
 
-    def keep(self) -> RowFilter:
-        """The filter function with its parameters bound (``filter`` minus its ``name``)."""
-        return instantiate(self.key_parts(), _partial_=True)
+    def keep(self, params: dict[str, Any] | None = None) -> RowFilter:
+        """The filter function with its parameters bound (``filter`` minus its ``name``;
+        ``params``: the setting chosen for the parameters given as lists)."""
+        return instantiate({**self.key_parts(), **(params or {})}, _partial_=True)
 
     def params(self) -> dict[str, Any]:
         """The filter function's parameters (``filter`` minus its name and ``_target_``)."""
         return {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
 
-    def described(self) -> str:
-        """The settings in words, for the log."""
-        params, target = self.params(), self.cfg.filter._target_
+    def choices(self) -> dict[str, list[Any]]:
+        """The parameters given as lists: the values to choose among on the held-out videos."""
+        return {k: list(v) for k, v in self.params().items() if isinstance(v, list)}
+
+    def described(self, params: dict[str, Any] | None = None) -> str:
+        """The settings in words, for the log (``params``: the chosen ones)."""
+        params, target = {**self.params(), **(params or {})}, self.cfg.filter._target_
         if target == PRIOR_FILTER:
             return f"density >= {params['min_density']}, score > {params['min_score']}"
         return f"{target}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+    def choose(self, held_out: VideoDetections) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The setting of :meth:`choices` whose kept held-out detections ``held_out`` (the
+        generator's proposals on the held-out videos) match those videos' segments best
+        (:func:`~fustal.metrics.quality.filter_choice`); returns it and the
+        ``pseudo_labels.filter_choice`` metrics entry."""
+        data, choices = self.ctx.data.student, self.choices()
+        if not held_out:
+            raise FustalError(
+                f"filter.{next(iter(choices))}: a list of values is chosen on the held-out"
+                " videos' detections; hold out videos with validation=heldout and let the"
+                " generator label them (not pseudo_labels=PATH without them)"
+            )
+        grid = itertools.product(*choices.values())
+        settings = [dict(zip(choices, values, strict=True)) for values in grid]
+        filtered = [filter_rows(held_out, self.keep(setting))[0] for setting in settings]
+        best, scores = filter_choice(filtered, data.val_videos(), data.num_classes)
+        entry = {**settings[best], CHOICE_METRIC: scores[best], "settings": len(settings)}
+        self.ctx.say(
+            f"filter: chose {self.described(settings[best])} of {len(settings)} settings on the"
+            f" {len(data.val_videos())} held-out videos ({CHOICE_METRIC} {scores[best]:.3f})"
+        )
+        return settings[best], {"pseudo_labels.filter_choice": entry}
 
     def compute(self, folder: Path) -> FilterOutputs:
         ctx, fcfg = self.ctx, self.cfg.filter
@@ -75,7 +105,10 @@ class FilterStage(Stage[FilterOutputs]):
                 f"filter: leaving out the pseudo labels of the {len(heldout)} held-out videos"
                 f" ({where})"
             )
-            pseudo_labels = {k: v for k, v in pseudo_labels.items() if k not in data.heldout}
+        held_out = {k: v for k, v in pseudo_labels.items() if k in data.heldout}
+        pseudo_labels = {k: v for k, v in pseudo_labels.items() if k not in data.heldout}
+        if isinstance(upstream, GeneratorOutputs):
+            held_out = upstream.val
         unknown = sorted(set(pseudo_labels) - {v.id for v in train})
         if unknown:
             raise FustalError(
@@ -84,12 +117,17 @@ class FilterStage(Stage[FilterOutputs]):
             )
         if not count_rows(pseudo_labels):
             raise FustalError(f"{where}: no pseudo labels (nothing for the student to learn)")
+        chosen: dict[str, Any] = {}
+        choice_metrics: dict[str, Any] = {}
         try:
-            filtered, stats = filter_rows(pseudo_labels, self.keep(), str(fcfg._target_))
+            if self.choices():
+                chosen, choice_metrics = self.choose(held_out)
+            keep = self.keep(chosen)
+            filtered, stats = filter_rows(pseudo_labels, keep, str(fcfg._target_))
         except ValueError as err:
             raise FustalError(str(err)) from None
         if not stats["after"]:
-            params = self.params()
+            params = {**self.params(), **chosen}
             settings = ", ".join(f"{k}={v}" for k, v in params.items())
             knobs = " or ".join(f"filter.{k}" for k in sorted(params, reverse=True))
             raise FustalError(
@@ -98,7 +136,7 @@ class FilterStage(Stage[FilterOutputs]):
             )
         ctx.say(
             f"stage 2/3 filter: {stats['before']} -> {stats['after']} pseudo labels kept"
-            f" ({self.described()})"
+            f" ({self.described(chosen)})"
         )
         tiou = list(self.cfg.dataset.tiou_thresholds)
         raw = upstream.metrics.get("pseudo_labels.raw") or rows_quality(
@@ -108,6 +146,7 @@ class FilterStage(Stage[FilterOutputs]):
             "pseudo_labels.raw": raw,
             "pseudo_labels.filtered": rows_quality(filtered, train, data.num_classes, tiou),
             "pseudo_labels.filter_stats": stats,
+            **choice_metrics,
         }
         return FilterOutputs(filtered, stats, metrics)
 
