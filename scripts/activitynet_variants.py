@@ -95,12 +95,13 @@ class TestCurve(pl.Callback):
         self.path.write_text(json.dumps(curve, indent=1))
 
 
-def real_annotations(out: Path) -> Path:
-    """An annotation file of real ActivityNet v1.3 videos (the bundled file): the first
+def real_annotations(folder: Path) -> Path:
+    """An annotation file of real ActivityNet v1.3 videos (the bundled file), written into
+    ``folder`` once (its path is part of the dataset's identity): the first
     :data:`REAL_CLASSES` classes in name order with at least :data:`REAL_TRAIN` training and
     :data:`REAL_VAL` validation videos of that class alone, and those first videos of each in id
     order."""
-    path = out / "activitynet13_real20.json"
+    path = folder / "activitynet13_real20.json"
     if path.is_file():
         return path
     source = ROOT / "data" / "annotations" / "activitynet13" / "activitynet13.json"
@@ -118,17 +119,17 @@ def real_annotations(out: Path) -> Path:
         if all(len(by_class[c].get(s, [])) >= n for s, n in wanted.items())
     ][:REAL_CLASSES]
     chosen = {v for c in classes for s, n in wanted.items() for v in by_class[c][s][:n]}
-    out.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"database": {v: database[v] for v in sorted(chosen)}}))
     return path
 
 
-def variant_overrides(variant: str, out: Path) -> list[str]:
+def variant_overrides(variant: str) -> list[str]:
     """The dataset overrides of ``variant``."""
     if variant != "real20":
         return VARIANTS[variant]
     return [
-        f"dataset.synthetic.annotation_file={real_annotations(out)}",
+        f"dataset.synthetic.annotation_file={real_annotations(ROOT / 'data' / 'synthetic')}",
         f"dataset.synthetic.train_videos={REAL_CLASSES * REAL_TRAIN}",
         f"dataset.synthetic.test_videos={REAL_CLASSES * REAL_VAL}",
     ]
@@ -145,7 +146,7 @@ def run(variant: str, kind: str, out: Path, extra: list[str], cache: Path) -> di
     curve = run_dir / CURVE_FILE
     overrides = [
         "+experiment=activitynet13_synthetic",
-        *variant_overrides(variant, out),
+        *variant_overrides(variant),
         *KINDS[kind],
         *extra,
         f"paths.output_dir={run_dir}",

@@ -56,6 +56,16 @@ def test_defaults_are_fustal_mode() -> None:
     assert iou_density_mask(SEGMENTS, SCORES).tolist() == [True, False, False, True]
 
 
+def test_a_video_left_without_pseudo_labels_keeps_its_best_ones_with_keep_best() -> None:
+    rows = np.column_stack([[0, 1, 0, 2], SCORES, SEGMENTS])
+    # density >= 2 keeps none: keep_best=0 leaves the video empty, 2 keeps its two best scores
+    assert prior_filter(rows, 2.0, 0.4).shape == (0, 4)
+    np.testing.assert_array_equal(prior_filter(rows, 2.0, 0.4, keep_best=2), rows[[0, 2]])
+    # a video the thresholds leave with labels keeps exactly those
+    np.testing.assert_array_equal(prior_filter(rows, 0.2, 0.4, keep_best=2), rows[[0, 3]])
+    assert prior_filter(np.zeros((0, 4)), 2.0, 0.4, keep_best=1).shape == (0, 4)
+
+
 def test_empty_and_zero_length_segments() -> None:
     assert iou_density_mask(np.zeros((0, 2)), np.zeros(0)).shape == (0,)
     mask = iou_density_mask([[1.0, 1.0], [1.0, 1.0], [0.0, 2.0]], [0.9, 0.9, 0.9])

@@ -454,3 +454,27 @@ def test_filter_choice_takes_the_best_f1_at_tiou_half() -> None:
     best, scores = filter_choice(candidates, videos, 2)
     assert best == 2
     np.testing.assert_allclose(scores, [0.5, 0.8, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("experiment", "mode"),
+    [
+        ("activitynet13", "heldout"),
+        ("activitynet12", "heldout"),
+        ("activitynet13_synthetic", "heldout"),
+        ("activitynet12_synthetic", "heldout"),
+        ("thumos14", "test"),
+        ("synthetic", "test"),
+    ],
+)
+def test_activitynet_experiments_choose_on_held_out_videos_and_thumos_stays_research_exact(
+    tmp_path: Path, experiment: str, mode: str
+) -> None:
+    from fustal.training.selection import selects_best
+
+    cfg = compose_train(tmp_path, f"+experiment={experiment}", debug=False)
+    check_config(cfg)
+    assert cfg.validation.mode == mode
+    chooses = mode != "test"
+    assert selects_best(cfg.generator.select, mode) is chooses
+    assert (selects_best(cfg.student.select, mode) and cfg.student.val_every == 1) is chooses

@@ -157,6 +157,7 @@ class FilterSchema:
     # a number, null (off), or a list of them: chosen on the held-out videos (FilterStage.choose)
     min_density: Any = 0.2
     min_score: Any = 0.4
+    keep_best: int = 0
 
 
 # ---------------------------------------------------------------- stage 3

@@ -5,7 +5,8 @@ false ones tend to be isolated. Per video and regardless of class, a proposal's 
 is the sum of its tIoU with every other proposal; a pseudo label is kept when its density is
 ``>= min_density`` and its score ``> min_score``. Either criterion can be switched off with
 ``None``, which gives the filter modes (``conf/filter/*.yaml``, each naming
-:func:`prior_filter` by ``_target_``)
+:func:`prior_filter` by ``_target_``; ``keep_best`` keeps a video's best pseudo labels when the
+thresholds remove all of them)
 
 =========  ===============  ===========
 mode       ``min_density``  ``min_score``
@@ -82,12 +83,20 @@ def iou_density_mask(
 
 
 def prior_filter(
-    rows: np.ndarray, min_density: float | None = 0.2, min_score: float | None = 0.4
+    rows: np.ndarray,
+    min_density: float | None = 0.2,
+    min_score: float | None = 0.4,
+    keep_best: int = 0,
 ) -> np.ndarray:
     """FuSTAL's prior-based filter of one video: the rows ``[K, 4]`` (class, score, start,
-    end) that :func:`iou_density_mask` keeps, in order."""
+    end) that :func:`iou_density_mask` keeps, in order. A video it leaves without any keeps its
+    ``keep_best`` highest-scoring rows instead (0: none, METHOD.md section 4; its video label
+    says it holds an action, which no pseudo label at all would teach as background)."""
     rows = np.asarray(rows, np.float64).reshape(-1, 4)
-    return rows[iou_density_mask(rows[:, 2:4], rows[:, 1], min_density, min_score)]
+    kept = rows[iou_density_mask(rows[:, 2:4], rows[:, 1], min_density, min_score)]
+    if len(kept) or not keep_best:
+        return kept
+    return rows[np.sort(np.argsort(-rows[:, 1], kind="stable")[:keep_best])]
 
 
 RowFilter = Callable[[np.ndarray], np.ndarray]

@@ -65,7 +65,9 @@ class FilterStage(Stage[FilterOutputs]):
         """The settings in words, for the log (``params``: the chosen ones)."""
         params, target = {**self.params(), **(params or {})}, self.cfg.filter._target_
         if target == PRIOR_FILTER:
-            return f"density >= {params['min_density']}, score > {params['min_score']}"
+            said = f"density >= {params['min_density']}, score > {params['min_score']}"
+            best = params.get("keep_best", 0)
+            return said + (f"; a video left without any keeps its best {best}" if best else "")
         return f"{target}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
     def choose(self, held_out: VideoDetections) -> tuple[dict[str, Any], dict[str, Any]]:
