@@ -15,7 +15,8 @@ chosen on it.
     python scripts/activitynet_variants.py --extra student.epochs_pseudo=20  # try a change
 
 Writes ``<out>/<variant>/<kind>/`` (run dirs), ``<out>/results.json`` and prints a Markdown table;
-``--record`` also writes ``docs/benchmarks/activitynet_variants.json``.
+``--record`` also writes ``docs/benchmarks/activitynet_variants.json``; ``--collect`` reads the
+finished run dirs under ``--out`` instead of running (to assemble variants run one at a time).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ VARIANTS: dict[str, list[str]] = {
         "dataset.synthetic.test_videos=100",
     ],
     "short_actions": [
+        "dataset.synthetic.seed=3",
+        "dataset.synthetic.action_coverage_median=0.3",
+        "dataset.synthetic.second_action_prob=0.5",
+    ],
+    # THUMOS-like rather than ActivityNet-like: short actions, most videos with two
+    "very_short_actions": [
         "dataset.synthetic.seed=3",
         "dataset.synthetic.action_coverage_median=0.2",
         "dataset.synthetic.second_action_prob=0.7",
@@ -167,6 +174,16 @@ def run(variant: str, kind: str, out: Path, extra: list[str], cache: Path) -> di
     return {"overrides": overrides[:-4], "metrics": metrics, "curve": steps, "seconds": seconds}
 
 
+def collected(variant: str, kind: str, out: Path) -> dict[str, Any]:
+    """The metrics and generator curve of a finished run of :func:`run` under ``out``."""
+    run_dir = out / variant / kind
+    metrics_file, curve = run_dir / "metrics.json", run_dir / CURVE_FILE
+    if not metrics_file.is_file():
+        raise SystemExit(f"{metrics_file}: no finished run of {variant} ({kind}) to collect")
+    steps = json.loads(curve.read_text()) if curve.is_file() else {}
+    return {"metrics": json.loads(metrics_file.read_text()), "curve": steps}
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -231,6 +248,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="stage cache (default: <out>/cache)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="write docs/benchmarks/...json")
+    parser.add_argument("--collect", action="store_true", help="read finished runs, run none")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -238,7 +256,12 @@ def main() -> None:
     for variant in args.variants.split(","):
         cache = args.cache or args.out / "cache"
         kinds = args.kinds.split(",")
-        runs = {kind: run(variant, kind, args.out, args.extra, cache) for kind in kinds}
+        runs = {
+            kind: collected(variant, kind, args.out)
+            if args.collect
+            else run(variant, kind, args.out, args.extra, cache)
+            for kind in kinds
+        }
         rows.append(summary(variant, runs))
         print(table(rows[-1:]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -186,6 +186,30 @@ def test_a_generator_module_and_a_filter_of_the_users_label_the_student(
     assert (entry / "generator_video_scores.json").is_file()
 
 
+def test_a_users_generator_that_logs_no_held_out_metric_cannot_choose_its_step(
+    tmp_path: Path, user_dir: Path
+) -> None:
+    """With held-out videos the generator's step is chosen by ``generator/val/avg``: a module
+    whose validation loop logs something else is a one-line error naming the key; without a
+    validation loop it keeps its last step."""
+    # a module of its own: my_generator may already be imported from another test's folder
+    (user_dir / "my_validated_generator.py").write_text(
+        textwrap.dedent(MY_GENERATOR)
+        + "\n\nclass Validated(LinearGenerator):\n"
+        + "    def validation_step(self, batch, batch_idx):\n"
+        + "        self.log('my/score', 1.0)\n"
+    )
+    held = ["validation=heldout", "validation.fraction=0.25", "stage=generator"]
+    validated = "generator.module._target_=my_validated_generator.Validated"
+    user = [searchpath(user_dir), *USER_GENERATOR_RUN, *held]
+    cfg = compose_train(tmp_path, *user, validated, debug=False)
+    with pytest.raises(FustalError, match=re.escape("logs no 'generator/val/avg'")):
+        run_pipeline(cfg)
+    plain = compose_train(tmp_path, *user, debug=False)
+    metrics = run_pipeline(plain)
+    assert "selected" not in metrics["generator"] and "val" in metrics["generator"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

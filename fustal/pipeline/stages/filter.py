@@ -19,7 +19,7 @@ from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
 from fustal.pipeline.stage import Stage
-from fustal.pipeline.stages.generator import GeneratorOutputs
+from fustal.pipeline.stages.outputs import GeneratorOutputs
 from fustal.pipeline.stages.sources import PseudoLabelFile
 from fustal.pseudo.filters import RowFilter, filter_rows, prior_filter
 

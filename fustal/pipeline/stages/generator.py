@@ -4,7 +4,6 @@ video-level class scores (what ``fusion=generator`` fuses into the student's det
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from fustal.pipeline.stages.common import (
     selection_identity,
     stage_identity,
 )
+from fustal.pipeline.stages.outputs import GeneratorOutputs
 from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
 from fustal.training.trainer import make_trainer
 from fustal.viz.rundir import read_cas, write_cas
@@ -42,22 +42,6 @@ CAS_FILE = "pictures_cas.npz"
 PICTURE_CAS_KEYS = ("cas", "actionness", "seconds_per_step")
 CHECKPOINT = "generator.ckpt"
 VAL_FILE = "generator_val.json"
-
-
-@dataclass
-class GeneratorOutputs:
-    """Pseudo labels (training videos) and test detections, in seconds; the video-level class
-    scores ``[C]`` of the training, held-out and test videos; the stage's metrics
-    (``generator.test``, ``pseudo_labels.raw``, ``generator.val`` with held-out videos); the CAS
-    of the picture videos; the checkpoint; the detections on the held-out videos."""
-
-    pseudo_labels: VideoDetections
-    test: VideoDetections
-    video_scores: dict[str, np.ndarray]
-    metrics: dict[str, Any]
-    cas: dict[str, dict[str, Any]]
-    checkpoint: Path
-    val: VideoDetections
 
 
 def check_contract(module: type, outputs: dict[str, Any]) -> None:
