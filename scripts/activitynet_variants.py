@@ -265,7 +265,8 @@ def main() -> None:
         rows.append(summary(variant, runs))
         print(table(rows[-1:]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"extra": args.extra, "threads": args.threads, "rows": rows}
+    # --collect: the runs' thread counts are not known here
+    payload = {"extra": args.extra, "threads": None if args.collect else args.threads, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(payload, indent=1))
     if args.record:
         target = ROOT / "docs" / "benchmarks" / "activitynet_variants.json"
