@@ -16,7 +16,6 @@ takes it and tells the other ranks (:func:`stage_lock`).
 from __future__ import annotations
 
 import ast
-import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -29,6 +28,8 @@ from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 import fustal
 from fustal.io import read_json, write_json
@@ -218,18 +219,20 @@ class StageDir:
         """Hold the entry's file lock. While another process holds it, block; or, with
         ``waiting``, retry after each call of ``waiting()``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK, "w") as handle:
+        lock = FileLock(self.path / LOCK)
+        if waiting is None:
+            lock.acquire()
+        else:
             while True:
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if waiting else 0))
+                    lock.acquire(blocking=False)
                     break
-                except BlockingIOError:
-                    assert waiting is not None
+                except Timeout:
                     waiting()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def complete(self) -> bool:
         """True when the manifest exists and every artifact matches its size and hash; a
