@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fustal.errors import FustalError
+from fustal.segments import segment_iou
 
 # soft-NMS checks for termination and compacts its working set every this many iterations (the
 # only host synchronisations of its loop)
@@ -210,16 +211,6 @@ def candidates(
     return SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
 
 
-def _pairwise_iou(best: Tensor, others: Tensor, eps: float) -> Tensor:
-    """IoU of ``best [R, 2]`` with each of ``others [R, W, 2]`` -> ``[R, W]``."""
-    inter = (
-        torch.minimum(best[:, None, 1], others[..., 1])
-        - torch.maximum(best[:, None, 0], others[..., 0])
-    ).clamp(min=0)
-    union = (best[:, None, 1] - best[:, None, 0]) + (others[..., 1] - others[..., 0]) - inter
-    return inter / union.clamp(min=eps)
-
-
 def soft_nms_batch(
     cands: SegmentBatch,
     num_classes: int,
@@ -286,7 +277,7 @@ def soft_nms_batch(
             kept_scores.append(best_score)
             kept_src.append(src[index, best])
             live[index, best] = neg_inf
-            iou = _pairwise_iou(best_seg, segs, eps)
+            iou = segment_iou(best_seg[:, None], segs, eps)
             decayed = live * torch.exp(-(iou * iou) / sigma)
             live = torch.where((live > neg_inf) & (decayed >= min_score), decayed, neg_inf)
         kept = torch.cat(kept_src)
@@ -372,12 +363,7 @@ def segment_voting(
     tIoU >= ``iou_thresh``, weighted by their scores; scores are unchanged. A detection is one
     of the candidates, so it always votes for itself."""
     segs, other = dets.segments.float(), cands.segments.float()
-    inter = (
-        torch.minimum(segs[:, :, None, 1], other[:, None, :, 1])
-        - torch.maximum(segs[:, :, None, 0], other[:, None, :, 0])
-    ).clamp(min=0)  # [B, K, N]
-    union = (segs[..., 1] - segs[..., 0])[:, :, None] + (other[..., 1] - other[..., 0])[:, None]
-    iou = inter / (union - inter).clamp(min=eps)
+    iou = segment_iou(segs[:, :, None], other[:, None], eps)  # [B, K, N]
     votes = (
         (iou >= iou_thresh)
         & (dets.labels[:, :, None] == cands.labels[:, None, :])
