@@ -18,11 +18,11 @@ from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
 from fustal.fusion import fuse_video, fusion_keywords
 from fustal.metrics.detection import THUMOS_TIOU
-from fustal.metrics.evaluation import EvaluatedModule
 from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
+from fustal.training.evaluated_module import EvaluatedModule
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class StudentModule(EvaluatedModule):
     its EMA teacher's predictions on the same clean clip. The EMA copy (updated after every
     optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the loss normalizer are part of
     the state dict, hence of checkpoints. Evaluation (``validation_step``/``test_step``, scoring
-    what ``validation`` says as :class:`~fustal.metrics.evaluation.EvaluatedModule` logs it;
+    what ``validation`` says as :class:`~fustal.training.evaluated_module.EvaluatedModule` logs it;
     ``predict_step``) decodes detections in seconds for the raw weights and the EMA copy.
     ``classes`` and ``feature_timing`` are metadata saved with the hyperparameters for ``python
     -m fustal.predict``.
