@@ -221,7 +221,7 @@ def predict_detections(
     return {DETECTIONS: clipped, VIDEO_SCORES: out[VIDEO_SCORES]}
 
 
-def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
+def detections_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
     """Per video (the first few): duration, detection count and the best detection."""
     table = Table(title=f"fustal predict -> {out}")
     for col in ("video", "seconds", "detections", "best detection"):
@@ -283,7 +283,7 @@ def run(cfg: DictConfig) -> dict:
         detections = predict_detections(cfg, ckpt, data, scores)[DETECTIONS]
     results = rows_to_results(detections, classes)
     write_json(out, results)
-    console.print(summary_table(data, detections, out))
+    console.print(detections_table(data, detections, out))
     total = sum(len(d) for d in detections.values())
     console.print(f"predict: {total} detections on {len(files)} videos written to {out}")
     return results

@@ -50,7 +50,7 @@ COSMETIC_MODULES = (
     "fustal.training.quiet",
     "fustal.training.loggers",
     "fustal.metrics.table",
-    "fustal.pipeline.summary",
+    "fustal.pipeline.tracker_summary",
     "fustal.viz",
 )
 
