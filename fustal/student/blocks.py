@@ -116,15 +116,15 @@ class SGPBlock(nn.Module):
         self,
         dim: int,
         mlp_dim: int,
-        window: int = 1,
-        k: float = 5,
+        window: int,
+        k: float,
+        scale_factor: int,
+        downsample_kernel: int,
+        layer_scale_init: float,
+        init_conv_vars: float,
+        group_norm_groups: int,
         downsample: bool = False,
-        scale_factor: int = 2,
-        downsample_kernel: int = 3,
         drop_path: float = 0.0,
-        layer_scale_init: float = 1e-4,
-        init_conv_vars: float = 0.0,
-        group_norm_groups: int = 16,
     ):
         super().__init__()
         window = odd_kernel(window, "SGP window")

@@ -130,15 +130,15 @@ class TriDet(nn.Module):
             embd_dim,
             arch,
             embd_kernel,
-            sgp_mlp_dim,
-            sgp_kernel,
-            k,
-            scale_factor,
-            downsample_kernel,
             drop_path,
-            layer_scale_init,
-            init_conv_vars,
-            group_norm_groups,
+            mlp_dim=sgp_mlp_dim,
+            window=sgp_kernel,
+            k=k,
+            scale_factor=scale_factor,
+            downsample_kernel=downsample_kernel,
+            layer_scale_init=layer_scale_init,
+            init_conv_vars=init_conv_vars,
+            group_norm_groups=group_norm_groups,
         )
         self.neck = IdentityNeck(fpn_dim, num_levels)
         head: dict[str, Any] = {"num_layers": head_num_layers, "kernel": head_kernel}
