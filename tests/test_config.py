@@ -17,8 +17,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fustal.config
-from fustal.config.schema import TrainSchema, TriDetSchema
+from fustal.config.schema import InferenceSchema, TrainSchema, TriDetSchema
 from fustal.pseudo.proposals import threshold_values
+from fustal.student.decode import DECODING
 from tests.conftest import REPO_ROOT, Runner
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -408,8 +409,9 @@ def schema_targets(schema: type, where: str = "") -> Iterator[tuple[str, type, s
 def test_the_schema_states_its_targets_defaults_and_the_yaml_lists_every_setting(
     hydra_context: None,
 ) -> None:
-    """A schema default is its target's own signature default (no drifted copy), and the
-    group files list every setting of the student's network (what a user may set)."""
+    """A schema default is its target's own signature default (the decoding settings: those of
+    fustal.student.decode.DECODING), and the group files list every setting of the student's
+    network and decoding (what a user may set)."""
     checked = 0
     for where, schema, target in schema_targets(TrainSchema):
         params = inspect.signature(hydra.utils.get_object(target)).parameters
@@ -422,6 +424,8 @@ def test_the_schema_states_its_targets_defaults_and_the_yaml_lists_every_setting
             assert default == as_list, f"{where}.{f.name}: schema {default!r}, {target} {as_list!r}"
             checked += 1
     assert checked > 40
+    inference = resolved(compose_config("scale=paper"))["student"]["module"]["inference"]
+    assert dataclasses.asdict(InferenceSchema()) == dataclasses.asdict(DECODING) == inference
     net = resolved(compose_config("scale=paper"))["student"]["module"]["net"]
     assert set(net) == {f.name for f in dataclasses.fields(TriDetSchema)}
 

@@ -9,6 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -18,6 +19,26 @@ from torch import Tensor
 
 from fustal.errors import FustalError
 from fustal.segments import segment_iou
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """TriDet's decoding settings (``student.module.inference``): candidates above
+    ``pre_nms_thresh``, the ``pre_nms_topk`` best per level, longer than ``min_duration``;
+    soft-NMS with ``nms_sigma``, dropping scores below ``min_score``, at most ``max_seg_num`` per
+    class; boundary voting at ``voting_thresh`` (0: off). The one statement of their defaults:
+    every function here takes them from :data:`DECODING`."""
+
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    min_duration: float = 0.05
+    nms_sigma: float = 0.5
+    min_score: float = 0.001
+    max_seg_num: int = 2000
+    voting_thresh: float = 0.0
+
+
+DECODING = Decoding()
 
 # soft-NMS checks for termination and compacts its working set every this many iterations (the
 # only host synchronisations of its loop)
@@ -128,8 +149,8 @@ def decode_points(
     flat: Tensor,
     stride: int,
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """Decode chosen point-class pairs of one level: ``start/end [B, T, C]``, ``offsets
     [B, T, 2, num_bins + 1]``, ``scores [B, k]`` and flat indices ``[B, k]`` (``point * C +
@@ -156,9 +177,9 @@ def level_candidates(
     mask: Tensor,
     stride: int,
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """Candidates of one pyramid level for a batch of videos.
 
@@ -184,9 +205,9 @@ def candidates(
     output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """:func:`level_candidates` of every level of ``output`` (per level ``[B, T_l, ...]``),
     concatenated level after level -> ``[B, N]``."""
@@ -214,9 +235,9 @@ def candidates(
 def soft_nms_batch(
     cands: SegmentBatch,
     num_classes: int,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
     eps: float = 1e-8,
 ) -> SegmentBatch:
     """Per-class Gaussian soft-NMS of every video of a batch at once.
@@ -301,9 +322,9 @@ def soft_nms(
     segments: Tensor,
     scores: Tensor,
     labels: Tensor,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
     eps: float = 1e-8,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`soft_nms_batch` of one video: ``segments [N, 2]``, ``scores [N]``, ``labels [N]``
@@ -336,9 +357,9 @@ def teacher_targets(
     cands: SegmentBatch,
     num_classes: int,
     score_thresh: float = 0.4,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
 ) -> SegmentBatch:
     """The EMA teacher's targets (METHOD.md section 5): soft-NMS detections with score above
     ``score_thresh``, or the single best one of a video where none passes; start and end
@@ -380,13 +401,13 @@ def decode_batch(
     output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
-    nms_sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
-    voting_thresh: float = 0.0,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
+    nms_sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
+    voting_thresh: float = DECODING.voting_thresh,
 ) -> SegmentBatch:
     """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
     ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`, then

@@ -13,6 +13,7 @@ from fustal.errors import FustalError
 from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
 from fustal.student.decode import (
+    DECODING,
     Levels,
     SegmentBatch,
     candidates,
@@ -205,9 +206,9 @@ class TriDet(nn.Module):
         features: Tensor,
         mask: Tensor,
         score_thresh: float,
-        pre_nms_thresh: float = 0.001,
-        pre_nms_topk: int = 2000,
-        min_duration: float = 0.05,
+        pre_nms_thresh: float = DECODING.pre_nms_thresh,
+        pre_nms_topk: int = DECODING.pre_nms_topk,
+        min_duration: float = DECODING.min_duration,
     ) -> SegmentBatch:
         """What a teacher's target selection reads (:func:`decode.teacher_selection`), decoded
         from the fewest head outputs: per level the ``pre_nms_topk`` best scores as always, but

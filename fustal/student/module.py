@@ -18,7 +18,7 @@ from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
 from fustal.fusion import fuse_video, fusion_keywords
 from fustal.metrics.detection import THUMOS_TIOU
-from fustal.student.decode import SegmentBatch, teacher_targets
+from fustal.student.decode import DECODING, SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
@@ -172,9 +172,9 @@ class StudentModule(EvaluatedModule):
         kwargs = self.decode_kwargs
         return (
             self.hp.teacher_score_thresh,
-            kwargs.get("nms_sigma", 0.5),
-            kwargs.get("min_score", 0.001),
-            kwargs.get("max_seg_num", 2000),
+            kwargs.get("nms_sigma", DECODING.nms_sigma),
+            kwargs.get("min_score", DECODING.min_score),
+            kwargs.get("max_seg_num", DECODING.max_seg_num),
         )
 
     def train(self, mode: bool = True) -> StudentModule:
