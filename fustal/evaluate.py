@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fustal.config import (
@@ -40,9 +39,6 @@ class EvaluateSchema(TrainSchema):
     """``conf/evaluate.yaml``: the train config plus the checkpoint."""
 
     ckpt_path: str | None = None
-
-
-ConfigStore.instance().store(name="fustal_evaluate_schema", node=EvaluateSchema)
 
 
 def load_data(cfg: DictConfig, kind: str) -> StageData:

@@ -41,6 +41,22 @@ def combine(class_scores: np.ndarray, scores: np.ndarray, rule: str) -> np.ndarr
     raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
 
 
+def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The keywords of :func:`fuse_video` (``topk``, ``rule``), checked (the one check of both,
+    for configs, modules and checkpoints); None: no fusion."""
+    if fusion is None:
+        return None
+    unknown = sorted(set(fusion) - {"topk", "rule"})
+    if unknown:
+        raise FustalError(f"fusion: unknown keys {unknown} (expected topk, rule)")
+    topk, rule = int(fusion.get("topk", 2)), str(fusion.get("rule", "sqrt"))
+    if topk < 1:
+        raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
+    if rule not in RULES:
+        raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    return {"topk": topk, "rule": rule}
+
+
 def fuse_video(
     rows: np.ndarray,
     class_scores: np.ndarray,

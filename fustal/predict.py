@@ -221,7 +221,7 @@ def predict_detections(
     return {DETECTIONS: clipped, VIDEO_SCORES: out[VIDEO_SCORES]}
 
 
-def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
+def detections_table(data: StageData, detections: Mapping[str, np.ndarray], out: Path) -> Table:
     """Per video (the first few): duration, detection count and the best detection."""
     table = Table(title=f"fustal predict -> {out}")
     for col in ("video", "seconds", "detections", "best detection"):
@@ -243,9 +243,10 @@ def summary_table(data: StageData, detections: Mapping[str, np.ndarray], out: Pa
 def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
     from fustal.checkpoints import load_checkpoint
+    from fustal.fusion import fusion_keywords
     from fustal.io import write_json
     from fustal.metrics.results import rows_to_results
-    from fustal.student.module import StudentModule, check_fusion
+    from fustal.student.module import StudentModule
     from fustal.training.quiet import quiet_libraries
 
     for key in ("ckpt_path", "features"):
@@ -262,7 +263,7 @@ def run(cfg: DictConfig) -> dict:
     ckpt = load_checkpoint(str(cfg.ckpt_path))
     fusion = fusion_settings(cfg, ckpt, console)
     if isinstance(ckpt.module, StudentModule):
-        ckpt.module.fusion = check_fusion(fusion)  # what its predict_step fuses with
+        ckpt.module.fusion = fusion_keywords(fusion)  # what its predict_step fuses with
     console.print(f"predict: {ckpt.describe()}")
     classes = resolve_classes(cfg, ckpt)
     timing = resolve_timing(cfg, ckpt, console)
@@ -282,7 +283,7 @@ def run(cfg: DictConfig) -> dict:
         detections = predict_detections(cfg, ckpt, data, scores)[DETECTIONS]
     results = rows_to_results(detections, classes)
     write_json(out, results)
-    console.print(summary_table(data, detections, out))
+    console.print(detections_table(data, detections, out))
     total = sum(len(d) for d in detections.values())
     console.print(f"predict: {total} detections on {len(files)} videos written to {out}")
     return results

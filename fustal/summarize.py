@@ -127,7 +127,7 @@ def best_row(rows: list[dict[str, Any]], optimized: str) -> dict[str, Any] | Non
     return max(scored, key=lambda row: row[f"{optimized}.mean"]) if scored else None
 
 
-def summary_table(rows: list[dict[str, Any]], optimized: str | None = None) -> Table:
+def sweep_table(rows: list[dict[str, Any]], optimized: str | None = None) -> Table:
     """Rich table of the headline metrics (mean ± std over seeds, in %) and of ``optimized``
     (the metric a search optimized), with the best row's setting in the caption; the title
     names the average's tIoU range, read off the rows' test mAP keys."""
@@ -178,7 +178,7 @@ class SweepSummaryCallback(Callback):
             print(f"no sweep summary: {err}")
             return
         buffer = io.StringIO()
-        Console(file=buffer, width=160).print(summary_table(rows, optimized_metric(config)))
+        Console(file=buffer, width=160).print(sweep_table(rows, optimized_metric(config)))
         text = buffer.getvalue()
         print(text)
         with atomic_open(sweep_dir / "summary.txt") as handle:
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
     rows = summarize(args.sweep_dir)
-    make_console().print(summary_table(rows))
+    make_console().print(sweep_table(rows))
     print(f"wrote {args.sweep_dir / 'summary.csv'}")
 
 

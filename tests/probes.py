@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from fustal.generator.module import GeneratorModule
-from fustal.metrics.evaluation import EvaluatedModule
+from fustal.training.evaluated_module import EvaluatedModule
 
 # stage -> the ids of every video a training batch of that stage held (this process's runs)
 SEEN: dict[str, set[str]] = {"generator": set(), "student": set()}

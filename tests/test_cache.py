@@ -11,6 +11,7 @@ import pytest
 import fustal.pipeline.cache as cache
 from fustal.config import to_plain
 from fustal.pipeline.cache import code_fingerprint, import_closure, target_modules
+from fustal.pipeline.keys import COSMETIC_MODULES, selection_identity, stage_identity
 from tests.conftest import REPO_ROOT, compose_train, train
 
 STAGES = {
@@ -60,6 +61,35 @@ def test_an_edit_changes_the_fingerprint_of_exactly_the_stages_that_run_it(
     path.write_text(path.read_text() + "\n# an edit\n")
     after = fingerprints(package)
     assert {name for name in STAGES if after[name] != before[name]} == changed
+
+
+def test_the_key_rule_keeps_what_a_stage_reads_and_leaves_out_the_rest(tmp_path: Path) -> None:
+    """What enters a training stage's key (fustal.pipeline.keys) on the composed config: its
+    module, data, dataset, features, seed, trainer and (held-out videos) the split are in;
+    worker counts, the progress bar and the cosmetic modules' code are out."""
+    noisy = ["num_workers=3", "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=7"]
+    cfg = compose_train(tmp_path, "validation=heldout", *noisy)
+    quiet = compose_train(tmp_path, "validation=heldout")
+    for stage in ("generator", "student"):
+        module = cfg[stage].module
+        identity = stage_identity(cfg, stage, module)
+        read = {"module", "data", "dataset", "features", "seed", "trainer", "heldout"}
+        assert set(identity) == read
+        assert identity == stage_identity(quiet, stage, quiet[stage].module)
+        assert "num_workers" not in identity["data"]
+        assert "proposal_workers" not in identity["module"]
+        assert identity["trainer"]["accelerator"] == cfg.trainer.accelerator
+        assert identity["heldout"] == {"fraction": 0.1, "seed": cfg.validation.seed}
+        assert identity["dataset"]["synthetic"] == to_plain(cfg.dataset.synthetic)
+    test_mode = compose_train(tmp_path)
+    assert "heldout" not in stage_identity(test_mode, "student", test_mode.student.module)
+    assert selection_identity(test_mode, False) == {}
+    assert selection_identity(cfg, True, 3) == {"select": {"metric": "avg", "patience": 3}}
+    video = compose_train(tmp_path, "validation=video_labels")
+    assert selection_identity(video, True)["select"]["metric"] == "video_map"
+    closure = import_closure(list(STAGES["student"]))
+    assert not [m for m in closure if m.startswith(COSMETIC_MODULES)]
+    assert "fustal.student.model" in closure and "fustal.pipeline.keys" in closure
 
 
 def test_import_closure_follows_lazy_relative_and_submodule_imports(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@ METHOD.md numbers, and ``python -m fustal.train`` validates data and reports bad
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import fustal.config
+from fustal.config.schema import InferenceSchema, TrainSchema, TriDetSchema
 from fustal.pseudo.proposals import threshold_values
+from fustal.student.decode import DECODING
 from tests.conftest import REPO_ROOT, Runner
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -386,6 +391,43 @@ def test_student_group_matches_method(hydra_context: None) -> None:
     assert_matches(cfg["student"], METHOD_STUDENT, "student")
     raw = OmegaConf.to_container(OmegaConf.load(fustal.config.CONFIG_DIR / "student/tridet.yaml"))
     assert_matches(raw, METHOD_STUDENT, "tridet.yaml")
+
+
+def schema_targets(schema: type, where: str = "") -> Iterator[tuple[str, type, str]]:
+    """``(dotted node, schema dataclass, _target_)`` of every node of ``schema`` with a target."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    target = fields.get("_target_")
+    if target is not None and isinstance(target.default, str):
+        yield where, schema, target.default
+    for name, f in fields.items():
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            if dataclasses.is_dataclass(value):
+                yield from schema_targets(type(value), f"{where}.{name}".lstrip("."))
+
+
+def test_the_schema_states_its_targets_defaults_and_the_yaml_lists_every_setting(
+    hydra_context: None,
+) -> None:
+    """A schema default is its target's own signature default (the decoding settings: those of
+    fustal.student.decode.DECODING), and the group files list every setting of the student's
+    network and decoding (what a user may set)."""
+    checked = 0
+    for where, schema, target in schema_targets(TrainSchema):
+        params = inspect.signature(hydra.utils.get_object(target)).parameters
+        for f in dataclasses.fields(schema):
+            param = params.get(f.name)
+            if param is None or param.default is inspect.Parameter.empty or param.default is None:
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            as_list = json.loads(json.dumps(param.default))  # tuples as lists
+            assert default == as_list, f"{where}.{f.name}: schema {default!r}, {target} {as_list!r}"
+            checked += 1
+    assert checked > 40
+    inference = resolved(compose_config("scale=paper"))["student"]["module"]["inference"]
+    assert dataclasses.asdict(InferenceSchema()) == dataclasses.asdict(DECODING) == inference
+    net = resolved(compose_config("scale=paper"))["student"]["module"]["net"]
+    assert set(net) == {f.name for f in dataclasses.fields(TriDetSchema)}
 
 
 def test_filter_and_ema_groups_match_method(hydra_context: None) -> None:

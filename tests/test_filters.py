@@ -12,9 +12,9 @@ from fustal.pseudo.filters import (
     filter_rows,
     iou_density_mask,
     overlap_density,
-    pairwise_tiou,
     prior_filter,
 )
+from fustal.segments import tiou_matrix
 
 # tIoU: (0, 1) = 5 / 15, (0, 3) = 2 / 10 = 0.2 exactly, every other pair 0.
 SEGMENTS = np.array([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0], [0.0, 2.0]])
@@ -23,7 +23,7 @@ SCORES = np.array([0.9, 0.4, 0.95, 0.41])  # 0.4 fails "score > 0.4"
 
 
 def test_pairwise_tiou_and_density_by_hand() -> None:
-    tiou = pairwise_tiou(SEGMENTS)
+    tiou = tiou_matrix(SEGMENTS, SEGMENTS)
     assert tiou[0, 1] == pytest.approx(1 / 3) and tiou[0, 3] == pytest.approx(0.2)
     np.testing.assert_allclose(tiou, tiou.T)
     np.testing.assert_allclose(np.diag(tiou), 1.0)

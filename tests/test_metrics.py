@@ -27,9 +27,9 @@ from fustal.metrics import (
     results_to_detections,
     rows_to_results,
     tiou_key,
-    tiou_matrix,
 )
 from fustal.metrics.detection import _match_ranked
+from fustal.segments import tiou_matrix
 from tests.reference.map_loop import average_precision_loop, detection_map_loop
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,6 +56,31 @@ def test_depthwise_convs_start_at_zero_and_boundary_bias_is_prior() -> None:
         torch.testing.assert_close(head.tower.out.conv.bias, torch.full((3,), prior))
 
 
+def test_weights_loaded_into_an_eval_mode_model_are_all_used() -> None:
+    """Evaluation skips the SGP branch only while its convs are zero: weights with a non-zero
+    branch loaded into a model already in eval mode give that model's outputs, and zero ones
+    loaded into an eval-mode model with a non-zero branch give the zero-branch outputs."""
+    torch.manual_seed(0)
+    features, mask = torch.randn(2, 16, 64), torch.ones(2, 64, dtype=torch.bool)
+    models = {
+        "zero": TriDet(16, 3, **SMALL).eval(),
+        "learned": TriDet(16, 3, **SMALL, init_conv_vars=0.1).eval(),
+    }
+    weights = {
+        name: {k: v.clone() for k, v in model.state_dict().items()}
+        for name, model in models.items()
+    }
+    with torch.no_grad():
+        reference = {name: model(features, mask).cls_logits for name, model in models.items()}
+    assert not torch.equal(reference["zero"][0], reference["learned"][0])
+    for into, loaded in (("zero", "learned"), ("learned", "zero")):
+        models[into].load_state_dict(weights[loaded])
+        with torch.no_grad():
+            logits = models[into](features, mask).cls_logits
+        for got, want in zip(logits, reference[loaded], strict=True):
+            torch.testing.assert_close(got, want)
+
+
 def test_pad_batch_shapes_and_masks() -> None:
     feats = [torch.ones(4, 10), 2 * torch.ones(4, 3)]
     batch, mask = pad_batch(feats, None, 8)

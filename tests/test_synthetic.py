@@ -21,11 +21,11 @@ from fustal.data.synthetic import (
     ACTIVITYNET,
     SyntheticConfig,
     class_names,
-    config_hash,
     ensure_synthetic,
     generate,
     make_directions,
     plan_dataset,
+    synthetic_hash,
     window_means,
 )
 from fustal.errors import FustalError
@@ -190,7 +190,7 @@ def test_json_files_agree(default_root: Path) -> None:
     ann = json.loads((default_root / "annotations/thumos14.json").read_text())
     gt = json.loads((default_root / "gt.json").read_text())["database"]
     marker = json.loads((default_root / "synthetic.json").read_text())
-    assert ann["version"] == f"Synthetic-{config_hash(cfg)}" == f"Synthetic-{marker['hash']}"
+    assert ann["version"] == f"Synthetic-{synthetic_hash(cfg)}" == f"Synthetic-{marker['hash']}"
     classes = marker["classes"]
     assert classes == sorted(classes) == [f"Class{i:02d}" for i in range(cfg.num_classes)]
     database = ann["database"]
@@ -233,7 +233,7 @@ def test_deterministic(small_root: Path, tmp_path: Path) -> None:
 
 def test_ensure_synthetic_reuses(tmp_path: Path) -> None:
     root = ensure_synthetic(SMALL, tmp_path)
-    assert root == tmp_path / config_hash(SMALL)
+    assert root == tmp_path / synthetic_hash(SMALL)
     marker, feature = root / "synthetic.json", root / "i3d_features/video_test_0000001.npy"
     stamps = (marker.stat().st_mtime_ns, feature.stat().st_mtime_ns)
     assert ensure_synthetic(SMALL, tmp_path) == root
@@ -244,7 +244,7 @@ def test_ensure_synthetic_reuses(tmp_path: Path) -> None:
 
 
 def test_ensure_synthetic_replaces_incomplete(tmp_path: Path, small_root: Path) -> None:
-    root = tmp_path / config_hash(SMALL)
+    root = tmp_path / synthetic_hash(SMALL)
     root.mkdir()
     (root / "leftover.npy").write_bytes(b"partial")
     assert ensure_synthetic(SMALL, tmp_path) == root
@@ -256,7 +256,7 @@ def test_ensure_synthetic_race_loser_uses_winner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_generate = synthetic.generate
-    root = tmp_path / config_hash(SMALL)
+    root = tmp_path / synthetic_hash(SMALL)
 
     def racing_generate(cfg: SyntheticConfig, target: str | Path) -> Path:
         real_generate(cfg, root)
@@ -430,7 +430,7 @@ def anet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_activitynet_layout_is_what_the_resized_loader_reads(anet_root: Path) -> None:
     ann = json.loads((anet_root / ANET_ANNOTATIONS).read_text())
     database = ann["database"]
-    assert ann["version"] == f"Synthetic-{config_hash(ANET_SMALL)}"
+    assert ann["version"] == f"Synthetic-{synthetic_hash(ANET_SMALL)}"
     assert sorted(p.name for p in anet_root.iterdir()) == [
         "annotations",
         "features",
@@ -504,7 +504,7 @@ def test_activitynet_deterministic_and_hashed(anet_root: Path, tmp_path: Path) -
     assert read_tree(generate(ANET_SMALL, tmp_path / "again")) == read_tree(anet_root)
     other = read_tree(generate(replace(ANET_SMALL, seed=1), tmp_path / "other"))
     assert other[ANET_ANNOTATIONS] != read_tree(anet_root)[ANET_ANNOTATIONS]
-    assert config_hash(replace(ANET_SMALL, resized_steps=64)) != config_hash(ANET_SMALL)
+    assert synthetic_hash(replace(ANET_SMALL, resized_steps=64)) != synthetic_hash(ANET_SMALL)
     marker = json.loads((anet_root / "synthetic.json").read_text())
     assert marker["params"]["layout"] == ACTIVITYNET and marker["params"]["resized_steps"] == 50
 
@@ -512,9 +512,9 @@ def test_activitynet_deterministic_and_hashed(anet_root: Path, tmp_path: Path) -
 def test_thumos_identity_ignores_the_activitynet_fields() -> None:
     """The thumos default keeps the hash (and so the files and cache entries) of the versions
     before the activitynet layout existed."""
-    assert config_hash(SyntheticConfig()) == "4e14df737303"
+    assert synthetic_hash(SyntheticConfig()) == "4e14df737303"
     changed = replace(SMALL, resized_steps=7, second_action_prob=1.0, action_coverage_median=0.9)
-    assert config_hash(changed) == config_hash(SMALL)
+    assert synthetic_hash(changed) == synthetic_hash(SMALL)
 
 
 def test_activitynet_annotation_file_mode_real_activitynet(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from fustal.config.schema import (
     TrainSchema,
 )
 from fustal.errors import FustalError
+from fustal.fusion import fusion_keywords
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "stage": ("data", "generator", "filter", "student", "all"),
@@ -194,15 +195,15 @@ def check_filter(plain: Mapping[str, Any]) -> None:
 
 def check_fusion(plain: Mapping[str, Any]) -> None:
     """``fusion`` settings that fit together: a score file for ``fusion=file``, a positive
-    ``topk``, and fusion for a class-agnostic student (it predicts no classes of its own)."""
+    ``topk`` and a known ``rule`` (:func:`~fustal.fusion.fusion_keywords`), and fusion for a
+    class-agnostic student (it predicts no classes of its own)."""
     fusion = plain.get("fusion") or {}
     if fusion.get("source") == "file" and not fusion.get("score_file"):
         raise FustalError(
             "fusion.score_file: fusion=file needs a score file (fusion.score_file=PATH, JSON"
             ' {"results": {video_id: [class scores]}})'
         )
-    if int(fusion.get("topk", 1)) < 1:
-        raise FustalError(f"fusion.topk: must be at least 1, got {fusion.get('topk')}")
+    fusion_keywords({k: fusion[k] for k in ("topk", "rule") if fusion.get(k) is not None})
     module = (plain.get("student") or {}).get("module") or {}
     if module.get("class_agnostic") and not fusion.get("source"):
         raise FustalError(

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
+from fustal.data.datamodule import ResumableDataModule
 from fustal.data.sampling import (
     EpochSampler,
-    ResumableDataModule,
     eval_sampler,
     item_rng,
     rank_batch_size,

@@ -16,9 +16,9 @@ from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
 from fustal.errors import FustalError
+from fustal.data.datamodule import ResumableDataModule
 from fustal.data.sampling import (
     EpochSampler,
-    ResumableDataModule,
     eval_sampler,
     item_rng,
     rank_batch_size,

@@ -304,8 +304,9 @@ def num_nonoverlapping_steps(duration: float, snippet_frames: int = 16, fps: flo
     return max(math.floor(duration * fps / snippet_frames + STEP_EPS), 0)
 
 
-def config_hash(cfg: SyntheticConfig) -> str:
-    """Short hex hash of the parameters, the format version and the annotation file content."""
+def synthetic_hash(cfg: SyntheticConfig) -> str:
+    """Short hex hash of the parameters, the format version and the annotation file content: the
+    generated dataset's folder name and annotation ``version`` (not a stage cache key)."""
     return hashlib.sha256(json.dumps(_identity(cfg), sort_keys=True).encode()).hexdigest()[
         :HASH_LENGTH
     ]
@@ -702,7 +703,7 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER_NAME).unlink(missing_ok=True)
     identity = _identity(cfg)
-    digest = config_hash(cfg)
+    digest = synthetic_hash(cfg)
     names, plans = plan_dataset(cfg)
     directions = make_directions(cfg, len(names))
     for plan in plans:
@@ -745,7 +746,7 @@ def ensure_synthetic(cfg: SyntheticConfig, base_dir: str | Path) -> Path:
     race, the loser discards its copy and uses the winner's.
     """
     base = Path(base_dir)
-    digest = config_hash(cfg)
+    digest = synthetic_hash(cfg)
     identity = _identity(cfg)
     root = base / digest
     if _is_complete(root, identity):

@@ -39,9 +39,9 @@ def generator_module(
     target: Any = None,
     validation: str = "test",
 ) -> GeneratorModule:
-    """The generator's LightningModule (``generator.module``) for ``data``; ``validation``
-    (what its validation loop scores, :class:`~fustal.metrics.evaluation.EvaluatedModule`) goes
-    to a module whose constructor takes it (a user's may not: docs/extending.md)."""
+    """The generator's LightningModule (``generator.module``) for ``data``; ``validation`` (what
+    its validation loop scores: :class:`~fustal.training.evaluated_module.EvaluatedModule`)
+    goes to a module whose constructor takes it (a user's may not: docs/extending.md)."""
     node = target_node(module_cfg, GeneratorModule, target)
     make = instantiate(node, _partial_=True, _convert_="all", _recursive_=False)
     arguments = {**module_arguments(data, tiou_thresholds), "num_segments": num_segments}

@@ -15,9 +15,9 @@ from fustal.generator.losses import action_loss, contrast_matrix, cross_video_co
 from fustal.generator.mining import mine_snippets
 from fustal.generator.network import GeneratorNet, GeneratorOutput
 from fustal.metrics.detection import THUMOS_TIOU
-from fustal.metrics.evaluation import EvaluatedModule
 from fustal.pseudo.parallel import ProposalPool, resolve_workers
 from fustal.pseudo.proposals import proposal_kwargs
+from fustal.training.evaluated_module import EvaluatedModule
 
 LOG_PREFIX = "generator/train/"
 # predict_step's key of the video-level class scores
@@ -40,7 +40,7 @@ class GeneratorModule(EvaluatedModule):
     Evaluation (``validation_step``/``test_step`` and ``predict_step``) turns the CAS of each
     video into proposals with ``proposals`` (the keywords of
     :func:`~fustal.pseudo.proposals.cas_to_proposals`) in ``proposal_workers`` processes. The
-    validation loop scores what ``validation`` says (:class:`~fustal.metrics.evaluation.
+    validation loop scores what ``validation`` says (:class:`~fustal.training.evaluated_module.
     EvaluatedModule`): the test videos as the research code does (``generator/test/*``), or the
     held-out training videos (``generator/val/*``; video-level mAP of the video scores).
     ``classes``, ``feature_timing`` and ``num_segments`` are metadata saved with the

@@ -12,7 +12,6 @@ from fustal.metrics.detection import (
     detection_map,
     match_predictions,
     tiou_key,
-    tiou_matrix,
 )
 from fustal.metrics.quality import pseudo_label_quality, rows_quality, score_rows
 from fustal.metrics.results import (
@@ -42,7 +41,6 @@ __all__ = [
     "rows_to_results",
     "score_rows",
     "tiou_key",
-    "tiou_matrix",
 ]
 
 

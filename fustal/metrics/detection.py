@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fustal.errors import FustalError
+from fustal.segments import tiou
 
 # the tIoU thresholds THUMOS'14 weakly-supervised papers report (METHOD.md section 1)
 THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -79,23 +80,6 @@ class Detections:
 def tiou_key(t: float) -> str:
     """Result key of a tIoU threshold: ``0.1 -> "mAP@0.1"``, ``0.55 -> "mAP@0.55"``."""
     return f"mAP@{round(float(t), 4):g}"
-
-
-def _tiou(s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray) -> np.ndarray:
-    """Broadcast tIoU of segments ``[s1, e1]`` and ``[s2, e2]``; 0 where the union is empty."""
-    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
-    union = (e1 - s1) + (e2 - s2) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise temporal IoU (intersection / union, seconds, no +1) of ``[N, 2]`` and ``[M, 2]``.
-
-    Returns ``[N, M]`` float64; a pair whose union is empty has tIoU 0.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    return _tiou(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
 
 
 def check_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
@@ -177,7 +161,7 @@ def _candidate_pairs(
         rep = np.repeat(np.arange(lo, hi), c)
         within = np.arange(len(rep)) - np.repeat(np.cumsum(c) - c, c)
         g = gt_sorted[first[rep] + within]
-        t = _tiou(start[rep], end[rep], gt.segment[g, 0], gt.segment[g, 1])
+        t = tiou(start[rep], end[rep], gt.segment[g, 0], gt.segment[g, 1])
         keep = t >= min_tiou
         out_pos.append(pos[rep[keep]])
         out_gt.append(g[keep])

@@ -1,22 +1,19 @@
 """Content-addressed stage artifacts.
 
 A stage's artifacts live in ``<cache_dir>/<stage>/<key>/`` where ``key`` hashes everything that
-determines them: the config fields the stage reads, the dataset identity, the seed, the keys of
-its upstream stages and a fingerprint of the code it runs (:func:`code_fingerprint`: the source of
-every fustal module its run imports, read as the import closure of the stage's module from the
-source, minus the short :data:`COSMETIC_MODULES` list, and the package version), so editing any
-file a stage executes recomputes it and everything downstream. ``manifest.json`` is written last
-and lists every artifact with its size and sha256: a stage is reused only when the manifest
-exists and every file matches it, so nothing half-written or corrupted is ever read back. An
-unfinished stage keeps its training checkpoint there, and the next run with the same key resumes
-from it. A file lock serializes runs (e.g. parallel sweep jobs) that share a key; under DDP rank 0
-takes it and tells the other ranks (:func:`stage_lock`).
+determines them (:mod:`fustal.pipeline.keys` says what enters it: the config fields the stage
+reads, its upstream keys, a fingerprint of the code it runs from :func:`code_fingerprint`), so
+editing any file a stage executes recomputes it and everything downstream. ``manifest.json`` is
+written last and lists every artifact with its size and sha256: a stage is reused only when the
+manifest exists and every file matches it, so nothing half-written or corrupted is ever read
+back. An unfinished stage keeps its training checkpoint there, and the next run with the same key
+resumes from it. A file lock serializes runs (e.g. parallel sweep jobs) that share a key; under
+DDP rank 0 takes it and tells the other ranks (:func:`stage_lock`).
 """
 
 from __future__ import annotations
 
 import ast
-import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -30,8 +27,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 import fustal
 from fustal.io import read_json, write_json
+from fustal.pipeline.keys import COSMETIC_MODULES
 from fustal.training.distributed import (
     barrier,
     broadcast_from_zero,
@@ -48,17 +48,6 @@ LOCK = ".lock"
 LOCK_POLL_S = 1.0
 
 
-# fustal modules that cannot change what a stage computes: console output, progress, logging to
-# experiment trackers, pictures. Their source is left out of the code fingerprints (a package
-# stands for all of its modules); everything else a stage's run imports is in.
-COSMETIC_MODULES = (
-    "fustal.training.progress",
-    "fustal.training.quiet",
-    "fustal.training.loggers",
-    "fustal.metrics.table",
-    "fustal.pipeline.summary",
-    "fustal.viz",
-)
 PACKAGE = fustal.__name__
 PACKAGE_DIR = Path(fustal.__file__).resolve().parent
 STDLIB_DIR = Path(sysconfig.get_paths()["stdlib"]).resolve()
@@ -218,18 +207,20 @@ class StageDir:
         """Hold the entry's file lock. While another process holds it, block; or, with
         ``waiting``, retry after each call of ``waiting()``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK, "w") as handle:
+        lock = FileLock(self.path / LOCK)
+        if waiting is None:
+            lock.acquire()
+        else:
             while True:
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if waiting else 0))
+                    lock.acquire(blocking=False)
                     break
-                except BlockingIOError:
-                    assert waiting is not None
+                except Timeout:
                     waiting()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def complete(self) -> bool:
         """True when the manifest exists and every artifact matches its size and hash; a

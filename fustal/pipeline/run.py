@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from fustal.config import make_console, render_text, run_dir
 from fustal.config.checks import check_config
 from fustal.console import header, log_scale
-from fustal.data.summary import run_data_stage
+from fustal.data.overview import run_data_stage
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
 from fustal.io import ensure_writable_dir, write_with
@@ -25,7 +25,7 @@ from fustal.pipeline.stages.filter import FilterStage
 from fustal.pipeline.stages.generator import GeneratorStage
 from fustal.pipeline.stages.sources import PseudoLabelFile, ScoreFile
 from fustal.pipeline.stages.student import StudentStage
-from fustal.pipeline.summary import log_run_summary
+from fustal.pipeline.tracker_summary import log_run_summary
 from fustal.training.distributed import is_global_zero, separate_rank_log
 from fustal.training.quiet import quiet_libraries
 from fustal.viz.pictures import RunPictures, make_pictures

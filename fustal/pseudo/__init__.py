@@ -4,7 +4,6 @@ from fustal.pseudo.filters import (
     filter_rows,
     iou_density_mask,
     overlap_density,
-    pairwise_tiou,
     prior_filter,
 )
 from fustal.pseudo.nms import nms_research
@@ -24,6 +23,5 @@ __all__ = [
     "iou_density_mask",
     "nms_research",
     "overlap_density",
-    "pairwise_tiou",
     "prior_filter",
 ]

@@ -31,25 +31,12 @@ import numpy as np
 import numpy.typing as npt
 
 from fustal.pseudo.nms import segments_and_scores
-
-
-def pairwise_tiou(segments: np.ndarray) -> np.ndarray:
-    """Plain temporal IoU of every pair of ``segments [N, 2]``: ``[N, N]``.
-
-    Pairs whose union is empty (two zero-length segments at one point) have IoU 0.
-    """
-    starts, ends = segments[:, 0], segments[:, 1]
-    inter = np.maximum(
-        0.0, np.minimum(ends[:, None], ends[None, :]) - np.maximum(starts[:, None], starts[None, :])
-    )
-    lengths = ends - starts
-    union = lengths[:, None] + lengths[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+from fustal.segments import tiou_matrix
 
 
 def overlap_density(segments: np.ndarray) -> np.ndarray:
     """Row sums of the tIoU matrix of ``segments [N, 2]`` without its diagonal: ``[N]``."""
-    tiou = pairwise_tiou(segments)
+    tiou = tiou_matrix(segments, segments)
     np.fill_diagonal(tiou, 0.0)
     return tiou.sum(axis=1)
 

@@ -19,19 +19,14 @@ class SGPBackbone(nn.Module):
     def __init__(
         self,
         feature_dim: int,
-        embd_dim: int = 512,
-        arch: Sequence[int] = (2, 2, 5),
-        embd_kernel: int = 3,
-        sgp_mlp_dim: int = 768,
-        sgp_kernel: int = 1,
-        k: float = 5,
-        scale_factor: int = 2,
-        downsample_kernel: int = 3,
-        drop_path: float = 0.1,
-        layer_scale_init: float = 1e-4,
-        init_conv_vars: float = 0.0,
-        group_norm_groups: int = 16,
+        embd_dim: int,
+        arch: Sequence[int],
+        embd_kernel: int,
+        drop_path: float,
+        **block: Any,
     ):
+        """``block``: the :class:`SGPBlock` settings of every block (``mlp_dim``, ``window``,
+        ``k``, ``scale_factor``, ...; their defaults are :class:`~fustal.student.TriDet`'s)."""
         super().__init__()
         if len(arch) != 3 or min(arch) < 0 or arch[0] < 1:
             raise FustalError(f"arch: expected (n_embed >= 1, n_stem, n_branch), got {arch}")
@@ -41,17 +36,7 @@ class SGPBackbone(nn.Module):
             for i in range(n_embed)
         )
         self.embed_norm = nn.ModuleList(ChannelLayerNorm(embd_dim) for _ in range(n_embed))
-        block: dict[str, Any] = {
-            "dim": embd_dim,
-            "mlp_dim": sgp_mlp_dim,
-            "window": sgp_kernel,
-            "k": k,
-            "scale_factor": scale_factor,
-            "downsample_kernel": downsample_kernel,
-            "layer_scale_init": layer_scale_init,
-            "init_conv_vars": init_conv_vars,
-            "group_norm_groups": group_norm_groups,
-        }
+        block["dim"] = embd_dim
         self.stem = nn.ModuleList(SGPBlock(**block) for _ in range(n_stem))
         self.branch = nn.ModuleList(
             SGPBlock(**block, downsample=True, drop_path=drop_path) for _ in range(n_branch)

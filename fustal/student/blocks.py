@@ -116,15 +116,15 @@ class SGPBlock(nn.Module):
         self,
         dim: int,
         mlp_dim: int,
-        window: int = 1,
-        k: float = 5,
+        window: int,
+        k: float,
+        scale_factor: int,
+        downsample_kernel: int,
+        layer_scale_init: float,
+        init_conv_vars: float,
+        group_norm_groups: int,
         downsample: bool = False,
-        scale_factor: int = 2,
-        downsample_kernel: int = 3,
         drop_path: float = 0.0,
-        layer_scale_init: float = 1e-4,
-        init_conv_vars: float = 0.0,
-        group_norm_groups: int = 16,
     ):
         super().__init__()
         window = odd_kernel(window, "SGP window")
@@ -162,23 +162,20 @@ class SGPBlock(nn.Module):
             nn.init.zeros_(cast(Tensor, conv.bias))
         for layer in (self.mlp[0], self.mlp[2]):
             nn.init.zeros_(cast(Tensor, layer.bias))
-        self.branch_is_zero = False
 
     def branch_convs(self) -> tuple[nn.Conv1d, ...]:
         """The five depthwise convs of the granularity branch."""
         return (self.psi, self.fc, self.conv_w, self.conv_kw, self.global_fc)
 
-    def train(self, mode: bool = True) -> SGPBlock:
-        """Switching to eval mode checks whether the branch convs are all zero: with zero
-        weights and biases (the reference ``init_conv_vars = 0``) every gradient reaching them is
-        zero too, so they stay zero and the branch output ``fc(h) * phi + (conv_w(h) +
-        conv_kw(h)) * psi(h)`` is exactly 0; evaluation then skips computing it."""
-        super().train(mode)
-        if not mode:
-            with torch.no_grad():
-                params = [p.reshape(-1) for conv in self.branch_convs() for p in conv.parameters()]
-                self.branch_is_zero = not bool(torch.cat(params).any())
-        return self
+    def branch_is_zero(self) -> bool:
+        """Whether the branch convs are all zero, read from the weights at each call (so no
+        weight load or in-place edit can leave it stale). With zero weights and biases (the
+        reference ``init_conv_vars = 0``) every gradient reaching them is zero too, so they stay
+        zero and the branch output ``fc(h) * phi + (conv_w(h) + conv_kw(h)) * psi(h)`` is
+        exactly 0: evaluation skips computing it (one host read per block and forward, in eval
+        mode only)."""
+        params = [p.reshape(-1) for conv in self.branch_convs() for p in conv.parameters()]
+        return not bool(torch.cat(params).any())
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, C, T]``, ``mask [B, T]`` -> ``([B, C, T / s], [B, T / s])``, s the stride."""
@@ -189,7 +186,7 @@ class SGPBlock(nn.Module):
         x = self.pool(x)
         mask = mask[:, :: self.stride]
         h = self.ln(x)
-        if self.training or not self.branch_is_zero:
+        if self.training or not self.branch_is_zero():
             phi = torch.relu(self.global_fc(h.mean(dim=-1, keepdim=True)))
             out = self.fc(h) * phi + (self.conv_w(h) + self.conv_kw(h)) * self.psi(h) + h
         else:

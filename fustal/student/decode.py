@@ -9,6 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -17,6 +18,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fustal.errors import FustalError
+from fustal.segments import segment_iou
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """TriDet's decoding settings (``student.module.inference``): candidates above
+    ``pre_nms_thresh``, the ``pre_nms_topk`` best per level, longer than ``min_duration``;
+    soft-NMS with ``nms_sigma``, dropping scores below ``min_score``, at most ``max_seg_num`` per
+    class; boundary voting at ``voting_thresh`` (0: off). The one statement of their defaults:
+    every function here takes them from :data:`DECODING`."""
+
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    min_duration: float = 0.05
+    nms_sigma: float = 0.5
+    min_score: float = 0.001
+    max_seg_num: int = 2000
+    voting_thresh: float = 0.0
+
+
+DECODING = Decoding()
 
 # soft-NMS checks for termination and compacts its working set every this many iterations (the
 # only host synchronisations of its loop)
@@ -127,8 +149,8 @@ def decode_points(
     flat: Tensor,
     stride: int,
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """Decode chosen point-class pairs of one level: ``start/end [B, T, C]``, ``offsets
     [B, T, 2, num_bins + 1]``, ``scores [B, k]`` and flat indices ``[B, k]`` (``point * C +
@@ -155,9 +177,9 @@ def level_candidates(
     mask: Tensor,
     stride: int,
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """Candidates of one pyramid level for a batch of videos.
 
@@ -183,9 +205,9 @@ def candidates(
     output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
 ) -> SegmentBatch:
     """:func:`level_candidates` of every level of ``output`` (per level ``[B, T_l, ...]``),
     concatenated level after level -> ``[B, N]``."""
@@ -210,22 +232,12 @@ def candidates(
     return SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
 
 
-def _pairwise_iou(best: Tensor, others: Tensor, eps: float) -> Tensor:
-    """IoU of ``best [R, 2]`` with each of ``others [R, W, 2]`` -> ``[R, W]``."""
-    inter = (
-        torch.minimum(best[:, None, 1], others[..., 1])
-        - torch.maximum(best[:, None, 0], others[..., 0])
-    ).clamp(min=0)
-    union = (best[:, None, 1] - best[:, None, 0]) + (others[..., 1] - others[..., 0]) - inter
-    return inter / union.clamp(min=eps)
-
-
 def soft_nms_batch(
     cands: SegmentBatch,
     num_classes: int,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
     eps: float = 1e-8,
 ) -> SegmentBatch:
     """Per-class Gaussian soft-NMS of every video of a batch at once.
@@ -286,7 +298,7 @@ def soft_nms_batch(
             kept_scores.append(best_score)
             kept_src.append(src[index, best])
             live[index, best] = neg_inf
-            iou = _pairwise_iou(best_seg, segs, eps)
+            iou = segment_iou(best_seg[:, None], segs, eps)
             decayed = live * torch.exp(-(iou * iou) / sigma)
             live = torch.where((live > neg_inf) & (decayed >= min_score), decayed, neg_inf)
         kept = torch.cat(kept_src)
@@ -310,9 +322,9 @@ def soft_nms(
     segments: Tensor,
     scores: Tensor,
     labels: Tensor,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
     eps: float = 1e-8,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`soft_nms_batch` of one video: ``segments [N, 2]``, ``scores [N]``, ``labels [N]``
@@ -345,9 +357,9 @@ def teacher_targets(
     cands: SegmentBatch,
     num_classes: int,
     score_thresh: float = 0.4,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
 ) -> SegmentBatch:
     """The EMA teacher's targets (METHOD.md section 5): soft-NMS detections with score above
     ``score_thresh``, or the single best one of a video where none passes; start and end
@@ -372,12 +384,7 @@ def segment_voting(
     tIoU >= ``iou_thresh``, weighted by their scores; scores are unchanged. A detection is one
     of the candidates, so it always votes for itself."""
     segs, other = dets.segments.float(), cands.segments.float()
-    inter = (
-        torch.minimum(segs[:, :, None, 1], other[:, None, :, 1])
-        - torch.maximum(segs[:, :, None, 0], other[:, None, :, 0])
-    ).clamp(min=0)  # [B, K, N]
-    union = (segs[..., 1] - segs[..., 0])[:, :, None] + (other[..., 1] - other[..., 0])[:, None]
-    iou = inter / (union - inter).clamp(min=eps)
+    iou = segment_iou(segs[:, :, None], other[:, None], eps)  # [B, K, N]
     votes = (
         (iou >= iou_thresh)
         & (dets.labels[:, :, None] == cands.labels[:, None, :])
@@ -394,13 +401,13 @@ def decode_batch(
     output: HeadOutputs,
     strides: Sequence[int],
     num_bins: int,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    min_duration: float = 0.05,
-    nms_sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
-    voting_thresh: float = 0.0,
+    pre_nms_thresh: float = DECODING.pre_nms_thresh,
+    pre_nms_topk: int = DECODING.pre_nms_topk,
+    min_duration: float = DECODING.min_duration,
+    nms_sigma: float = DECODING.nms_sigma,
+    min_score: float = DECODING.min_score,
+    max_seg_num: int = DECODING.max_seg_num,
+    voting_thresh: float = DECODING.voting_thresh,
 ) -> SegmentBatch:
     """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
     ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`, then

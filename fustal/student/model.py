@@ -13,6 +13,7 @@ from fustal.errors import FustalError
 from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
 from fustal.student.decode import (
+    DECODING,
     Levels,
     SegmentBatch,
     candidates,
@@ -130,15 +131,15 @@ class TriDet(nn.Module):
             embd_dim,
             arch,
             embd_kernel,
-            sgp_mlp_dim,
-            sgp_kernel,
-            k,
-            scale_factor,
-            downsample_kernel,
             drop_path,
-            layer_scale_init,
-            init_conv_vars,
-            group_norm_groups,
+            mlp_dim=sgp_mlp_dim,
+            window=sgp_kernel,
+            k=k,
+            scale_factor=scale_factor,
+            downsample_kernel=downsample_kernel,
+            layer_scale_init=layer_scale_init,
+            init_conv_vars=init_conv_vars,
+            group_norm_groups=group_norm_groups,
         )
         self.neck = IdentityNeck(fpn_dim, num_levels)
         head: dict[str, Any] = {"num_layers": head_num_layers, "kernel": head_kernel}
@@ -205,9 +206,9 @@ class TriDet(nn.Module):
         features: Tensor,
         mask: Tensor,
         score_thresh: float,
-        pre_nms_thresh: float = 0.001,
-        pre_nms_topk: int = 2000,
-        min_duration: float = 0.05,
+        pre_nms_thresh: float = DECODING.pre_nms_thresh,
+        pre_nms_topk: int = DECODING.pre_nms_topk,
+        min_duration: float = DECODING.min_duration,
     ) -> SegmentBatch:
         """What a teacher's target selection reads (:func:`decode.teacher_selection`), decoded
         from the fewest head outputs: per level the ``pre_nms_topk`` best scores as always, but

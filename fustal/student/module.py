@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
-from fustal.fusion import RULES, fuse_video
+from fustal.fusion import fuse_video, fusion_keywords
 from fustal.metrics.detection import THUMOS_TIOU
-from fustal.metrics.evaluation import EvaluatedModule
-from fustal.student.decode import SegmentBatch, teacher_targets
+from fustal.student.decode import DECODING, SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
+from fustal.training.evaluated_module import EvaluatedModule
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,6 @@ CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
 # the teacher is "not ready" when it still holds more than this share of its random initial
 # weights at the switch to distillation
 TEACHER_INIT_SHARE_WARN = 0.05
-
-
-def check_fusion(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The ``fusion`` keywords of :func:`fustal.fusion.fuse_video` (``topk``, ``rule``), checked;
-    None: no fusion."""
-    if fusion is None:
-        return None
-    unknown = sorted(set(fusion) - {"topk", "rule"})
-    if unknown:
-        raise FustalError(f"fusion: unknown keys {unknown} (expected topk, rule)")
-    topk, rule = int(fusion.get("topk", 2)), str(fusion.get("rule", "sqrt"))
-    if topk < 1:
-        raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
-    if rule not in RULES:
-        raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
-    return {"topk": topk, "rule": rule}
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -78,7 +62,7 @@ class StudentModule(EvaluatedModule):
     its EMA teacher's predictions on the same clean clip. The EMA copy (updated after every
     optimizer step, :class:`~fustal.student.ema.ModelEMA`) and the loss normalizer are part of
     the state dict, hence of checkpoints. Evaluation (``validation_step``/``test_step``, scoring
-    what ``validation`` says as :class:`~fustal.metrics.evaluation.EvaluatedModule` logs it;
+    what ``validation`` says as :class:`~fustal.training.evaluated_module.EvaluatedModule` logs it;
     ``predict_step``) decodes detections in seconds for the raw weights and the EMA copy.
     ``classes`` and ``feature_timing`` are metadata saved with the hyperparameters for ``python
     -m fustal.predict``.
@@ -122,7 +106,7 @@ class StudentModule(EvaluatedModule):
         self.save_hyperparameters()
         if ema_decay is not None and not 0.0 <= ema_decay <= 1.0:
             raise FustalError(f"ema_decay: must lie in [0, 1] or be null, got {ema_decay}")
-        self.fusion = check_fusion(fusion)
+        self.fusion = fusion_keywords(fusion)
         net_cfg = {"_target_": "fustal.student.model.TriDet", **(net or {})}
         self.model: TriDet = instantiate(
             net_cfg, feature_dim=feature_dim, num_classes=1 if class_agnostic else num_classes
@@ -188,9 +172,9 @@ class StudentModule(EvaluatedModule):
         kwargs = self.decode_kwargs
         return (
             self.hp.teacher_score_thresh,
-            kwargs.get("nms_sigma", 0.5),
-            kwargs.get("min_score", 0.001),
-            kwargs.get("max_seg_num", 2000),
+            kwargs.get("nms_sigma", DECODING.nms_sigma),
+            kwargs.get("min_score", DECODING.min_score),
+            kwargs.get("max_seg_num", DECODING.max_seg_num),
         )
 
     def train(self, mode: bool = True) -> StudentModule:

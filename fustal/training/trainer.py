@@ -33,20 +33,6 @@ STAGE_OWNED = {
     "use_distributed_sampler": "nothing: fustal shards its data by rank itself",
     "default_root_dir": "hydra.run.dir",
 }
-# Trainer arguments that change nothing a stage computes (left out of the stage cache keys)
-COSMETIC_KEYS = frozenset(
-    {
-        "_target_",
-        "enable_progress_bar",
-        "enable_model_summary",
-        "log_every_n_steps",
-        "profiler",
-        "num_sanity_val_steps",
-        "limit_val_batches",
-        "limit_test_batches",
-        "limit_predict_batches",
-    }
-)
 
 
 def trainer_arguments() -> set[str]:
@@ -67,11 +53,6 @@ def check_trainer_config(trainer_cfg: Mapping[str, Any]) -> None:
             )
         if key not in accepted:
             raise FustalError(f"trainer.{key}: not an argument of Lightning's Trainer")
-
-
-def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``trainer`` settings that can change what a stage computes (for cache keys)."""
-    return {k: v for k, v in trainer_cfg.items() if k not in COSMETIC_KEYS}
 
 
 def make_callbacks(

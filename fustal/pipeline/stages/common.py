@@ -1,17 +1,14 @@
-"""Pieces the training stages share: seeding, the cache-key view of the config, the videos the
-pictures show, and training with resume."""
+"""Pieces the training stages share: seeding, the videos the pictures show, the held-out
+metrics, and training with resume (their cache keys: :mod:`fustal.pipeline.keys`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from fustal.config import to_plain
 from fustal.config.checks import MAX_PLOT_VIDEOS
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
@@ -19,52 +16,13 @@ from fustal.errors import FustalError, Interrupted
 from fustal.metrics.results import VideoDetections
 from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
-from fustal.training.selection import BestCheckpoint, selection_metric
-from fustal.training.trainer import trainer_identity
-
-# settings of a stage's module and data that change nothing it computes (left out of its cache
-# key): data-loading and proposal worker processes
-COSMETIC_KEYS = ("num_workers", "proposal_workers")
+from fustal.training.selection import BestCheckpoint
 
 
 def seed_stage(seed: int) -> None:
     """Seed the global RNGs before a stage builds its model, so that its initialization does not
     depend on what ran earlier in the process (a stage trained, resumed or reused)."""
     pl.seed_everything(seed, workers=True, verbose=False)
-
-
-def stage_identity(ctx: RunContext, stage: str, module: DictConfig) -> dict[str, Any]:
-    """The config a training stage reads besides its budget: its ``module`` and ``<stage>.data``
-    (without :data:`COSMETIC_KEYS`), the dataset (synthetic parameters included), its feature
-    view, the seed, the trainer settings that matter and, with held-out videos, the split (it
-    decides which videos the stage trains on)."""
-    cfg = ctx.cfg
-
-    def plain(node: DictConfig) -> dict[str, Any]:
-        return {k: v for k, v in to_plain(node).items() if k not in COSMETIC_KEYS}
-
-    identity = {
-        "module": plain(module),
-        "data": plain(cfg[stage].data),
-        "dataset": to_plain(cfg.dataset),
-        "features": to_plain(cfg.features[stage]),
-        "seed": cfg.seed,
-        "trainer": trainer_identity(to_plain(cfg.trainer)),
-    }
-    if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
-        # the split only: heldout and video_labels train on the same videos and share the entry
-        # (each run scores the held-out videos as its mode asks)
-        identity["heldout"] = {"fraction": cfg.validation.fraction, "seed": cfg.validation.seed}
-    return identity
-
-
-def selection_identity(ctx: RunContext, best: bool, patience: int | None = None) -> dict[str, Any]:
-    """How a stage chooses its weights, for its cache key: nothing when it keeps its last ones
-    (the key of ``validation=test`` stays what it was), else (``best``) the held-out metric it
-    maximizes (the validation mode decides it) and the early-stopping ``patience``."""
-    if not best:
-        return {}
-    return {"select": {"metric": selection_metric(ctx.cfg.validation.mode), "patience": patience}}
 
 
 def held_out_metrics(

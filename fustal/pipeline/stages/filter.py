@@ -13,11 +13,11 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fustal.config import to_plain
 from fustal.errors import FustalError
 from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
+from fustal.pipeline.keys import group_settings
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.outputs import GeneratorOutputs
 from fustal.pipeline.stages.sources import PseudoLabelFile
@@ -46,7 +46,7 @@ class FilterStage(Stage[FilterOutputs]):
 
     def key_parts(self) -> dict[str, Any]:
         """The filter function and its parameters (not the config's ``name``)."""
-        return {k: v for k, v in to_plain(self.cfg.filter).items() if k != "name"}
+        return group_settings(self.cfg.filter)
 
     def keep(self, params: dict[str, Any] | None = None) -> RowFilter:
         """The filter function with its parameters bound (``filter`` minus its ``name``;

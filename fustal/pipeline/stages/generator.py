@@ -22,6 +22,7 @@ from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality, score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
 from fustal.metrics.validation import without_val
+from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -29,8 +30,6 @@ from fustal.pipeline.stages.common import (
     held_out_metrics,
     picture_videos,
     seed_stage,
-    selection_identity,
-    stage_identity,
 )
 from fustal.pipeline.stages.outputs import GeneratorOutputs
 from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
@@ -67,8 +66,8 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         return {
             "max_steps": gcfg.max_steps,
             "val_every": gcfg.val_every,
-            **selection_identity(self.ctx, self.selects_best, self.patience),
-            **stage_identity(self.ctx, "generator", gcfg.module),
+            **selection_identity(self.cfg, self.selects_best, self.patience),
+            **stage_identity(self.cfg, "generator", gcfg.module),
         }
 
     @property

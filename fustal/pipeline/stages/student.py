@@ -19,6 +19,7 @@ from fustal.io import read_json, write_json
 from fustal.metrics.quality import score_rows
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
 from fustal.metrics.validation import without_val
+from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.common import (
     CHECKPOINTS,
@@ -26,8 +27,6 @@ from fustal.pipeline.stages.common import (
     held_out_metrics,
     picture_videos,
     seed_stage,
-    selection_identity,
-    stage_identity,
 )
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
@@ -114,8 +113,8 @@ class StudentStage(Stage[StudentOutputs]):
             "val_every": scfg.val_every,
             "supervision": self.cfg.supervision,
             "fusion": self.fusion,
-            **selection_identity(self.ctx, self.selects_best),
-            **stage_identity(self.ctx, "student", module),
+            **selection_identity(self.cfg, self.selects_best),
+            **stage_identity(self.cfg, "student", module),
         }
 
     @property

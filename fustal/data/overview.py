@@ -12,7 +12,7 @@ from fustal.data.dataset import StageData, SubsetSummary, validate_stage_data
 from fustal.data.views import load_pipeline_data
 
 
-def summary_table(name: str, data: StageData, summaries: list[SubsetSummary]) -> Table:
+def dataset_table(name: str, data: StageData, summaries: list[SubsetSummary]) -> Table:
     """A rich table: videos, instances, classes and feature statistics per subset."""
     table = Table(title=f"{name}: {data.annotations.source} + {data.features.layout} features")
     for col in (
@@ -49,7 +49,7 @@ def run_data_stage(cfg: DictConfig, console: Console) -> dict:
     out = {}
     for name, stage in (("generator", data.generator), ("student", data.student)):
         summaries = validate_stage_data(stage)
-        console.print(summary_table(name, stage, summaries))
+        console.print(dataset_table(name, stage, summaries))
         out[name] = {
             s.subset: {
                 "videos": s.videos,

@@ -1,0 +1,96 @@
+"""What enters a stage's cache key, and what stays out: the one statement of the rule.
+
+A stage's key (:meth:`fustal.pipeline.stage.Stage.key`) hashes three things:
+
+- **config**: the stage's ``key_parts()``. A training stage's are :func:`stage_identity` (its
+  ``module`` and ``<stage>.data`` without :data:`WORKER_KEYS`, the dataset with its synthetic
+  parameters, the stage's feature view, the seed, the ``trainer`` settings without
+  :data:`COSMETIC_TRAINER_KEYS`, and with held-out videos the split) plus its budget and
+  :func:`selection_identity`; the filter's are its group without the option's ``name``
+  (:func:`group_settings`). Outputs and pictures (``plot_videos``, loggers, callbacks) are out.
+- **upstream**: the keys of the stages whose outputs it reads.
+- **code**: the source of every fustal module the stage's run imports
+  (:func:`fustal.pipeline.cache.code_fingerprint`, from the stage's module and the ``_target_``
+  modules its key parts and the callbacks name), without :data:`COSMETIC_MODULES`; of a user's
+  own files, those its key parts name (a user's callback observes a run, it changes no
+  artifact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fustal.config import to_plain
+from fustal.training.selection import selection_metric
+
+# settings of a stage's module and data that change nothing it computes: data-loading and
+# proposal worker processes
+WORKER_KEYS = frozenset({"num_workers", "proposal_workers"})
+# Trainer arguments that change nothing a stage computes
+COSMETIC_TRAINER_KEYS = frozenset(
+    {
+        "_target_",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "log_every_n_steps",
+        "profiler",
+        "num_sanity_val_steps",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+    }
+)
+# fustal modules that cannot change what a stage computes: console output, progress, logging to
+# experiment trackers, pictures (a package stands for all of its modules)
+COSMETIC_MODULES = (
+    "fustal.training.progress",
+    "fustal.training.quiet",
+    "fustal.training.loggers",
+    "fustal.metrics.table",
+    "fustal.pipeline.tracker_summary",
+    "fustal.viz",
+)
+
+
+def group_settings(node: DictConfig) -> dict[str, Any]:
+    """A config group's settings without the chosen option's ``name`` (a label: two options
+    with the same settings compute the same)."""
+    return {k: v for k, v in to_plain(node).items() if k != "name"}
+
+
+def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``trainer`` settings that can change what a stage computes."""
+    return {k: v for k, v in trainer_cfg.items() if k not in COSMETIC_TRAINER_KEYS}
+
+
+def stage_identity(cfg: DictConfig, stage: str, module: DictConfig) -> dict[str, Any]:
+    """The config a training stage reads besides its budget and its choice of weights."""
+
+    def settings(node: DictConfig) -> dict[str, Any]:
+        return {k: v for k, v in to_plain(node).items() if k not in WORKER_KEYS}
+
+    identity = {
+        "module": settings(module),
+        "data": settings(cfg[stage].data),
+        "dataset": to_plain(cfg.dataset),
+        "features": to_plain(cfg.features[stage]),
+        "seed": cfg.seed,
+        "trainer": trainer_identity(to_plain(cfg.trainer)),
+    }
+    if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
+        # the split only: heldout and video_labels train on the same videos and share the entry
+        # (each run scores the held-out videos as its mode asks)
+        identity["heldout"] = {"fraction": cfg.validation.fraction, "seed": cfg.validation.seed}
+    return identity
+
+
+def selection_identity(cfg: DictConfig, best: bool, patience: int | None = None) -> dict[str, Any]:
+    """How a stage chooses its weights: nothing when it keeps its last ones (the key of
+    ``validation=test`` stays what it was), else (``best``) the held-out metric it maximizes
+    (the validation mode decides it) and the early-stopping ``patience``."""
+    if not best:
+        return {}
+    return {"select": {"metric": selection_metric(cfg.validation.mode), "patience": patience}}
