@@ -57,7 +57,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # modules with the longest tests, run first so that no long module ends the run on one worker
 # while the other idles (``make test`` runs ``--dist loadscope``: each module on one worker, so
 # its module fixtures are built once; xdist hands out the modules in collection order)
-LONG_FIRST = ("test_resume", "test_ddp", "test_learning", "test_entry_points", "test_fusion")
+LONG_FIRST = (
+    "test_resume",
+    "test_bad_inputs",
+    "test_config",
+    "test_ddp",
+    "test_learning",
+    "test_entry_points",
+    "test_fusion",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
