@@ -132,8 +132,7 @@ def run(cfg: DictConfig) -> dict:
     from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
     from fustal.io import ensure_writable_dir, write_json
-    from fustal.metrics.quality import score_rows
-    from fustal.metrics.results import rows_to_results
+    from fustal.metrics.results import rows_to_results, score_rows
     from fustal.metrics.table import results_table
     from fustal.training.quiet import quiet_libraries
     from fustal.training.trainer import make_trainer

@@ -81,7 +81,7 @@ class TestCurve(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from fustal.generator.module import GeneratorModule
-        from fustal.metrics.quality import score_rows
+        from fustal.metrics.results import score_rows
 
         if not isinstance(pl_module, GeneratorModule) or trainer.sanity_checking:
             return

@@ -23,8 +23,7 @@ from fustal.data.generator_datamodule import GeneratorDataModule
 from fustal.data.student_datamodule import PseudoLabelDataModule, Targets
 from fustal.generator.module import GeneratorModule
 from fustal.inference import predict_videos
-from fustal.metrics.quality import score_rows
-from fustal.metrics.results import rows_to_results
+from fustal.metrics.results import rows_to_results, score_rows
 from fustal.student import StudentModule
 from tests.conftest import CONF_DIR
 from tests.test_data import features_cfg

@@ -13,7 +13,7 @@ from fustal.metrics.detection import (
     match_predictions,
     tiou_key,
 )
-from fustal.metrics.quality import pseudo_label_quality, rows_quality, score_rows
+from fustal.metrics.quality import pseudo_label_quality, rows_quality
 from fustal.metrics.results import (
     VideoDetections,
     gt_to_detections,
@@ -22,6 +22,7 @@ from fustal.metrics.results import (
     results_to_rows,
     rows_to_detections,
     rows_to_results,
+    score_rows,
 )
 
 __all__ = [

@@ -42,18 +42,6 @@ def pseudo_label_quality(
     return out
 
 
-def score_rows(
-    rows: Mapping[str, np.ndarray],
-    videos: Sequence[Video],
-    num_classes: int,
-    tiou_thresholds: Sequence[float],
-) -> dict[str, float]:
-    """Detection mAP of per-video rows (:data:`~fustal.metrics.results.VideoDetections`) on
-    ``videos``: ``{"mAP@t": ..., "avg": ...}``."""
-    gt, video_ids = gt_to_detections(videos)
-    return detection_map(gt, rows_to_detections(rows, video_ids), tiou_thresholds, num_classes)
-
-
 def rows_quality(
     rows: Mapping[str, np.ndarray],
     videos: Sequence[Video],

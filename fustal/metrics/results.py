@@ -19,7 +19,7 @@ import numpy as np
 from fustal.data.annotations import Video
 from fustal.errors import FustalError
 from fustal.io import read_json
-from fustal.metrics.detection import Detections
+from fustal.metrics.detection import Detections, detection_map
 
 RESULT_KEYS = ("label", "score", "segment")
 VideoDetections = dict[str, np.ndarray]
@@ -200,3 +200,15 @@ def rows_to_detections(rows: Mapping[str, np.ndarray], video_ids: list[str]) -> 
 def count_rows(rows: Mapping[str, np.ndarray]) -> int:
     """Number of detections in :data:`VideoDetections`."""
     return int(sum(len(r) for r in rows.values()))
+
+
+def score_rows(
+    rows: Mapping[str, np.ndarray],
+    videos: Sequence[Video],
+    num_classes: int,
+    tiou_thresholds: Sequence[float],
+) -> dict[str, float]:
+    """Detection mAP of per-video rows (:data:`~fustal.metrics.results.VideoDetections`) on
+    ``videos``: ``{"mAP@t": ..., "avg": ...}``."""
+    gt, video_ids = gt_to_detections(videos)
+    return detection_map(gt, rows_to_detections(rows, video_ids), tiou_thresholds, num_classes)

@@ -12,8 +12,7 @@ import torch
 from torchmetrics.functional.classification import binary_average_precision
 
 from fustal.data.annotations import Video
-from fustal.metrics.quality import score_rows
-from fustal.metrics.results import VideoDetections
+from fustal.metrics.results import VideoDetections, score_rows
 
 # the val key of the video-level classification mAP
 VIDEO_MAP = "video_map"

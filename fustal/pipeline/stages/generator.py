@@ -19,8 +19,14 @@ from fustal.generator.build import generator_datamodule, generator_module
 from fustal.generator.module import VIDEO_SCORES, GeneratorModule
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
-from fustal.metrics.quality import rows_quality, score_rows
-from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
+from fustal.metrics.quality import rows_quality
+from fustal.metrics.results import (
+    VideoDetections,
+    read_results,
+    results_to_rows,
+    rows_to_results,
+    score_rows,
+)
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage

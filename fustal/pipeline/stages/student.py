@@ -16,8 +16,13 @@ from torch.utils.data import DataLoader
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
-from fustal.metrics.quality import score_rows
-from fustal.metrics.results import VideoDetections, read_results, results_to_rows, rows_to_results
+from fustal.metrics.results import (
+    VideoDetections,
+    read_results,
+    results_to_rows,
+    rows_to_results,
+    score_rows,
+)
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage
