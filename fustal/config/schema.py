@@ -201,6 +201,12 @@ class SchedulerSchema:
 
 @dataclass
 class InferenceSchema:
+    """TriDet's decoding settings (``student.module.inference``): candidates above
+    ``pre_nms_thresh``, the ``pre_nms_topk`` best per level, longer than ``min_duration``;
+    soft-NMS with ``nms_sigma``, dropping scores below ``min_score``, at most ``max_seg_num`` per
+    class; boundary voting at ``voting_thresh`` (0: off). The one statement of their defaults:
+    the decoding functions take theirs from it (``fustal.student.decode.DECODING``)."""
+
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
     min_duration: float = 0.05

@@ -9,7 +9,6 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -17,28 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
 from fustal.segments import segment_iou
 
-
-@dataclass(frozen=True)
-class Decoding:
-    """TriDet's decoding settings (``student.module.inference``): candidates above
-    ``pre_nms_thresh``, the ``pre_nms_topk`` best per level, longer than ``min_duration``;
-    soft-NMS with ``nms_sigma``, dropping scores below ``min_score``, at most ``max_seg_num`` per
-    class; boundary voting at ``voting_thresh`` (0: off). The one statement of their defaults:
-    every function here takes them from :data:`DECODING`."""
-
-    pre_nms_thresh: float = 0.001
-    pre_nms_topk: int = 2000
-    min_duration: float = 0.05
-    nms_sigma: float = 0.5
-    min_score: float = 0.001
-    max_seg_num: int = 2000
-    voting_thresh: float = 0.0
-
-
-DECODING = Decoding()
+# the decoding defaults (one statement of them: the config schema)
+DECODING = InferenceSchema()
 
 # soft-NMS checks for termination and compacts its working set every this many iterations (the
 # only host synchronisations of its loop)
