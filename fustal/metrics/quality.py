@@ -11,6 +11,16 @@ from fustal.metrics.detection import Detections, detection_map, match_prediction
 from fustal.metrics.results import gt_to_detections, rows_to_detections
 
 
+def precision_recall(
+    gt: Detections, pred: Detections, num_classes: int, match_tiou: float = 0.5
+) -> tuple[float, float]:
+    """Precision (matched predictions / all predictions, 0 without any) and recall (matched GT /
+    all GT) of the class-aware greedy one-to-one matching of
+    :func:`~fustal.metrics.detection.match_predictions` at ``match_tiou``."""
+    matched = float(match_predictions(gt, pred, [match_tiou], num_classes).sum())
+    return (matched / len(pred) if len(pred) else 0.0), matched / len(gt)
+
+
 def pseudo_label_quality(
     gt: Detections,
     pred: Detections,
@@ -29,13 +39,12 @@ def pseudo_label_quality(
     "avg": float, "mAP@t": float for each threshold}``.
     """
     maps = detection_map(gt, pred, tiou_thresholds, num_classes)
-    matched = int(match_predictions(gt, pred, [match_tiou], num_classes).sum())
-    count = len(pred)
+    precision, recall = precision_recall(gt, pred, num_classes, match_tiou)
     key = f"{round(float(match_tiou), 4):g}"
     out: dict = {
-        "count": count,
-        f"precision@{key}": matched / count if count else 0.0,
-        f"recall@{key}": matched / len(gt),
+        "count": len(pred),
+        f"precision@{key}": precision,
+        f"recall@{key}": recall,
         "avg": maps.pop("avg"),
     }
     out.update(maps)
@@ -69,9 +78,7 @@ def filter_choice(
     scores = []
     for rows in candidates:
         pred = rows_to_detections(rows, video_ids)
-        matched = float(match_predictions(gt, pred, [0.5], num_classes).sum())
-        precision = matched / len(pred) if len(pred) else 0.0
-        recall = matched / len(gt)
+        precision, recall = precision_recall(gt, pred, num_classes, 0.5)
         total = precision + recall
         scores.append(2 * precision * recall / total if total else 0.0)
     return int(np.argmax(scores)), scores
