@@ -101,14 +101,15 @@ class FilterStage(Stage[FilterOutputs]):
         where = getattr(upstream, "source", source)
         data = ctx.data.student
         train = data.train_videos()
-        heldout = sorted(set(pseudo_labels) & data.heldout)
-        if heldout:  # a pseudo-label file covering every training video
+        # what a list of filter settings is chosen on: the generator's detections on the held-out
+        # videos, or a pseudo-label file's labels of them (left out of the training labels)
+        held_out = {k: v for k, v in pseudo_labels.items() if k in data.heldout}
+        if held_out:  # a pseudo-label file covering every training video
             ctx.say(
-                f"filter: leaving out the pseudo labels of the {len(heldout)} held-out videos"
+                f"filter: leaving out the pseudo labels of the {len(held_out)} held-out videos"
                 f" ({where})"
             )
-        held_out = {k: v for k, v in pseudo_labels.items() if k in data.heldout}
-        pseudo_labels = {k: v for k, v in pseudo_labels.items() if k not in data.heldout}
+            pseudo_labels = {k: v for k, v in pseudo_labels.items() if k not in data.heldout}
         if isinstance(upstream, GeneratorOutputs):
             held_out = upstream.val
         unknown = sorted(set(pseudo_labels) - {v.id for v in train})
