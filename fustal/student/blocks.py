@@ -162,20 +162,28 @@ class SGPBlock(nn.Module):
             nn.init.zeros_(cast(Tensor, conv.bias))
         for layer in (self.mlp[0], self.mlp[2]):
             nn.init.zeros_(cast(Tensor, layer.bias))
+        # the branch weights' (address, version) when :meth:`branch_is_zero` last read them
+        self._branch_state: tuple[tuple[int, int], ...] = ()
+        self._branch_zero = False
 
     def branch_convs(self) -> tuple[nn.Conv1d, ...]:
         """The five depthwise convs of the granularity branch."""
         return (self.psi, self.fc, self.conv_w, self.conv_kw, self.global_fc)
 
     def branch_is_zero(self) -> bool:
-        """Whether the branch convs are all zero, read from the weights at each call (so no
-        weight load or in-place edit can leave it stale). With zero weights and biases (the
-        reference ``init_conv_vars = 0``) every gradient reaching them is zero too, so they stay
-        zero and the branch output ``fc(h) * phi + (conv_w(h) + conv_kw(h)) * psi(h)`` is
-        exactly 0: evaluation skips computing it (one host read per block and forward, in eval
-        mode only)."""
-        params = [p.reshape(-1) for conv in self.branch_convs() for p in conv.parameters()]
-        return not bool(torch.cat(params).any())
+        """Whether the branch convs are all zero. With zero weights and biases (the reference
+        ``init_conv_vars = 0``) every gradient reaching them is zero too, so they stay zero and
+        the branch output ``fc(h) * phi + (conv_w(h) + conv_kw(h)) * psi(h)`` is exactly 0:
+        evaluation skips computing it. Read from the weights (one host read) whenever they
+        changed since the last read: a tensor's version counter moves with every in-place write
+        through it, a weight load, an optimizer step and an EMA update included, so a loaded or
+        edited model is never judged by stale weights, and an unchanged one costs no sync."""
+        params = [p for conv in self.branch_convs() for p in conv.parameters()]
+        state = tuple((p.data_ptr(), p._version) for p in params)
+        if state != self._branch_state:
+            self._branch_state = state
+            self._branch_zero = not bool(torch.cat([p.reshape(-1) for p in params]).any())
+        return self._branch_zero
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, C, T]``, ``mask [B, T]`` -> ``([B, C, T / s], [B, T / s])``, s the stride."""
