@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fustal.config import CONFIG_DIR
+from fustal.config import CONFIG_DIR, chosen_option
 from fustal.data.dataset import StageData
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,7 @@ def device_summary(trainer: DictConfig) -> str:
 def scale_overrides(cfg: DictConfig) -> tuple[str, list[str]]:
     """The selected ``scale`` option and ``key=value`` of every value it sets over the group
     files (``("", [])`` outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return "", []
-    choice = HydraConfig.get().runtime.choices.get("scale")
+    choice = chosen_option("scale")
     path = CONFIG_DIR / "scale" / f"{choice}.yaml"
     if not choice or not path.is_file():
         return "", []
@@ -55,8 +51,9 @@ def header(cfg: DictConfig, output_dir: Path, data: StageData) -> list[str]:
     train, test = len(data.train_videos()), len(data.test_videos())
     what = "ground truth (upper bound)" if cfg.supervision == "full" else "video labels"
     cache = f"stage cache {cfg.paths.cache_dir}" if cfg.cache else "no stage cache"
+    dataset = chosen_option("dataset") or cfg.dataset.root
     lines = [
-        f"fustal: stage={cfg.stage} on {cfg.dataset.name} ({train} training / {test} test"
+        f"fustal: stage={cfg.stage} on {dataset} ({train} training / {test} test"
         f" videos, {data.num_classes} classes, {data.feature_dim()}-d features) from {what};"
         f" {device_summary(cfg.trainer)}, seed {cfg.seed}",
         f"run dir {output_dir} (the full config: config.yaml); {cache}",

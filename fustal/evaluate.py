@@ -117,10 +117,13 @@ def datamodule(
     from fustal.generator.build import generator_datamodule
     from fustal.student.build import student_datamodule
 
+    workers = cfg.num_workers
     if ckpt.kind == "student":
         model = cast("TriDet", ckpt.module.model)
-        return student_datamodule(cfg.student.data, data, model, cfg.seed, video_scores=scores)
-    return generator_datamodule(cfg.generator.data, data, cfg.seed)
+        return student_datamodule(
+            cfg.student.data, data, model, cfg.seed, video_scores=scores, num_workers=workers
+        )
+    return generator_datamodule(cfg.generator.data, data, cfg.seed, num_workers=workers)
 
 
 @exit_on_error

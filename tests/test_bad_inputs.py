@@ -477,6 +477,12 @@ def unknown_key_added(root: Path, tmp: Path) -> Broken:
 
 
 @case
+def moved_key(root: Path, tmp: Path) -> Broken:
+    names = ["student.module.ema_decay", "ema.decay"]
+    return Broken(["+student.module.ema_decay=0.99"], names, "no longer a key")
+
+
+@case
 def value_of_the_wrong_type(root: Path, tmp: Path) -> Broken:
     return Broken(["student.epochs_pseudo=many"], ["student.epochs_pseudo", "'many'"], "Integer")
 

@@ -24,6 +24,9 @@ from tests.conftest import REPO_ROOT, Runner
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOU = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+DATA = f"{REPO_ROOT}/data"
+# a key the composed config does not have
+ABSENT = object()
 
 # The specification: every number of METHOD.md that the group files carry, keyed by config path.
 METHOD_GENERATOR = {
@@ -119,7 +122,7 @@ def resolved(cfg: DictConfig) -> dict:
 
 def get(node: dict, dotted: str):
     for part in dotted.split("."):
-        node = node[part]
+        node = node.get(part, ABSENT) if isinstance(node, dict) else ABSENT
     return node
 
 
@@ -136,11 +139,14 @@ def assert_matches(node: dict, spec: dict, where: str) -> None:
 
 
 GROUP_OPTIONS = [
-    ("dataset=synthetic", {"dataset.name": "synthetic", "dataset.root": None}),
-    ("dataset=thumos14", {"dataset.name": "thumos14", "dataset.tiou_thresholds": THUMOS_TIOU}),
+    ("dataset=synthetic", {"dataset.root": None, "dataset.synthetic.num_classes": 5}),
+    (
+        "dataset=thumos14",
+        {"dataset.root": f"{DATA}/thumos14", "dataset.tiou_thresholds": THUMOS_TIOU},
+    ),
     (
         "dataset=activitynet13",
-        {"dataset.name": "activitynet13", "dataset.tiou_thresholds": ANET_TIOU},
+        {"dataset.root": f"{DATA}/activitynet13", "dataset.tiou_thresholds": ANET_TIOU},
     ),
     (
         "dataset=activitynet13_synthetic",
@@ -152,12 +158,11 @@ GROUP_OPTIONS = [
     ),
     (
         "dataset=activitynet12",
-        {"dataset.name": "activitynet12", "dataset.tiou_thresholds": ANET_TIOU},
+        {"dataset.root": f"{DATA}/activitynet12", "dataset.tiou_thresholds": ANET_TIOU},
     ),
     (
         "dataset=activitynet12_synthetic",
         {
-            "dataset.name": "activitynet12_synthetic",
             "dataset.tiou_thresholds": ANET_TIOU,
             "dataset.synthetic.layout": "activitynet",
             "dataset.synthetic.annotation_file": str(
@@ -166,7 +171,7 @@ GROUP_OPTIONS = [
             ),
         },
     ),
-    ("dataset=custom", {"dataset.name": "custom", "dataset.root": None}),
+    ("dataset=custom", {"dataset.root": None, "dataset.synthetic": ABSENT}),
     ("features@features.generator=i3d_nonoverlap", {"features.generator.layout": "nonoverlap"}),
     ("features@features.generator=i3d_overlap", {"features.generator.layout": "overlap"}),
     ("features@features.generator=resized", {"features.generator.layout": "resized"}),
@@ -178,38 +183,37 @@ GROUP_OPTIONS = [
         {"features.generator.sidecar": "features/features.json"},
     ),
     ("features@features.student=custom", {"features.student.video_table": "videos.csv"}),
-    ("generator=cola_cv", {"generator.name": "cola_cv", "generator.module.cross_video": True}),
+    ("generator=cola_cv", {"generator.module.cross_video": True}),
     (
         "generator=cola",
         {
-            "generator.name": "cola",
             "generator.module.cross_video": False,
             "generator.module.temperature": 0.07,
         },
     ),
     (
         "filter=fustal",
-        {"filter.name": "fustal", "filter.min_density": 0.2, "filter.min_score": 0.4},
+        {"filter.min_density": 0.2, "filter.min_score": 0.4},
     ),
-    ("filter=score", {"filter.name": "score", "filter.min_density": None, "filter.min_score": 0.4}),
+    ("filter=score", {"filter.min_density": None, "filter.min_score": 0.4}),
     (
         "filter=density",
-        {"filter.name": "density", "filter.min_density": 0.2, "filter.min_score": None},
+        {"filter.min_density": 0.2, "filter.min_score": None},
     ),
-    ("filter=none", {"filter.name": "none", "filter.min_density": None, "filter.min_score": None}),
+    ("filter=none", {"filter.min_density": None, "filter.min_score": None}),
     (
         "filter=long_actions",
-        {"filter.name": "long_actions", "filter.min_density": 1.0, "filter.min_score": 0.5},
+        {"filter.min_density": 1.0, "filter.min_score": 0.5},
     ),
-    ("fusion=none", {"fusion.name": "none", "fusion.source": None}),
+    ("fusion=none", {"fusion.source": None}),
     (
         "fusion=generator",
         {"fusion.source": "generator", "fusion.topk": 2, "fusion.rule": "sqrt"},
     ),
     ("fusion=file", {"fusion.source": "file", "fusion.score_file": None, "fusion.topk": 2}),
-    ("student=tridet", {"student.name": "tridet", "student.module.net.num_bins": 16}),
-    ("ema=mean_teacher", {"ema.name": "mean_teacher", "ema.enabled": True}),
-    ("ema=none", {"ema.name": "none", "ema.enabled": False}),
+    ("student=tridet", {"student.module.net.num_bins": 16}),
+    ("ema=mean_teacher", {"ema.enabled": True, "ema.score_thresh": 0.4}),
+    ("ema=none", {"ema.enabled": False}),
     ("trainer=default", {"trainer.accelerator": "auto", "trainer.devices": 1}),
     ("trainer=cpu", {"trainer.accelerator": "cpu", "trainer.devices": 1}),
     ("trainer=gpu", {"trainer.accelerator": "gpu", "trainer.devices": 1}),
@@ -300,7 +304,6 @@ def test_experiment_synthetic_is_the_base_config(hydra_context: None) -> None:
 @pytest.mark.parametrize("experiment", ["thumos14", "thumos14_full"])
 def test_experiment_thumos14(hydra_context: None, experiment: str) -> None:
     cfg = resolved(compose_config(f"+experiment={experiment}"))
-    assert cfg["dataset"]["name"] == "thumos14"
     assert cfg["dataset"]["root"] == str(REPO_ROOT / "data" / "thumos14")
     assert cfg["dataset"]["tiou_thresholds"] == THUMOS_TIOU
     assert cfg["generator"]["max_steps"] == 6000
@@ -323,7 +326,7 @@ def test_experiment_thumos14(hydra_context: None, experiment: str) -> None:
 
 def test_experiment_activitynet13(hydra_context: None) -> None:
     cfg = resolved(compose_config("+experiment=activitynet13"))
-    assert cfg["dataset"]["name"] == "activitynet13"
+    assert cfg["dataset"]["root"] == f"{DATA}/activitynet13"
     tious = cfg["dataset"]["tiou_thresholds"]
     assert len(tious) == 10
     np.testing.assert_allclose(tious, np.linspace(0.5, 0.95, 10))
@@ -347,13 +350,13 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
     assert student["class_agnostic"] and cfg["fusion"]["source"] == "generator"
     assert (student["label_smoothing"], student["inference"]["voting_thresh"]) == (0.1, 0.95)
     assert student["scheduler"] == {**student["scheduler"], "warmup_epochs": 10}
-    assert cfg["filter"]["name"] == "long_actions"
+    assert (cfg["filter"]["min_density"], cfg["filter"]["min_score"]) == (1.0, 0.5)
     assert cfg["supervision"] == "weak"
 
 
 def test_experiment_activitynet12_reads_the_bundled_v12_file(hydra_context: None) -> None:
     cfg = resolved(compose_config("+experiment=activitynet12"))
-    assert cfg["dataset"]["name"] == "activitynet12"
+    assert cfg["dataset"]["root"] == f"{DATA}/activitynet12"
     for stage in ("generator", "student"):
         path = Path(cfg["features"][stage]["annotation_file"])
         assert path.parent == REPO_ROOT / "data/annotations/activitynet12" and path.is_file()
@@ -365,7 +368,7 @@ def test_experiment_activitynet12_reads_the_bundled_v12_file(hydra_context: None
 def test_experiment_with_further_overrides(hydra_context: None) -> None:
     cfg = resolved(compose_config("+experiment=thumos14", "filter=score", "generator.max_steps=10"))
     assert cfg["filter"]["min_density"] is None and cfg["filter"]["min_score"] == 0.4
-    assert cfg["generator"]["max_steps"] == 10 and cfg["dataset"]["name"] == "thumos14"
+    assert cfg["generator"]["max_steps"] == 10 and cfg["dataset"]["root"] == f"{DATA}/thumos14"
 
 
 # ---------------------------------------------------------------- METHOD.md numbers

@@ -87,11 +87,9 @@ class LinearGenerator(pl.LightningModule):
 
 FILTER_CONFIG = """\
 _target_: my_filters.keep_long
-name: keep_long
 min_seconds: 2.0
 """
 GENERATOR_CONFIG = """\
-name: linear
 max_steps: 40
 val_every: 40
 module:

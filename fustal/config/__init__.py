@@ -47,6 +47,16 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+def chosen_option(group: str) -> str | None:
+    """The option a Hydra app chose for config ``group`` (Hydra's record; None outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice is None else str(choice)
+
+
 def render_text(renderable: Any, width: int = 120) -> str:
     """A rich renderable (a table) as plain text, for log files."""
     console = Console(width=width, record=True, file=io.StringIO())

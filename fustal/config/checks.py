@@ -52,7 +52,20 @@ PLUG_INS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "generator.module": (GeneratorModuleSchema, ("num_segments",)),
 }
 # keys of a plug-in node that are fustal's, not arguments of the target
-PLUG_IN_KEYS = ("_target_", "_partial_", "name")
+PLUG_IN_KEYS = ("_target_", "_partial_")
+# keys that are no longer read, and where their setting lives now
+MOVED_KEYS = {
+    "student.module.ema_decay": "ema.decay (ema=none: no EMA copy)",
+    "student.module.ema_warmup": "ema.warmup",
+    "student.module.teacher_score_thresh": "ema.score_thresh",
+    "generator.data.num_workers": "num_workers",
+    "student.data.num_workers": "num_workers",
+    **{
+        f"{group}.name": "Hydra's record of the chosen options (.hydra/hydra.yaml:"
+        " hydra.runtime.choices)"
+        for group in ("dataset", "generator", "filter", "student", "ema", "fusion")
+    },
+}
 
 
 def _unknown_key_message(plain: Mapping[str, Any], full_key: str, schema: Any) -> str:
@@ -141,12 +154,24 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
         reason = str(getattr(err, "msg", err)).splitlines()[0]
         raise FustalError(f"{key}: {reason}" if key else reason) from None
     assert isinstance(plain, dict)
+    check_moved_keys(plain)
     check_against_schema(check_plug_ins(plain), schema)
     check_choices(plain)
     check_fusion(plain)
     check_filter(plain)
     check_objective(plain)
     check_trainer_config(plain.get("trainer") or {})
+
+
+def check_moved_keys(plain: Mapping[str, Any]) -> None:
+    """A key of :data:`MOVED_KEYS` is a one-line error naming where its setting lives now."""
+    for key, now in MOVED_KEYS.items():
+        *parents, leaf = key.split(".")
+        node: Any = plain
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and leaf in node:
+            raise FustalError(f"{key}: no longer a key; its setting is {now}")
 
 
 def check_objective(plain: Mapping[str, Any]) -> None:

@@ -46,7 +46,6 @@ class SyntheticSchema:
 
 @dataclass
 class DatasetSchema:
-    name: str = "synthetic"
     root: str | None = None
     classes: list[str] | None = None
     tiou_thresholds: list[float] = _list(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -131,12 +130,10 @@ class GeneratorDataSchema:
     num_segments: int = 750
     batch_size: int = 16
     eval_batch_size: int = 16
-    num_workers: int = 0
 
 
 @dataclass
 class GeneratorSchema:
-    name: str = "cola_cv"
     max_steps: int = 6000
     val_every: int = 100
     select: str = "auto"
@@ -153,7 +150,6 @@ class FilterSchema:
     """fustal's own filter (a user's: :func:`fustal.config.checks.check_plug_ins`)."""
 
     _target_: str = "fustal.pseudo.filters.prior_filter"
-    name: str = "fustal"
     # a number, null (off), or a list of them: chosen on the held-out videos (FilterStage.choose)
     min_density: Any = 0.2
     min_score: Any = 0.4
@@ -222,9 +218,6 @@ class StudentModuleSchema:
     net: TriDetSchema = field(default_factory=TriDetSchema)
     optimizer: dict[str, Any] = field(default_factory=dict)
     scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
-    ema_decay: float | None = 0.999
-    ema_warmup: bool = False
-    teacher_score_thresh: float = 0.4
     video_loss_weight: float = 1.0
     video_topk_divisor: int = 5
     init_loss_norm: float = 100.0
@@ -249,13 +242,11 @@ class StudentDataSchema:
     _target_: str = "fustal.data.student_datamodule.PseudoLabelDataModule"
     batch_size: int = 8
     eval_batch_size: int = 1
-    num_workers: int = 0
     augment: AugmentSchema = field(default_factory=AugmentSchema)
 
 
 @dataclass
 class StudentSchema:
-    name: str = "tridet"
     epochs_pseudo: int = 61
     epochs_distill: int = 40
     full_epochs: int = 40
@@ -269,7 +260,6 @@ class StudentSchema:
 
 @dataclass
 class EmaSchema:
-    name: str = "mean_teacher"
     enabled: bool = True
     decay: float = 0.999
     warmup: bool = False
@@ -278,7 +268,6 @@ class EmaSchema:
 
 @dataclass
 class FusionSchema:
-    name: str = "none"
     source: str | None = None
     score_file: str | None = None
     topk: int = 2

@@ -6,8 +6,8 @@ A stage's key (:meth:`fustal.pipeline.stage.Stage.key`) hashes three things:
   ``module`` and ``<stage>.data`` without :data:`WORKER_KEYS`, the dataset with its synthetic
   parameters, the stage's feature view, the seed, the ``trainer`` settings without
   :data:`COSMETIC_TRAINER_KEYS`, and with held-out videos the split) plus its budget and
-  :func:`selection_identity`; the filter's are its group without the option's ``name``
-  (:func:`group_settings`). Outputs and pictures (``plot_videos``, loggers, callbacks) are out.
+  :func:`selection_identity`; the filter's are its group. Outputs and pictures
+  (``plot_videos``, loggers, callbacks) are out.
 - **upstream**: the keys of the stages whose outputs it reads.
 - **code**: the source of every fustal module the stage's run imports
   (:func:`fustal.pipeline.cache.code_fingerprint`, from the stage's module and the ``_target_``
@@ -53,12 +53,6 @@ COSMETIC_MODULES = (
     "fustal.pipeline.tracker_summary",
     "fustal.viz",
 )
-
-
-def group_settings(node: DictConfig) -> dict[str, Any]:
-    """A config group's settings without the chosen option's ``name`` (a label: two options
-    with the same settings compute the same)."""
-    return {k: v for k, v in to_plain(node).items() if k != "name"}
 
 
 def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from fustal.pipeline.stages.student import StudentStage
 from fustal.pipeline.tracker_summary import log_run_summary
 from fustal.training.distributed import is_global_zero, separate_rank_log
 from fustal.training.quiet import quiet_libraries
-from fustal.viz.pictures import RunPictures, make_pictures
+from fustal.viz.pictures import make_pictures
 from fustal.viz.rundir import PICTURES
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ def run_pipeline(cfg: DictConfig) -> dict:
         ctx.say(line)
     log_scale(cfg)
     with distributed_run(cfg):
-        outputs = run_stages(ctx)
+        run_plan(ctx, stage_plan(cfg))
     if is_global_zero():
-        pictures = draw_pictures(ctx, outputs) if cfg.plot_videos > 0 else []
+        pictures = draw_pictures(ctx) if cfg.plot_videos > 0 else []
         watched = [name for name in cfg.logger or {} if name != "csv"]  # csv: the default
         if watched and not ctx.trained:
             log.warning(
@@ -96,7 +96,7 @@ def stage_plan(cfg: DictConfig) -> list[type[Stage[Any]]]:
     return [*plan, StudentStage]
 
 
-def draw_pictures(ctx: RunContext, shown: RunPictures) -> list[Path]:
+def draw_pictures(ctx: RunContext) -> list[Path]:
     """The run's pictures of its first ``plot_videos`` training and test videos."""
     cfg, data, count = ctx.cfg, ctx.data.student, int(ctx.cfg.plot_videos)
     videos = (
@@ -105,32 +105,8 @@ def draw_pictures(ctx: RunContext, shown: RunPictures) -> list[Path]:
     )
     chosen = ctx.metrics.get("pseudo_labels", {}).get("filter_choice", {})
     min_score = chosen.get("min_score", cfg.filter.get("min_score"))
-    threshold = min_score if isinstance(min_score, int | float) else cfg.ema.score_thresh
-    paths = make_pictures(ctx.output_dir, data, videos, shown, threshold)
+    # the colour bar marks the filter's score threshold (none when the filter has none)
+    threshold = min_score if isinstance(min_score, int | float) else None
+    paths = make_pictures(ctx.output_dir, data, videos, ctx.shown, threshold)
     ctx.say(f"pictures: {len(paths)} PNG files in {ctx.output_dir / PICTURES}")
     return paths
-
-
-def run_stages(ctx: RunContext) -> RunPictures:
-    """The stages of :func:`stage_plan` (their metrics go to ``ctx`` and ``metrics.json``);
-    returns what the pictures show."""
-    results = run_plan(ctx, stage_plan(ctx.cfg))
-    out = RunPictures()
-    if "generator" in results:
-        gen = results["generator"].outputs
-        out.cas = gen.cas
-        out.test_tracks["generator"] = gen.test
-    for name in ("generator", PseudoLabelFile.name):
-        if name in results:
-            pseudo = results[name].outputs.pseudo_labels
-            out.pseudo["raw"] = out.train_tracks["pseudo labels (raw)"] = pseudo
-            break
-    if "filter" in results:
-        filtered = results["filter"].outputs.filtered
-        out.pseudo["filtered"] = out.train_tracks["pseudo labels (filtered)"] = filtered
-    if "student" in results:
-        stu = results["student"].outputs
-        name = "student + EMA" if "student_ema" in stu.test else "student"
-        out.train_tracks[name] = stu.pictures
-        out.test_tracks[name] = stu.test.get("student_ema", stu.test["student"])
-    return out

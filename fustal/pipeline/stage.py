@@ -34,6 +34,7 @@ from fustal.pipeline.cache import (
     user_target_files,
 )
 from fustal.training.distributed import is_global_zero
+from fustal.viz.pictures import RunPictures
 
 log = logging.getLogger(__name__)
 # the folder of a stage's resume checkpoint inside its entry
@@ -47,6 +48,7 @@ class HasMetrics(Protocol):
 
 
 Outputs = TypeVar("Outputs", bound=HasMetrics)
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class RunContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     # the stages this run computed (not reused from the cache)
     trained: list[str] = field(default_factory=list)
+    # what the run's pictures show, added by each stage (Stage.show)
+    shown: RunPictures = field(default_factory=RunPictures)
 
     def record(self, metrics: dict[str, Any]) -> None:
         """Merge ``{"section.sub": values}`` entries into the run's metrics (dotted keys nest)."""
@@ -110,9 +114,12 @@ class Stage(ABC, Generic[Outputs]):
         """The upstream stages (by name) whose results this stage reads under ``cfg``."""
         return ()
 
-    def input(self, name: str) -> Any:
-        """The outputs of the upstream stage ``name``."""
-        return self.upstream[name].outputs
+    def input(self, name: str, kind: type[T]) -> T:
+        """The outputs of the upstream stage ``name``, of type (or protocol) ``kind``."""
+        outputs = self.upstream[name].outputs
+        if not isinstance(outputs, kind):
+            raise TypeError(f"{self.name}: {name}'s outputs are no {kind.__name__}")
+        return outputs
 
     @abstractmethod
     def key_parts(self) -> dict[str, Any]:
@@ -130,6 +137,9 @@ class Stage(ABC, Generic[Outputs]):
     def load(self, folder: Path) -> Outputs:
         """The outputs, read back from what :meth:`save` wrote (cached stages)."""
         raise NotImplementedError(f"{self.name}: not a cached stage")
+
+    def show(self, outputs: Outputs, shown: RunPictures) -> None:
+        """Add what the run's pictures show of ``outputs`` to ``shown`` (nothing by default)."""
 
     def code_roots(self) -> list[str]:
         """The modules whose import closure is the stage's code: its own, and those its key
@@ -201,7 +211,9 @@ def run_stage(stage: Stage[Outputs]) -> StageResult[Outputs]:
 
 
 def recorded(stage: Stage[Outputs], result: StageResult[Outputs]) -> StageResult[Outputs]:
-    """``result`` after its metrics (if any) went into the run's metrics and ``metrics.json``."""
+    """``result`` after its metrics (if any) went into the run's metrics and ``metrics.json``
+    and what the pictures show of it into ``ctx.shown``."""
+    stage.show(result.outputs, stage.ctx.shown)
     if result.outputs.metrics:
         stage.ctx.record(result.outputs.metrics)
         stage.ctx.write_metrics()

@@ -60,10 +60,10 @@ def make_pictures(
     data: StageData,
     videos: tuple[list[Video], list[Video]],
     shown: RunPictures,
-    score_threshold: float,
+    score_threshold: float | None,
 ) -> list[Path]:
     """Write the picture inputs of the training and test ``videos`` and draw the PNGs into
-    ``run_dir/pictures`` (the score colour bar marks ``score_threshold``); returns their
+    ``run_dir/pictures`` (the score colour bar marks ``score_threshold``, if any); returns their
     paths."""
     classes = data.classes
     entries = [video_entry(v, "train", shown.train_tracks, classes) for v in videos[0]] + [

@@ -6,33 +6,24 @@ cached) and writes ``pseudo_labels.filtered.json`` into the run dir."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fustal.config import to_plain
 from fustal.errors import FustalError
 from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
-from fustal.pipeline.keys import group_settings
 from fustal.pipeline.stage import Stage
-from fustal.pipeline.stages.outputs import GeneratorOutputs
+from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, PseudoLabelSource
 from fustal.pipeline.stages.sources import PseudoLabelFile
 from fustal.pseudo.filters import RowFilter, filter_rows, prior_filter
+from fustal.viz.pictures import RunPictures
 
 PRIOR_FILTER = f"{prior_filter.__module__}.{prior_filter.__name__}"
-
-
-@dataclass
-class FilterOutputs:
-    """The filtered pseudo labels, the filter's counts and the quality metrics."""
-
-    filtered: VideoDetections
-    stats: dict[str, int]
-    metrics: dict[str, Any]
 
 
 class FilterStage(Stage[FilterOutputs]):
@@ -45,16 +36,16 @@ class FilterStage(Stage[FilterOutputs]):
         return (PseudoLabelFile.name,) if cfg.pseudo_labels else ("generator",)
 
     def key_parts(self) -> dict[str, Any]:
-        """The filter function and its parameters (not the config's ``name``)."""
-        return group_settings(self.cfg.filter)
+        """The filter function and its parameters: the ``filter`` group."""
+        return to_plain(self.cfg.filter)
 
     def keep(self, params: dict[str, Any] | None = None) -> RowFilter:
-        """The filter function with its parameters bound (``filter`` minus its ``name``;
-        ``params``: the setting chosen for the parameters given as lists)."""
+        """The filter function with its parameters bound (``params``: the setting chosen for
+        the parameters given as lists)."""
         return instantiate({**self.key_parts(), **(params or {})}, _partial_=True)
 
     def params(self) -> dict[str, Any]:
-        """The filter function's parameters (``filter`` minus its name and ``_target_``)."""
+        """The filter function's parameters (``filter`` minus ``_target_``)."""
         return {k: v for k, v in self.key_parts().items() if not k.startswith("_")}
 
     def choices(self) -> dict[str, list[Any]]:
@@ -96,9 +87,8 @@ class FilterStage(Stage[FilterOutputs]):
     def compute(self, folder: Path) -> FilterOutputs:
         ctx, fcfg = self.ctx, self.cfg.filter
         (source,) = self.upstream
-        upstream = self.input(source)
-        pseudo_labels: VideoDetections = upstream.pseudo_labels
-        where = getattr(upstream, "source", source)
+        upstream = self.input(source, PseudoLabelSource)
+        pseudo_labels, where = upstream.pseudo_labels, upstream.source
         data = ctx.data.student
         train = data.train_videos()
         # what a list of filter settings is chosen on: the generator's detections on the held-out
@@ -134,7 +124,7 @@ class FilterStage(Stage[FilterOutputs]):
             settings = ", ".join(f"{k}={v}" for k, v in params.items())
             knobs = " or ".join(f"filter.{k}" for k in sorted(params, reverse=True))
             raise FustalError(
-                f"filter={fcfg.name}: no pseudo label passes ({settings}) out of"
+                f"filter ({fcfg._target_}): no pseudo label passes ({settings}) out of"
                 f" {stats['before']}; {'lower ' + knobs + ', ' if knobs else ''}or use filter=none"
             )
         ctx.say(
@@ -152,6 +142,9 @@ class FilterStage(Stage[FilterOutputs]):
             **choice_metrics,
         }
         return FilterOutputs(filtered, stats, metrics)
+
+    def show(self, outputs: FilterOutputs, shown: RunPictures) -> None:
+        shown.pseudo["filtered"] = shown.train_tracks["pseudo labels (filtered)"] = outputs.filtered
 
     def save(self, outputs: FilterOutputs, folder: Path) -> None:
         results = rows_to_results(outputs.filtered, self.ctx.data.student.classes)

@@ -40,6 +40,7 @@ from fustal.pipeline.stages.common import (
 from fustal.pipeline.stages.outputs import GeneratorOutputs
 from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
 from fustal.training.trainer import make_trainer
+from fustal.viz.pictures import RunPictures
 from fustal.viz.rundir import read_cas, write_cas
 
 CAS_FILE = "pictures_cas.npz"
@@ -91,7 +92,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         """The module and DataModule from the ``generator`` group (``_target_`` configs)."""
         cfg, data = self.cfg, self.ctx.data.generator
         seed_stage(cfg.seed)
-        dm = generator_datamodule(cfg.generator.data, data, cfg.seed)
+        dm = generator_datamodule(cfg.generator.data, data, cfg.seed, num_workers=cfg.num_workers)
         tiou = cfg.dataset.tiou_thresholds
         module = generator_module(
             cfg.generator.module, data, tiou, dm.num_segments, validation=cfg.validation.mode
@@ -201,6 +202,14 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             for vid, item in zip(batch["video_id"], module.cas(batch), strict=True):
                 out[vid] = {key: item[key] for key in PICTURE_CAS_KEYS}
         return out
+
+    def show(self, outputs: GeneratorOutputs, shown: RunPictures) -> None:
+        """The CAS, the test detections and (unless ``pseudo_labels=PATH`` replaces them) the
+        pseudo labels."""
+        shown.cas = outputs.cas
+        shown.test_tracks["generator"] = outputs.test
+        if not self.cfg.pseudo_labels:
+            shown.pseudo["raw"] = shown.train_tracks["pseudo labels (raw)"] = outputs.pseudo_labels
 
     def save(self, outputs: GeneratorOutputs, folder: Path) -> None:
         classes = self.ctx.data.generator.classes

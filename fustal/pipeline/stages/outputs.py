@@ -1,15 +1,34 @@
-"""The generator stage's outputs, apart from the stage's code: the filter reads them without
-running (or depending on the cache fingerprint of) the generator's training code."""
+"""What the stages hand each other, apart from the stages' code: a stage reads its upstream's
+outputs without importing (or depending on the cache fingerprint of) the upstream's code. The
+protocols are what a reader needs of any stage that provides pseudo labels or video-level
+scores (the generator, or a file)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from fustal.metrics.results import VideoDetections
+
+
+@runtime_checkable
+class PseudoLabelSource(Protocol):
+    """Pseudo labels of the training videos (seconds), and where they come from."""
+
+    pseudo_labels: VideoDetections
+    source: str
+    metrics: dict[str, Any]
+
+
+@runtime_checkable
+class VideoScoreSource(Protocol):
+    """Video-level class scores ``{video_id: [C]}``, and where they come from."""
+
+    video_scores: dict[str, np.ndarray]
+    source: str
 
 
 @dataclass
@@ -26,3 +45,13 @@ class GeneratorOutputs:
     cas: dict[str, dict[str, Any]]
     checkpoint: Path
     val: VideoDetections
+    source: str = "the generator"
+
+
+@dataclass
+class FilterOutputs:
+    """The filtered pseudo labels, the filter's counts and the quality metrics."""
+
+    filtered: VideoDetections
+    stats: dict[str, int]
+    metrics: dict[str, Any]

@@ -16,6 +16,7 @@ from fustal.fusion import read_score_file
 from fustal.metrics.results import VideoDetections, read_results, results_to_rows
 from fustal.pipeline.cache import file_digest
 from fustal.pipeline.stage import Outputs, Stage
+from fustal.viz.pictures import RunPictures
 
 
 @dataclass
@@ -65,6 +66,9 @@ class PseudoLabelFile(FileStage[PseudoLabels]):
             read_results(self.path), self.ctx.data.student.classes, str(self.path)
         )
         return PseudoLabels(rows, str(self.path))
+
+    def show(self, outputs: PseudoLabels, shown: RunPictures) -> None:
+        shown.pseudo["raw"] = shown.train_tracks["pseudo labels (raw)"] = outputs.pseudo_labels
 
 
 class ScoreFile(FileStage[ScoreFileOutputs]):

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from fustal.config import to_plain
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
@@ -33,11 +34,13 @@ from fustal.pipeline.stages.common import (
     picture_videos,
     seed_stage,
 )
+from fustal.pipeline.stages.outputs import FilterOutputs, VideoScoreSource
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
 from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
 from fustal.training.trainer import make_trainer
+from fustal.viz.pictures import RunPictures
 
 VARIANTS = ("student", "student_ema")
 PICTURES_FILE = "pictures_train.json"
@@ -73,15 +76,17 @@ class StudentStage(Stage[StudentOutputs]):
     @property
     def targets(self) -> VideoDetections | None:
         """The filtered pseudo labels (None: the ground truth, supervision=full)."""
-        return self.input("filter").filtered if "filter" in self.upstream else None
+        if "filter" not in self.upstream:
+            return None
+        return self.input("filter", FilterOutputs).filtered
 
     @property
     def video_scores(self) -> tuple[dict[str, np.ndarray], str] | None:
         """What ``fusion`` fuses: ``({video_id: [C]}, where they come from)``, None: off."""
         for name in ("generator", ScoreFile.name):
             if name in self.upstream:
-                outputs = self.input(name)
-                return outputs.video_scores, getattr(outputs, "source", f"the {name}")
+                outputs = self.input(name, VideoScoreSource)
+                return outputs.video_scores, outputs.source
         return None
 
     @property
@@ -99,19 +104,29 @@ class StudentStage(Stage[StudentOutputs]):
         """``(max_epochs, epochs_pseudo, module overrides)`` of this supervision: weak trains
         ``epochs_pseudo`` epochs on pseudo labels then ``epochs_distill`` of distillation (none
         without an EMA: ``ema=none``); full trains ``full_epochs`` on ground truth with
-        ``full_schedule``."""
+        ``full_schedule``. The overrides pass the ``ema`` group's settings (no EMA copy with
+        ``ema=none``)."""
         scfg, ema = self.cfg.student, self.cfg.ema
-        overrides: dict[str, Any] = {} if ema.enabled else {"ema_decay": None}
+        overrides: dict[str, Any] = {
+            "ema_decay": ema.decay if ema.enabled else None,
+            "ema_warmup": ema.warmup,
+            "teacher_score_thresh": ema.score_thresh,
+        }
         if self.full:
             overrides["scheduler"] = {"schedule": scfg.full_schedule}
             return scfg.full_epochs, scfg.full_epochs, overrides
         distill = scfg.epochs_distill if ema.enabled else 0
         return scfg.epochs_pseudo + distill, scfg.epochs_pseudo, overrides
 
+    def module_config(self) -> DictConfig:
+        """``student.module`` with the overrides of :meth:`schedule`."""
+        module = OmegaConf.create(to_plain(self.cfg.student.module))
+        return cast(DictConfig, OmegaConf.merge(module, self.schedule()[2]))
+
     def key_parts(self) -> dict[str, Any]:
         scfg = self.cfg.student
-        max_epochs, epochs_pseudo, overrides = self.schedule()
-        module = cast(DictConfig, OmegaConf.merge(scfg.module, overrides))
+        max_epochs, epochs_pseudo, _ = self.schedule()
+        module = self.module_config()
         return {
             "epochs": [max_epochs, epochs_pseudo],
             "gradient_clip_val": scfg.gradient_clip_val,
@@ -141,10 +156,10 @@ class StudentStage(Stage[StudentOutputs]):
 
     def build(self) -> tuple[StudentModule, PseudoLabelDataModule]:
         cfg, data = self.cfg, self.ctx.data.student
-        max_epochs, epochs_pseudo, overrides = self.schedule()
+        max_epochs, epochs_pseudo, _ = self.schedule()
         seed_stage(cfg.seed)
         module = student_module(
-            OmegaConf.merge(cfg.student.module, overrides),
+            self.module_config(),
             data,
             cfg.dataset.tiou_thresholds,
             max_epochs=max_epochs,
@@ -160,6 +175,7 @@ class StudentStage(Stage[StudentOutputs]):
             cfg.seed,
             targets=self.targets,
             video_scores=None if scores is None else scores[0],
+            num_workers=cfg.num_workers,
         )
         return module, dm
 
@@ -251,6 +267,12 @@ class StudentStage(Stage[StudentOutputs]):
         each variant's best detection score per class)."""
         outputs.metrics.update(held_out_metrics(self.ctx, self.ctx.data.student, outputs.val))
         return outputs
+
+    def show(self, outputs: StudentOutputs, shown: RunPictures) -> None:
+        """The detections of the EMA weights when there are some, else the student's."""
+        name = "student + EMA" if "student_ema" in outputs.test else "student"
+        shown.train_tracks[name] = outputs.pictures
+        shown.test_tracks[name] = outputs.test.get("student_ema", outputs.test["student"])
 
     def save(self, outputs: StudentOutputs, folder: Path) -> None:
         classes = self.ctx.data.student.classes
