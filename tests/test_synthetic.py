@@ -8,7 +8,7 @@ import math
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import fustal.data.synthetic as synthetic
+from fustal.config.schema import SyntheticSchema
 from fustal.data.dataset import load_stage_data
 from fustal.data.synthetic import (
     ACTIVITYNET,
+    THUMOS,
     SyntheticConfig,
     class_names,
     ensure_synthetic,
@@ -43,6 +45,9 @@ SMALL = SyntheticConfig(
     max_duration=40.0,
     feature_dim=8,
 )
+# the layout and signal tests' dataset: 60 videos of 40-100 s (the default, the command line's, has
+# 200 videos of 30-70 s and takes 2.4 times as long to generate)
+MEDIUM = SyntheticConfig(train_videos=40, test_videos=20, min_duration=40.0, max_duration=100.0)
 SPLIT_OF_SUBSET = {"validation": "train", "test": "test"}
 
 
@@ -111,8 +116,8 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def default_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(SyntheticConfig(), tmp_path_factory.mktemp("default"))
+def medium_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(MEDIUM, tmp_path_factory.mktemp("medium"))
 
 
 @pytest.fixture(scope="module")
@@ -120,26 +125,26 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(SMALL, tmp_path_factory.mktemp("small"))
 
 
-def test_layout_shapes(default_root: Path) -> None:
-    cfg = SyntheticConfig()
-    database = json.loads((default_root / "annotations/thumos14.json").read_text())["database"]
+def test_layout_shapes(medium_root: Path) -> None:
+    cfg = MEDIUM
+    database = json.loads((medium_root / "annotations/thumos14.json").read_text())["database"]
     assert len(database) == cfg.train_videos + cfg.test_videos
     half = cfg.feature_dim // 2
     for vid, entry in database.items():
         split = SPLIT_OF_SUBSET[entry["subset"]]
-        ov = np.load(default_root / "i3d_features" / f"{vid}.npy")
+        ov = np.load(medium_root / "i3d_features" / f"{vid}.npy")
         t_ov = steps_overlapping(entry["duration"], entry["fps"], 16, 4)
         assert ov.shape == (t_ov, cfg.feature_dim) and ov.dtype == np.float32
         assert (4 * (t_ov - 1) + 16) / entry["fps"] <= entry["duration"] + 1e-9
         t_no = steps_nonoverlapping(entry["duration"], 16, 25.0)
         for modality in ("rgb", "flow"):
-            part = np.load(default_root / f"features/{split}/{modality}/{vid}.npy")
+            part = np.load(medium_root / f"features/{split}/{modality}/{vid}.npy")
             assert part.shape == (t_no, half) and part.dtype == np.float32
     for split in ("train", "test"):
-        names = {p.stem for p in (default_root / f"features/{split}/rgb").iterdir()}
+        names = {p.stem for p in (medium_root / f"features/{split}/rgb").iterdir()}
         expected = {v for v, e in database.items() if SPLIT_OF_SUBSET[e["subset"]] == split}
         assert names == expected
-    assert {p.stem for p in (default_root / "i3d_features").iterdir()} == set(database)
+    assert {p.stem for p in (medium_root / "i3d_features").iterdir()} == set(database)
     fps_seen = {entry["fps"] for entry in database.values()}
     assert fps_seen <= set(cfg.fps_choices) and len(fps_seen) >= 2
 
@@ -162,11 +167,11 @@ def test_layouts_share_one_timeline(tmp_path: Path) -> None:
             np.testing.assert_allclose(ov, x, atol=1e-5)
 
 
-def test_rgb_and_flow_halves_agree_across_layouts(default_root: Path) -> None:
-    database = json.loads((default_root / "annotations/thumos14.json").read_text())["database"]
-    half = SyntheticConfig().feature_dim // 2
-    for vid, x, _, _ in load_videos(default_root, "train")[:8]:
-        ov = np.load(default_root / "i3d_features" / f"{vid}.npy")
+def test_rgb_and_flow_halves_agree_across_layouts(medium_root: Path) -> None:
+    database = json.loads((medium_root / "annotations/thumos14.json").read_text())["database"]
+    half = MEDIUM.feature_dim // 2
+    for vid, x, _, _ in load_videos(medium_root, "train")[:8]:
+        ov = np.load(medium_root / "i3d_features" / f"{vid}.npy")
         fps = database[vid]["fps"]
         centres_no = (np.arange(x.shape[0]) + 0.5) * 0.64
         centres_ov = (4 * np.arange(ov.shape[0]) + 8) / fps
@@ -185,18 +190,18 @@ def test_window_means_exact() -> None:
     np.testing.assert_allclose(means[2], timeline[2:].mean(0))
 
 
-def test_json_files_agree(default_root: Path) -> None:
-    cfg = SyntheticConfig()
-    ann = json.loads((default_root / "annotations/thumos14.json").read_text())
-    gt = json.loads((default_root / "gt.json").read_text())["database"]
-    marker = json.loads((default_root / "synthetic.json").read_text())
+def test_json_files_agree(medium_root: Path) -> None:
+    cfg = MEDIUM
+    ann = json.loads((medium_root / "annotations/thumos14.json").read_text())
+    gt = json.loads((medium_root / "gt.json").read_text())["database"]
+    marker = json.loads((medium_root / "synthetic.json").read_text())
     assert ann["version"] == f"Synthetic-{synthetic_hash(cfg)}" == f"Synthetic-{marker['hash']}"
     classes = marker["classes"]
     assert classes == sorted(classes) == [f"Class{i:02d}" for i in range(cfg.num_classes)]
     database = ann["database"]
     assert set(gt) == set(database)
     for split in ("train", "test"):
-        listed = (default_root / f"split_{split}.txt").read_text().split()
+        listed = (medium_root / f"split_{split}.txt").read_text().split()
         in_gt = [v for v, e in gt.items() if e["subset"] == split]
         assert listed == in_gt and len(listed) == getattr(cfg, f"{split}_videos")
         prefix = "video_validation_" if split == "train" else "video_test_"
@@ -347,6 +352,10 @@ def test_bad_config() -> None:
         SyntheticConfig(feature_dim=7)
     with pytest.raises(FustalError, match="min_duration"):
         SyntheticConfig(min_duration=50.0, max_duration=40.0)
+    with pytest.raises(FustalError, match="fps_weights != fps_choices"):
+        SyntheticConfig(fps_choices=(), fps_weights=())
+    with pytest.raises(FustalError, match="class_count_weights must not be empty"):
+        SyntheticConfig(class_count_weights=())
 
 
 def test_cli(tmp_path: Path) -> None:
@@ -374,26 +383,26 @@ def test_cli(tmp_path: Path) -> None:
     assert exit_info.value.code == 2
 
 
-def test_signal_shape(default_root: Path) -> None:
-    r = signal_regions(SyntheticConfig(), default_root)
+def test_signal_shape(medium_root: Path) -> None:
+    r = signal_regions(MEDIUM, medium_root)
     assert r["middle"] > r["edge"] + 0.2
     assert r["context"] > r["far_with"] + 0.1
     assert r["far_with"] > r["far_without"] + 0.1
 
 
 def test_signal_knobs_control_the_effects(tmp_path: Path) -> None:
-    cfg = SyntheticConfig(edge_level=1.0, context_level=0.0, presence_level=0.0)
+    cfg = replace(MEDIUM, edge_level=1.0, context_level=0.0, presence_level=0.0)
     r = signal_regions(cfg, generate(cfg, tmp_path))
     assert abs(r["middle"] - r["edge"]) < 0.1
     assert abs(r["context"] - r["far_with"]) < 0.1
     assert abs(r["far_with"] - r["far_without"]) < 0.1
 
 
-def test_not_a_single_feature_threshold(default_root: Path) -> None:
+def test_not_a_single_feature_threshold(medium_root: Path) -> None:
     """Actionness is spread over many dimensions: one coordinate ranks poorly, a linear map well."""
     step = 16 / 25.0
     xs, ys = [], []
-    for _, x, segments, _ in load_videos(default_root, "train"):
+    for _, x, segments, _ in load_videos(medium_root, "train"):
         t = (np.arange(x.shape[0]) + 0.5) * step
         xs.append(x)
         ys.append(((t >= segments[:, :1]) & (t < segments[:, 1:])).any(axis=0))
@@ -407,7 +416,7 @@ def test_not_a_single_feature_threshold(default_root: Path) -> None:
 
 def test_generation_is_fast(tmp_path: Path) -> None:
     start = time.perf_counter()
-    generate(SyntheticConfig(), tmp_path)
+    generate(MEDIUM, tmp_path)
     assert time.perf_counter() - start < 15.0
     assert not os.listdir(tmp_path / "features/train/rgb")[0].startswith(".")
 
@@ -509,10 +518,11 @@ def test_activitynet_deterministic_and_hashed(anet_root: Path, tmp_path: Path) -
     assert marker["params"]["layout"] == ACTIVITYNET and marker["params"]["resized_steps"] == 50
 
 
-def test_thumos_identity_ignores_the_activitynet_fields() -> None:
-    """The thumos default keeps the hash (and so the files and cache entries) of the versions
-    before the activitynet layout existed."""
-    assert synthetic_hash(SyntheticConfig()) == "4e14df737303"
+def test_default_dataset_hash_is_pinned_and_ignores_the_activitynet_fields() -> None:
+    """The default dataset (the command line's, ``conf/dataset/synthetic.yaml``) keeps its hash,
+    and so its files and cache entries; a thumos dataset's identity leaves out the fields only the
+    activitynet layout reads."""
+    assert synthetic_hash(SyntheticConfig()) == "26aad3df3dce"
     changed = replace(SMALL, resized_steps=7, second_action_prob=1.0, action_coverage_median=0.9)
     assert synthetic_hash(changed) == synthetic_hash(SMALL)
 
@@ -555,6 +565,35 @@ def test_cli_activitynet_preset(tmp_path: Path, capsys: pytest.CaptureFixture) -
     with pytest.raises(SystemExit):
         synthetic.main(["--help"])
     assert "activitynet: 20" in capsys.readouterr().out
+
+
+# the dataset configs that generate synthetic data, and the values each sets on purpose
+SYNTHETIC_DATASETS: dict[str, set[str]] = {
+    "synthetic": set(),
+    "activitynet13_synthetic": set(),
+    "activitynet12_synthetic": {"annotation_file"},
+}
+
+
+@pytest.mark.parametrize("dataset", SYNTHETIC_DATASETS)
+def test_dataset_configs_list_the_class_defaults(tmp_path: Path, dataset: str) -> None:
+    """Every value ``conf/dataset/<dataset>.yaml`` lists under ``dataset.synthetic`` is the
+    default of its layout (:class:`SyntheticConfig` and :data:`LAYOUT_PRESETS`), type included
+    (the hash tells 30 from 30.0): the class holds the defaults, the YAML lists what to set."""
+    cfg = compose_train(tmp_path, f"dataset={dataset}", debug=False)
+    listed = OmegaConf.to_container(cfg.dataset.synthetic)
+    assert isinstance(listed, dict)
+    default = asdict(SyntheticConfig.for_layout(listed.get("layout", THUMOS)))
+    keys = set(listed) - SYNTHETIC_DATASETS[dataset]
+    assert {k: (listed[k], type(listed[k])) for k in keys} == {
+        k: (default[k], type(default[k])) for k in keys
+    }
+
+
+def test_schema_defaults_are_the_class_defaults() -> None:
+    """The config schema's ``dataset.synthetic`` defaults are those of :class:`SyntheticConfig`."""
+    schema, default = asdict(SyntheticSchema()), asdict(SyntheticConfig())
+    assert schema == {k: default[k] for k in schema}
 
 
 def test_activitynet_experiment_defaults(tmp_path: Path) -> None:

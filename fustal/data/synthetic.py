@@ -79,9 +79,12 @@ and "validation" videos in the activitynet layout); only the features are synthe
 Everything is deterministic: the same config gives byte-identical files. The fields only the
 activitynet layout reads (:data:`ACTIVITYNET_FIELDS`) are left out of a thumos dataset's
 identity, so its hash and files are those of the versions before the layout existed.
+The defaults of :class:`SyntheticConfig` are the command line's dataset (5 classes, 160 training
+and 40 test videos of 30-70 s, as ``conf/dataset/synthetic.yaml`` lists them);
 :meth:`SyntheticConfig.for_layout` (and ``--layout`` on the command line) starts from a layout's
 preset sizes (:data:`LAYOUT_PRESETS`; activitynet: 20 classes, 200 training and 50 validation
-videos of 30-120 s, as in ``conf/dataset/activitynet13_synthetic.yaml``).
+videos of 30-120 s, as ``conf/dataset/activitynet13_synthetic.yaml`` lists them). The tests check
+that every value these YAML files list is the default here.
 """
 
 from __future__ import annotations
@@ -134,13 +137,7 @@ ACTIVITYNET_FIELDS = (
 # defaults that differ per layout (SyntheticConfig.for_layout, the --layout option)
 LAYOUT_PRESETS: dict[str, dict[str, Any]] = {
     THUMOS: {},
-    ACTIVITYNET: {
-        "num_classes": 20,
-        "train_videos": 200,
-        "test_videos": 50,
-        "min_duration": 30.0,
-        "max_duration": 120.0,
-    },
+    ACTIVITYNET: {"num_classes": 20, "train_videos": 200, "test_videos": 50, "max_duration": 120.0},
 }
 SPLIT_STREAMS = {TRAIN: 1, TEST: 2}
 PLAN_STREAM, RENDER_STREAM = 0, 1
@@ -151,10 +148,10 @@ class SyntheticConfig:
     """Parameters of the synthetic dataset (see the module docstring for the model)."""
 
     num_classes: int = 5
-    train_videos: int = 40
-    test_videos: int = 20
-    min_duration: float = 40.0
-    max_duration: float = 100.0
+    train_videos: int = 160
+    test_videos: int = 40
+    min_duration: float = 30.0
+    max_duration: float = 70.0
     feature_dim: int = 64
     seed: int = 0
     annotation_file: str | None = None
@@ -223,6 +220,7 @@ class SyntheticConfig:
                     object.__setattr__(self, field.name, tuple(float(x) for x in value))
                 except (TypeError, ValueError):
                     raise FustalError(f"SyntheticConfig: {field.name} must be numbers") from None
+        class_weights = self.class_count_weights
         checks = [
             (self.num_classes >= 1, "num_classes must be >= 1"),
             (self.train_videos >= 1 and self.test_videos >= 1, "need >= 1 train and test video"),
@@ -232,10 +230,10 @@ class SyntheticConfig:
             (self.snippet_frames >= 1 and self.overlap_stride_frames >= 1, "frames must be >= 1"),
             (self.nonoverlap_fps > 0, "nonoverlap_fps must be > 0"),
             (len(self.fps_choices) == len(self.fps_weights) >= 1, "fps_weights != fps_choices"),
-            (min(self.fps_choices) > 0, "fps_choices must be > 0"),
-            (min(self.fps_weights) >= 0 < sum(self.fps_weights), "bad fps_weights"),
-            (len(self.class_count_weights) >= 1, "class_count_weights must not be empty"),
-            (min(self.class_count_weights) >= 0 < sum(self.class_count_weights), "bad weights"),
+            (min(self.fps_choices, default=0) > 0, "fps_choices must be > 0"),
+            (min(self.fps_weights, default=0) >= 0 < sum(self.fps_weights), "bad fps_weights"),
+            (len(class_weights) >= 1, "class_count_weights must not be empty"),
+            (min(class_weights, default=0) >= 0 < sum(class_weights), "bad weights"),
             (0 < self.min_action_length <= self.max_action_length, "bad action length range"),
             (self.action_length_median > 0 and self.distractor_length_median > 0, "bad medians"),
             (self.min_gap >= 0 and self.instance_rate >= 0, "min_gap/instance_rate must be >= 0"),
@@ -292,14 +290,14 @@ class VideoPlan:
 
 
 def num_overlapping_steps(
-    duration: float, fps: float, snippet_frames: int = 16, stride_frames: int = 4
+    duration: float, fps: float, snippet_frames: int, stride_frames: int
 ) -> int:
     """Steps of the overlapping layout: ``floor((duration * fps - w) / s) + 1`` (at least 0)."""
     steps = math.floor((duration * fps - snippet_frames) / stride_frames + STEP_EPS) + 1
     return max(steps, 0)
 
 
-def num_nonoverlapping_steps(duration: float, snippet_frames: int = 16, fps: float = 25.0) -> int:
+def num_nonoverlapping_steps(duration: float, snippet_frames: int, fps: float) -> int:
     """Steps of the non-overlapping layout: ``floor(duration * fps / w)``."""
     return max(math.floor(duration * fps / snippet_frames + STEP_EPS), 0)
 
@@ -370,7 +368,8 @@ def class_names(num_classes: int) -> list[str]:
 def _layout_instances(
     rng: np.random.Generator, lengths: np.ndarray, duration: float, min_gap: float
 ) -> np.ndarray:
-    """Place ``[N]`` lengths in order with random gaps >= ``min_gap``; ``[N', 2]`` segments.
+    """Place ``[N]`` lengths in order with random gaps >= ``min_gap``; ``[N', 2]`` segments,
+    clipped to the video and rounded to 0.01 s.
 
     Instances that do not fit are dropped from the end of the list.
     """
@@ -380,7 +379,7 @@ def _layout_instances(
     spare = max(duration - lengths.sum() - min_gap * (keep + 1), 0.0)
     gaps = min_gap + spare * rng.dirichlet(np.ones(keep + 1))
     starts = np.cumsum(gaps[:keep]) + np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
-    return np.stack([starts, starts + lengths], axis=1)
+    return np.round(np.clip(np.stack([starts, starts + lengths], axis=1), 0.0, duration), 2)
 
 
 def _draw_fps_duration(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[float, float]:
@@ -410,7 +409,6 @@ def plan_video(cfg: SyntheticConfig, split: str, index: int) -> VideoPlan:
         min(cfg.max_action_length, duration / 2),
     )
     segments = _layout_instances(rng, lengths, duration, cfg.min_gap)
-    segments = np.round(np.clip(segments, 0.0, duration), 2)
     labels = np.concatenate([present, rng.choice(present, size=count - n_present)])
     labels = rng.permutation(labels[: segments.shape[0]])
     return VideoPlan(
@@ -432,7 +430,6 @@ def plan_activitynet_video(cfg: SyntheticConfig, split: str, index: int) -> Vide
     shares = rng.dirichlet(np.full(count, 2.0))
     lengths = cfg.min_action_length + (total - shortest) * shares
     segments = _layout_instances(rng, lengths, duration, cfg.min_gap)
-    segments = np.round(np.clip(segments, 0.0, duration), 2)
     labels = np.full(segments.shape[0], index % cfg.num_classes, dtype=np.int64)
     return VideoPlan(
         video_id(cfg.layout, split, index), split, index, duration, fps, segments, labels
@@ -478,10 +475,9 @@ def plans_from_annotations(cfg: SyntheticConfig) -> tuple[list[str], list[VideoP
     plans: list[VideoPlan] = []
     for vid, split, duration, fps, segs in chosen:
         index = sum(plan.split == split for plan in plans)
-        if fps is None:
+        if fps is None:  # the fps that a generated video at this position draws
             rng = _rng(cfg.seed, SPLIT_STREAMS[split], index, PLAN_STREAM)
-            weights = np.asarray(cfg.fps_weights) / sum(cfg.fps_weights)
-            fps = float(rng.choice(cfg.fps_choices, p=weights))
+            fps = _draw_fps_duration(cfg, rng)[0]
         segments = np.array([[s, e] for _, s, e in segs], dtype=np.float64)
         labels = np.array([label_index[label] for label, _, _ in segs], dtype=np.int64)
         plans.append(VideoPlan(vid, split, index, duration, fps, segments, labels))
@@ -498,15 +494,7 @@ def plan_dataset(cfg: SyntheticConfig) -> tuple[list[str], list[VideoPlan]]:
     return class_names(cfg.num_classes), plans
 
 
-def action_envelopes(
-    t: np.ndarray,
-    segments: np.ndarray,
-    edge_level: float = 0.3,
-    edge_fraction: float = 0.25,
-    context_level: float = 0.3,
-    context_decay: float = 1.5,
-    context_span: float = 4.0,
-) -> np.ndarray:
+def action_envelopes(cfg: SyntheticConfig, t: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Class-signal envelope ``[N, L]`` of ``[N, 2]`` segments at times ``t [L]``.
 
     Inside: 1 in the middle, linear down to ``edge_level`` at the boundaries over the outer
@@ -515,9 +503,9 @@ def action_envelopes(
     """
     start, end = segments[:, :1], segments[:, 1:]
     depth = np.minimum(t - start, end - t)
-    ramp = np.maximum(edge_fraction * (end - start), np.finfo(np.float64).tiny)
-    inside = edge_level + (1 - edge_level) * np.clip(depth / ramp, 0.0, 1.0)
-    outside = context_level * np.exp(depth / context_decay) * (-depth <= context_span)
+    ramp = np.maximum(cfg.edge_fraction * (end - start), np.finfo(np.float64).tiny)
+    inside = cfg.edge_level + (1 - cfg.edge_level) * np.clip(depth / ramp, 0.0, 1.0)
+    outside = cfg.context_level * np.exp(depth / cfg.context_decay) * (-depth <= cfg.context_span)
     return np.where(depth >= 0, inside, outside)
 
 
@@ -546,16 +534,7 @@ def render_timeline(cfg: SyntheticConfig, plan: VideoPlan, directions: Direction
     jitter = rng.standard_normal((n, dim)) / math.sqrt(dim)
     inst_dirs = directions.prototypes[plan.labels] + cfg.intra_class_spread * jitter
     inst_dirs /= np.linalg.norm(inst_dirs, axis=1, keepdims=True)
-    envelopes = action_envelopes(
-        t,
-        plan.segments,
-        cfg.edge_level,
-        cfg.edge_fraction,
-        cfg.context_level,
-        cfg.context_decay,
-        cfg.context_span,
-    )
-    timeline = envelopes.T @ (amps[:, None] * inst_dirs)
+    timeline = action_envelopes(cfg, t, plan.segments).T @ (amps[:, None] * inst_dirs)
     timeline += cfg.presence_level * directions.prototypes[np.unique(plan.labels)].sum(0)
     motion = (interval_masks(t, plan.segments) * amps[:, None]).max(0, initial=0.0)
 
@@ -729,12 +708,9 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
 
 def _is_complete(root: Path, identity: dict[str, Any]) -> bool:
     """Whether ``root`` holds a finished dataset with exactly this identity."""
-    marker = root / MARKER_NAME
-    if not marker.is_file():
-        return False
     try:
-        stored = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        stored = read_json(root / MARKER_NAME)
+    except FustalError:
         return False
     return isinstance(stored, dict) and all(stored.get(k) == v for k, v in identity.items())
 
@@ -779,8 +755,8 @@ def _parse_tuple(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line parser with one ``--option`` per :class:`SyntheticConfig` field; the options
-    of :data:`LAYOUT_PRESETS` default to the chosen ``--layout``'s preset."""
+    """Command-line parser with one ``--option`` per :class:`SyntheticConfig` field; an option
+    left out takes the chosen ``--layout``'s default (:meth:`SyntheticConfig.for_layout`)."""
     parser = argparse.ArgumentParser(
         prog="python -m fustal.data.synthetic",
         description="Write the deterministic synthetic THUMOS-like (--layout thumos) or "
@@ -795,24 +771,23 @@ def build_parser() -> argparse.ArgumentParser:
     preset = LAYOUT_PRESETS[ACTIVITYNET]
     for field in fields(SyntheticConfig):
         default = field.default
-        flag = f"--{field.name.replace('_', '-')}"
-        if field.name == "layout":
-            parser.add_argument(flag, choices=LAYOUTS, default=default, help=f"default: {default}")
-            continue
-        shown: Any
+        kind: Any = type(default)
+        shown: Any = default
         if isinstance(default, tuple):
-            kind: Any = _parse_tuple
-            shown = ",".join(str(x) for x in default)
+            kind, shown = _parse_tuple, ",".join(str(x) for x in default)
         elif default is None:
             kind, shown = str, "none"
-        else:
-            kind, shown = type(default), default
         if field.name in preset:
             shown = f"{shown} ({ACTIVITYNET}: {preset[field.name]})"
-            default = None
-        elif field.name in ACTIVITYNET_FIELDS:
+        elif field.name in ACTIVITYNET_FIELDS and field.name != "layout":
             shown = f"{shown} (read by the {ACTIVITYNET} layout only)"
-        parser.add_argument(flag, type=kind, default=default, help=f"default: {shown}")
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=kind,
+            choices=LAYOUTS if field.name == "layout" else None,
+            default=argparse.SUPPRESS,
+            help=f"default: {shown}",
+        )
     return parser
 
 
@@ -820,9 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> Path:
     """CLI entry point; prints and returns the dataset root."""
     args = vars(build_parser().parse_args(argv))
-    out, cache, layout = args.pop("out"), args.pop("cache"), args.pop("layout")
-    given = {k: v for k, v in args.items() if v is not None or k not in LAYOUT_PRESETS[ACTIVITYNET]}
-    cfg = SyntheticConfig.for_layout(layout, **given)
+    out, cache = args.pop("out"), args.pop("cache")
+    cfg = SyntheticConfig.for_layout(args.pop("layout", THUMOS), **args)
     root = ensure_synthetic(cfg, out) if cache else generate(cfg, out)
     print(root)
     return root
