@@ -51,7 +51,7 @@ def header(cfg: DictConfig, output_dir: Path, data: StageData) -> list[str]:
     train, test = len(data.train_videos()), len(data.test_videos())
     what = "ground truth (upper bound)" if cfg.supervision == "full" else "video labels"
     cache = f"stage cache {cfg.paths.cache_dir}" if cfg.cache else "no stage cache"
-    dataset = chosen_option("dataset") or cfg.dataset.root
+    dataset = chosen_option("dataset") or data.features.root
     lines = [
         f"fustal: stage={cfg.stage} on {dataset} ({train} training / {test} test"
         f" videos, {data.num_classes} classes, {data.feature_dim()}-d features) from {what};"

@@ -45,12 +45,11 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
     """The dataset as the checkpoint's stage sees it (the generator's class order is the
     student annotation file's, as in the pipeline)."""
     from fustal.data.dataset import load_stage_data
-    from fustal.data.views import load_pipeline_data, resolve_dataset_root
+    from fustal.data.views import dataset_node, load_pipeline_data
 
     if kind == "generator":
         return load_pipeline_data(cfg).generator
-    resolve_dataset_root(cfg)
-    return load_stage_data(cfg.dataset, cfg.features.student)
+    return load_stage_data(dataset_node(cfg), cfg.features.student)
 
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import pytest
 
 import fustal.pipeline.cache as cache
 from fustal.config import to_plain
+from fustal.data.views import load_pipeline_data
 from fustal.pipeline.cache import code_fingerprint, import_closure, target_modules
 from fustal.pipeline.keys import COSMETIC_MODULES, selection_identity, stage_identity
 from tests.conftest import REPO_ROOT, compose_train, train
@@ -70,19 +71,21 @@ def test_the_key_rule_keeps_what_a_stage_reads_and_leaves_out_the_rest(tmp_path:
     noisy = ["num_workers=3", "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=7"]
     cfg = compose_train(tmp_path, "validation=heldout", *noisy)
     quiet = compose_train(tmp_path, "validation=heldout")
+    data = load_pipeline_data(cfg)
     for stage in ("generator", "student"):
-        module = cfg[stage].module
-        identity = stage_identity(cfg, stage, module)
+        module, spec = cfg[stage].module, getattr(data, stage).features
+        identity = stage_identity(cfg, stage, module, spec)
         read = {"module", "data", "dataset", "features", "seed", "trainer", "heldout"}
         assert set(identity) == read
-        assert identity == stage_identity(quiet, stage, quiet[stage].module)
+        assert identity == stage_identity(quiet, stage, quiet[stage].module, spec)
         assert "num_workers" not in identity["data"]
         assert "proposal_workers" not in identity["module"]
         assert identity["trainer"]["accelerator"] == cfg.trainer.accelerator
         assert identity["heldout"] == {"fraction": 0.1, "seed": cfg.validation.seed}
         assert identity["dataset"]["synthetic"] == to_plain(cfg.dataset.synthetic)
     test_mode = compose_train(tmp_path)
-    assert "heldout" not in stage_identity(test_mode, "student", test_mode.student.module)
+    spec = data.student.features
+    assert "heldout" not in stage_identity(test_mode, "student", test_mode.student.module, spec)
     assert selection_identity(test_mode, False) == {}
     assert selection_identity(cfg, True, 3) == {"select": {"metric": "avg", "patience": 3}}
     video = compose_train(tmp_path, "validation=video_labels")

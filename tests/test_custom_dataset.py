@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fustal.data.views import load_pipeline_data
+from fustal.pipeline.keys import features_identity
 from fustal.pipeline.run import run_pipeline
 from tests.conftest import compose_train
 from tests.test_entry_points import assert_exit_2, check_results, predict
@@ -103,8 +104,11 @@ def test_both_stages_read_the_one_view(tmp_path: Path) -> None:
         timing = view.features.timing(view.test_videos()[0], 10)
         assert (timing.stride_s, timing.window_s) == (STRIDE / FPS, WINDOW / FPS)
     assert data.student.test_videos()[-1].num_segments == 0
-    # the sidecar's values are in the config (and so in the stages' cache keys)
-    assert cfg.features.student.stride_frames == STRIDE and cfg.features.generator.fps == FPS
+    # the sidecar's values are in the stages' cache keys; the config stays as composed
+    student = features_identity(cfg.features.student, data.student.features)
+    generator = features_identity(cfg.features.generator, data.generator.features)
+    assert student["stride_frames"] == STRIDE and generator["fps"] == FPS
+    assert cfg.features.student.stride_frames is None and cfg.dataset.root == str(root)
 
 
 def test_pipeline_on_a_custom_dataset(custom: Custom) -> None:

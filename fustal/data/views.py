@@ -4,11 +4,14 @@ synthetic default generated on first use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from fustal.config import to_plain
 
 from fustal.data.dataset import (
     StageData,
@@ -20,23 +23,22 @@ from fustal.data.dataset import (
     stage_view,
     validate_stage_data,
 )
-from fustal.data.features import FeatureSpec
 from fustal.errors import FustalError
 
 
-def resolve_dataset_root(cfg: DictConfig) -> Path:
-    """The dataset root; for the synthetic dataset (``dataset.root: null``) generate it on first
-    use under ``paths.data_dir/synthetic/<hash>`` and store the path in ``cfg.dataset.root``."""
-    if cfg.dataset.get("root") is None:
-        if "synthetic" not in cfg.dataset:
+def dataset_node(cfg: DictConfig) -> dict[str, Any]:
+    """The ``dataset`` settings with the root resolved: for the synthetic dataset
+    (``dataset.root: null``) the folder it is generated into on first use,
+    ``paths.data_dir/synthetic/<hash>`` (the config itself is not changed)."""
+    node = to_plain(cfg.dataset)
+    if node.get("root") is None:
+        if node.get("synthetic") is None:
             raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
         from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 
-        params = dict(cfg.dataset.synthetic)
-        root = ensure_synthetic(SyntheticConfig(**params), Path(cfg.paths.data_dir) / "synthetic")
-        with open_dict(cfg):
-            cfg.dataset.root = str(root)
-    return Path(str(cfg.dataset.root))
+        synthetic = SyntheticConfig(**node["synthetic"])
+        node["root"] = str(ensure_synthetic(synthetic, Path(cfg.paths.data_dir) / "synthetic"))
+    return node
 
 
 @dataclass
@@ -51,55 +53,34 @@ class PipelineData:
         return self.student.classes
 
 
-def record_sidecar(node: DictConfig, spec: FeatureSpec) -> None:
-    """Write the timing and extractor a view took from its sidecar into its config node, so that
-    the stages' cache keys and the run's config hold them."""
-    if spec.sidecar is None:
-        return
-    values = {
-        "fps": spec.fps,
-        "window_frames": spec.window_frames,
-        "stride_frames": spec.stride_frames,
-        "extractor": spec.extractor,
-    }
-    with open_dict(node):
-        for key, value in values.items():
-            if node.get(key) != value:
-                node[key] = value
-
-
 def load_pipeline_data(cfg: DictConfig) -> PipelineData:
     """Load both stage views of the dataset (their class lists must agree) and check every file:
     all missing inputs and feature files of both views are one error; with
     ``dataset.skip_missing`` a video one view lacks is skipped by both, and no subset may end up
     empty."""
-    resolve_dataset_root(cfg)
+    dataset = dataset_node(cfg)
     nodes = {"generator": cfg.features.generator, "student": cfg.features.student}
-    check_inputs(cfg.dataset, nodes)
-    student = stage_view(cfg.dataset, nodes["student"], where="features.student")
+    check_inputs(dataset, nodes)
+    student = stage_view(dataset, nodes["student"], where="features.student")
     views = {
-        "generator": stage_view(
-            cfg.dataset, nodes["generator"], student.classes, "features.generator"
-        ),
+        "generator": stage_view(dataset, nodes["generator"], student.classes, "features.generator"),
         "student": student,
     }
-    check_feature_files(views, bool(cfg.dataset.get("skip_missing", False)))
+    check_feature_files(views, bool(dataset.get("skip_missing", False)))
     for name, data in views.items():
         check_videos_left(data, f"the {name}'s {data.features.layout} features are missing")
     align_skipped(views["generator"], views["student"])
     for data in views.values():
         check_videos_left(data, "each lacks the features of one stage or the other")
-    for name, data in views.items():
+    for data in views.values():
         check_training_labels(data)
         validate_stage_data(data)
-        record_sidecar(nodes[name], data.features)
     validation = cfg.validation
     if validation.mode != "test":
         heldout = heldout_videos(
             [v.id for v in student.train_videos()], validation.fraction, validation.seed
         )
-        for data in views.values():
-            data.heldout = heldout
+        views = {name: replace(data, heldout=heldout) for name, data in views.items()}
     return PipelineData(**views)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fustal.config import to_plain
+from fustal.data.features import FeatureSpec
 from fustal.training.selection import selection_metric
 
 # settings of a stage's module and data that change nothing it computes: data-loading and
@@ -60,8 +61,23 @@ def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in trainer_cfg.items() if k not in COSMETIC_TRAINER_KEYS}
 
 
-def stage_identity(cfg: DictConfig, stage: str, module: DictConfig) -> dict[str, Any]:
-    """The config a training stage reads besides its budget and its choice of weights."""
+def features_identity(node: DictConfig, spec: FeatureSpec) -> dict[str, Any]:
+    """A stage's feature view: its config node, with the timing and extractor that the view
+    took from its sidecar (``features.json``) when it read one."""
+    read = {
+        "fps": spec.fps,
+        "window_frames": spec.window_frames,
+        "stride_frames": spec.stride_frames,
+    }
+    sidecar = {} if spec.sidecar is None else {**read, "extractor": spec.extractor}
+    return {**to_plain(node), **sidecar}
+
+
+def stage_identity(
+    cfg: DictConfig, stage: str, module: DictConfig, features: FeatureSpec
+) -> dict[str, Any]:
+    """The config a training stage reads besides its budget and its choice of weights; its
+    ``features`` view as loaded (:func:`features_identity`)."""
 
     def settings(node: DictConfig) -> dict[str, Any]:
         return {k: v for k, v in to_plain(node).items() if k not in WORKER_KEYS}
@@ -70,7 +86,7 @@ def stage_identity(cfg: DictConfig, stage: str, module: DictConfig) -> dict[str,
         "module": settings(module),
         "data": settings(cfg[stage].data),
         "dataset": to_plain(cfg.dataset),
-        "features": to_plain(cfg.features[stage]),
+        "features": features_identity(cfg.features[stage], features),
         "seed": cfg.seed,
         "trainer": trainer_identity(to_plain(cfg.trainer)),
     }

@@ -74,7 +74,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             "max_steps": gcfg.max_steps,
             "val_every": gcfg.val_every,
             **selection_identity(self.cfg, self.selects_best, self.patience),
-            **stage_identity(self.cfg, "generator", gcfg.module),
+            **stage_identity(self.cfg, "generator", gcfg.module, self.ctx.data.generator.features),
         }
 
     @property

@@ -134,7 +134,7 @@ class StudentStage(Stage[StudentOutputs]):
             "supervision": self.cfg.supervision,
             "fusion": self.fusion,
             **selection_identity(self.cfg, self.selects_best),
-            **stage_identity(self.cfg, "student", module),
+            **stage_identity(self.cfg, "student", module, self.ctx.data.student.features),
         }
 
     @property
