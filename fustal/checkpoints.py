@@ -4,8 +4,8 @@
 cache entry and ``checkpoints/last.ckpt`` beside them. Their hyperparameters rebuild the module;
 which model it is follows from the state dict (``model.*``: TriDet student, ``net.*``:
 generator). The hyperparameters also carry the class names and the feature timing
-(:func:`fustal.inference.feature_timing`) that turn detections on new features into labelled
-seconds.
+(:func:`fustal.data.module_arguments.feature_timing`) that turn detections on new features
+into labelled seconds.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def run(cfg: DictConfig) -> dict:
             continue
         write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
         metrics.setdefault(variant, {})["test"] = score_rows(
-            rows, dm.test_videos, data.num_classes, tiou
+            rows, dm.videos["test"], data.num_classes, tiou
         )
     write_json(out / "metrics.json", metrics)
     console.print(results_table(metrics, tiou))

@@ -232,7 +232,7 @@ def test_activitynet12_experiment_validates_with_stage_data(
         "stage=data",
     ]
     cfg = compose_train(tmp_path, *overrides, "dataset.skip_missing=true", debug=False)
-    assert cfg.dataset.name == "activitynet12" and cfg.fusion.source == "generator"
+    assert cfg.dataset.tiou_thresholds[0] == 0.5 and cfg.fusion.source == "generator"
     run_pipeline(cfg)
     out = " ".join(capsys.readouterr().out.split())
     assert "training" in out and "validation" in out and "classes (100)" in out
@@ -667,14 +667,14 @@ def test_generator_items_deterministic_per_epoch(generator_view: StageData) -> N
 def test_generator_eval_batches_pad_and_mark_valid(generator_view: StageData) -> None:
     num_segments = 45
     dm = GeneratorDataModule(generator_view, num_segments=num_segments, eval_batch_size=4)
-    lengths = [generator_view.features.load(v).shape[0] for v in dm.test_videos]
+    lengths = [generator_view.features.load(v).shape[0] for v in dm.videos["test"]]
     assert min(lengths) < num_segments < max(lengths)  # both branches of test sampling
     (batch,) = list(dm.val_dataloader())
     valid = [min(t, num_segments) for t in lengths]
-    assert batch["video_id"] == [v.id for v in dm.test_videos]
+    assert batch["video_id"] == [v.id for v in dm.videos["test"]]
     assert batch["valid"].tolist() == valid
     assert batch["features"].shape == (4, max(valid), 16)
-    for i, video in enumerate(dm.test_videos):
+    for i, video in enumerate(dm.videos["test"]):
         feats = generator_view.features.load(video)
         idx = resample_indices(feats.shape[0], num_segments)
         np.testing.assert_array_equal(batch["features"][i, : valid[i]].numpy(), feats[idx])
@@ -683,7 +683,7 @@ def test_generator_eval_batches_pad_and_mark_valid(generator_view: StageData) ->
             16 / 25 * feats.shape[0] / valid[i]
         )
     predicted = [v for b in dm.loader("train") for v in b["video_id"]]
-    assert predicted == [v.id for v in dm.train_videos]
+    assert predicted == [v.id for v in dm.videos["train"]]
 
 
 # ---------------------------------------------------------------- student data
@@ -814,7 +814,7 @@ def test_student_batches_padding_and_mask(student_view: StageData) -> None:
     # inference pads to a multiple of the largest stride (max_seq_len below every test length)
     dm = PseudoLabelDataModule(student_view, 128, 32, eval_batch_size=3)
     evaluation = list(dm.val_dataloader())
-    assert [v for b in evaluation for v in b["video_id"]] == [v.id for v in dm.test_videos]
+    assert [v for b in evaluation for v in b["video_id"]] == [v.id for v in dm.videos["test"]]
     for batch in evaluation:
         lengths = [
             student_view.features.load(student_view.annotations.videos[v]).shape[0]

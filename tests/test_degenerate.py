@@ -134,7 +134,7 @@ def check_metrics(metrics: dict[str, float]) -> None:
 def test_video_shorter_than_the_downsampling_factor(data: StageData, tmp_path: Path) -> None:
     dm = make_datamodule(data, gt_targets(data))
     dataset = dm.train_dataloader().dataset
-    index = [v.id for v in dm.train_videos].index(short_video("validation"))
+    index = [v.id for v in dm.videos["train"]].index(short_video("validation"))
     item = dataset[index]
     assert item["features"].shape == (16, SHORT)  # no crop below the video's own length
     batch = dm.train_dataloader().collate_fn([item])

@@ -84,7 +84,7 @@ def test_generator_learns_to_localize(root: Path, precision: str) -> None:
     assert after > before[key] + 0.15, (before[key], after)
     assert after > 0.2
     pseudo = predict_videos(trainer(), module, dm.loader("train"))["generator"]
-    assert set(pseudo) == {v.id for v in dm.train_videos}
+    assert set(pseudo) == {v.id for v in dm.videos["train"]}
 
 
 # the default configuration on a smaller synthetic dataset (60 training, 20 test videos; the
@@ -193,6 +193,6 @@ def test_student_learns_in_lightnings_own_loops(root: Path) -> None:
     assert tested["student_ema/test/avg"] > before[key] + 0.25
     batches = trainer().predict(module, datamodule=dm)
     videos = [vid for batch in batches for vid in batch["video_id"]]
-    assert sorted(videos) == sorted(v.id for v in dm.test_videos)
+    assert sorted(videos) == sorted(v.id for v in dm.videos["test"])
     rows = [r for batch in batches for r in batch["student_ema"]]
     assert all(r.shape[1] == 4 and (r[:, 2] <= r[:, 3]).all() for r in rows)

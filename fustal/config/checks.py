@@ -45,7 +45,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
 # config nodes a user may point at their own code: key -> the schema of fustal's own target, and
-# the arguments the pipeline passes itself besides fustal.inference.MODULE_ARGUMENTS (the
+# the arguments the pipeline passes itself besides those of fustal.data.module_arguments (the
 # generator's; not config keys)
 PLUG_INS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "filter": (FilterSchema, ("rows",)),
@@ -251,7 +251,9 @@ def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
         node = holder.get(leaf) if isinstance(holder, dict) else None
         if not isinstance(node, dict) or node.get("_target_", schema._target_) == schema._target_:
             continue
-        from fustal.inference import MODULE_ARGUMENTS  # torch and Lightning: only when needed
+        from fustal.data.module_arguments import (
+            MODULE_ARGUMENTS,  # torch and Lightning: only when needed
+        )
 
         check_target_arguments(key, node, (*passed, *MODULE_ARGUMENTS))
         if checked is plain:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.data.sampling import ResumePoint
 
@@ -22,20 +21,13 @@ class ResumableDataModule(pl.LightningDataModule):
     def __init__(self, data: StageData) -> None:
         super().__init__()
         self.data = data
+        # the videos of each subset (fixed when the DataModule is built)
         self.videos = {
             "train": data.train_videos(),
             "val": data.val_videos(),
             "test": data.test_videos(),
         }
         self.resume = ResumePoint()
-
-    @property
-    def train_videos(self) -> list[Video]:
-        return self.videos["train"]
-
-    @property
-    def test_videos(self) -> list[Video]:
-        return self.videos["test"]
 
     def loader(self, subset: str, train: bool = False) -> Any:
         """A DataLoader over ``subset``'s videos (``train``: training samples)."""

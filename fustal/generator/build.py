@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from fustal.config import target_node
 from fustal.data.dataset import StageData
 from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.data.module_arguments import module_arguments
 from fustal.generator.module import GeneratorModule
-from fustal.inference import module_arguments
 
 
 def generator_datamodule(

@@ -17,8 +17,8 @@ from hydra.utils import instantiate
 
 from fustal.config import target_node
 from fustal.data.dataset import StageData
+from fustal.data.module_arguments import module_arguments
 from fustal.data.student_datamodule import PseudoLabelDataModule, Targets, VideoScores
-from fustal.inference import module_arguments
 from fustal.student.model import TriDet
 from fustal.student.module import StudentModule
 

@@ -133,8 +133,8 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         pseudo, test = train_out["generator"], test_out["generator"]
         data, tiou = ctx.data.generator, list(cfg.dataset.tiou_thresholds)
         metrics = {
-            "generator.test": score_rows(test, dm.test_videos, data.num_classes, tiou),
-            "pseudo_labels.raw": rows_quality(pseudo, dm.train_videos, data.num_classes, tiou),
+            "generator.test": score_rows(test, dm.videos["test"], data.num_classes, tiou),
+            "pseudo_labels.raw": rows_quality(pseudo, dm.videos["train"], data.num_classes, tiou),
             **selected,
         }
         val: VideoDetections = {}
@@ -189,7 +189,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
     ) -> dict[str, dict[str, Any]]:
         """The CAS the pictures show: of the first training and test videos, from the module in
         memory."""
-        videos = picture_videos(dm.train_videos) + picture_videos(dm.test_videos)
+        videos = picture_videos(dm.videos["train"]) + picture_videos(dm.videos["test"])
         loader = DataLoader(
             GeneratorVideos(dm.data, videos, dm.num_segments, train=False),
             batch_size=dm.eval_batch_size,

@@ -224,7 +224,7 @@ class StudentStage(Stage[StudentOutputs]):
         data, tiou = ctx.data.student, list(cfg.dataset.tiou_thresholds)
         metrics = {
             **{
-                f"{variant}.test": score_rows(rows, dm.test_videos, data.num_classes, tiou)
+                f"{variant}.test": score_rows(rows, dm.videos["test"], data.num_classes, tiou)
                 for variant, rows in test.items()
             },
             **selected,
@@ -290,7 +290,7 @@ class StudentStage(Stage[StudentOutputs]):
         """Detections on the first training videos (what the pictures show), from the module in
         memory: the EMA weights when there are some."""
         scored = dm.video_scores
-        videos = [v for v in picture_videos(dm.train_videos) if scored is None or v.id in scored]
+        videos = [v for v in picture_videos(dm.videos["train"]) if scored is None or v.id in scored]
         if not videos:  # a score file without these training videos: nothing to fuse them with
             return {}
         loader = DataLoader(
