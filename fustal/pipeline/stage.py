@@ -152,8 +152,7 @@ class Stage(ABC, Generic[Outputs]):
             "config": to_plain(self.key_parts()),
             "upstream": {name: result.key for name, result in sorted(self.upstream.items())},
         }
-        # the user's files named by the key parts only: a callback of theirs (e.g. a test's
-        # fault injector) observes a run, it does not change its artifacts
+        # of the user's files, those the key parts name (fustal.pipeline.keys states the rule)
         user_files = user_target_files(parts["config"])
         return config_hash(
             self.name, parts, code_fingerprint(self.code_roots(), user_files=user_files)
