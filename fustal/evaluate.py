@@ -45,11 +45,12 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
     """The dataset as the checkpoint's stage sees it (the generator's class order is the
     student annotation file's, as in the pipeline)."""
     from fustal.data.dataset import load_stage_data
-    from fustal.data.views import dataset_node, load_pipeline_data
+    from fustal.data.spec import ViewConfig
+    from fustal.data.views import dataset_config, load_pipeline_data
 
     if kind == "generator":
         return load_pipeline_data(cfg).generator
-    return load_stage_data(dataset_node(cfg), cfg.features.student)
+    return load_stage_data(dataset_config(cfg), ViewConfig(**to_plain(cfg.features.student)))
 
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:

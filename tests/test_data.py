@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 import fustal.data.sampling as sampling
+from fustal.config import to_plain
 from fustal.data.annotations import Annotations, Video, load_annotations
 from fustal.data.dataset import StageData, align_skipped, load_stage_data, validate_stage_data
 from fustal.data.features import (
@@ -29,6 +31,7 @@ from fustal.data.features import (
 )
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos
 from fustal.data.sampling import EpochSampler, split_key
+from fustal.data.spec import DatasetConfig, ViewConfig
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, random_crop
 from fustal.errors import FustalError
 from tests.conftest import ANNOTATIONS_DIR, CONF_DIR, REPO_ROOT
@@ -60,9 +63,11 @@ THUMOS_CLASSES = [
 ]
 
 
-def features_cfg(name: str) -> dict:
-    """A ``conf/features/<name>.yaml`` group file as a plain dict."""
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "features" / f"{name}.yaml"))
+def features_cfg(name: str) -> ViewConfig:
+    """A ``conf/features/<name>.yaml`` group file as the data layer's view."""
+    return ViewConfig(
+        **OmegaConf.to_container(OmegaConf.load(CONF_DIR / "features" / f"{name}.yaml"))
+    )
 
 
 def instances(annotations: Annotations, subset: str) -> int:
@@ -89,12 +94,12 @@ def anet() -> Annotations:
 
 @pytest.fixture(scope="module")
 def generator_view(synthetic_root: Path) -> StageData:
-    return load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_nonoverlap"))
+    return load_stage_data(DatasetConfig(str(synthetic_root)), features_cfg("i3d_nonoverlap"))
 
 
 @pytest.fixture(scope="module")
 def student_view(synthetic_root: Path) -> StageData:
-    return load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_overlap"))
+    return load_stage_data(DatasetConfig(str(synthetic_root)), features_cfg("i3d_overlap"))
 
 
 # ---------------------------------------------------------------- bundled real annotations
@@ -468,10 +473,12 @@ def test_feature_spec_overlap_reads_one_file(student_view: StageData, synthetic_
 
 @pytest.mark.parametrize("layout", ["i3d_nonoverlap", "i3d_overlap"])
 def test_feature_spec_dimension_check(synthetic_root: Path, layout: str) -> None:
-    data = load_stage_data({"root": str(synthetic_root)}, {**features_cfg(layout), "dim": 16})
+    data = load_stage_data(
+        DatasetConfig(str(synthetic_root)), replace(features_cfg(layout), dim=16)
+    )
     video = data.train_videos()[0]
     assert data.features.load(video).shape[1] == 16
-    wrong = FeatureSpec.from_config({**features_cfg(layout), "dim": 2048}, synthetic_root)
+    wrong = FeatureSpec.from_config(replace(features_cfg(layout), dim=2048), synthetic_root)
     with pytest.raises(FustalError, match="expected 2048") as err:
         wrong.load(video)
     assert video.id in str(err.value)
@@ -546,19 +553,20 @@ def test_validate_stage_data_summaries(view: str, request: pytest.FixtureRequest
 
 
 def test_load_stage_data_from_composed_features_config(synthetic_root: Path) -> None:
-    """The same files through the OmegaConf nodes the pipeline passes."""
+    """The same files through the typed nodes built from OmegaConf nodes, as the pipeline does
+    (keys a node leaves out take the defaults)."""
     dataset = OmegaConf.create({"root": str(synthetic_root), "skip_missing": False})
     features = OmegaConf.load(CONF_DIR / "features" / "i3d_overlap.yaml")
-    data = load_stage_data(dataset, features)
+    data = load_stage_data(DatasetConfig(**to_plain(dataset)), ViewConfig(**to_plain(features)))
     assert len(data.train_videos()) == 8
 
 
 def test_load_stage_data_root_errors(tmp_path: Path) -> None:
     with pytest.raises(FustalError, match="dataset.root: not set"):
-        load_stage_data({"root": None}, features_cfg("i3d_overlap"))
+        load_stage_data(DatasetConfig(), features_cfg("i3d_overlap"))
     missing = tmp_path / "nowhere"
     with pytest.raises(FustalError, match=str(missing)):
-        load_stage_data({"root": str(missing)}, features_cfg("i3d_overlap"))
+        load_stage_data(DatasetConfig(str(missing)), features_cfg("i3d_overlap"))
 
 
 def test_missing_features_error_or_skip(synthetic_root: Path, tmp_path: Path) -> None:
@@ -567,9 +575,9 @@ def test_missing_features_error_or_skip(synthetic_root: Path, tmp_path: Path) ->
     victim = "video_validation_0000003"
     (root / "i3d_features" / f"{victim}.npy").unlink()
     with pytest.raises(FustalError, match=victim) as err:
-        load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+        load_stage_data(DatasetConfig(str(root)), features_cfg("i3d_overlap"))
     assert "skip_missing" in str(err.value)
-    data = load_stage_data({"root": str(root), "skip_missing": True}, features_cfg("i3d_overlap"))
+    data = load_stage_data(DatasetConfig(str(root), skip_missing=True), features_cfg("i3d_overlap"))
     assert data.skipped == {"validation": [victim]}
     assert victim not in [v.id for v in data.train_videos()]
     assert len(data.train_videos()) == 7 and len(data.test_videos()) == 4
@@ -580,18 +588,18 @@ def test_validate_rejects_inconsistent_dimension(synthetic_root: Path, tmp_path:
     root = tmp_path / "copy"
     shutil.copytree(synthetic_root, root)
     np.save(root / "i3d_features/video_test_0000002.npy", np.zeros((50, 8), np.float32))
-    data = load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"), validate=False)
+    data = load_stage_data(DatasetConfig(str(root)), features_cfg("i3d_overlap"), validate=False)
     with pytest.raises(FustalError, match="video_test_0000002.npy"):
         validate_stage_data(data)
     # loading validates by default: bad features fail before any training starts
     with pytest.raises(FustalError, match="video_test_0000002.npy: feature dimension 8 differs"):
-        load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+        load_stage_data(DatasetConfig(str(root)), features_cfg("i3d_overlap"))
 
 
 def test_validation_summaries_are_kept(
     synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = load_stage_data({"root": str(synthetic_root)}, features_cfg("i3d_overlap"))
+    data = load_stage_data(DatasetConfig(str(synthetic_root)), features_cfg("i3d_overlap"))
     assert data.summaries is not None and data.summaries[0].videos == 8
     monkeypatch.setattr(FeatureSpec, "load", lambda *args: pytest.fail("read again"))
     assert validate_stage_data(data) is data.summaries
@@ -602,7 +610,7 @@ def test_align_skipped_makes_both_views_skip_a_video(synthetic_root: Path, tmp_p
     shutil.copytree(synthetic_root, root)
     (root / "i3d_features/video_test_0000002.npy").unlink()
     (root / "features/train/rgb/video_validation_0000005.npy").unlink()
-    dataset = {"root": str(root), "skip_missing": True}
+    dataset = DatasetConfig(str(root), skip_missing=True)
     student = load_stage_data(dataset, features_cfg("i3d_overlap"))
     generator = load_stage_data(dataset, features_cfg("i3d_nonoverlap"))
     assert student.skipped == {"test": ["video_test_0000002"]}
@@ -1006,7 +1014,7 @@ def test_csv_annotations_need_a_video_table(tmp_path: Path) -> None:
         load_annotations(tmp_path / "annotations.csv")
 
 
-def custom_features(root: Path, sidecar: dict | None) -> dict:
+def custom_features(root: Path, sidecar: dict | None) -> ViewConfig:
     """``features/`` of the CSV dataset (with ``sidecar``); the ``custom`` features config."""
     (root / "features").mkdir()
     for vid, steps in (("a", 30), ("b", 60), ("c", 20)):
@@ -1020,24 +1028,24 @@ def test_sidecar_fills_the_timing(tmp_path: Path) -> None:
     write_csv_dataset(tmp_path)
     sidecar = {"fps": 10, "window_frames": 8, "stride_frames": 4, "extractor": {"backbone": "x"}}
     cfg = custom_features(tmp_path, sidecar)
-    data = load_stage_data({"root": str(tmp_path)}, cfg)
+    data = load_stage_data(DatasetConfig(str(tmp_path)), cfg)
     spec = data.features
     assert (spec.fps, spec.window_frames, spec.stride_frames) == (10, 8, 4)
     assert spec.extractor == {"backbone": "x"}
     assert spec.sidecar == tmp_path / "features" / "features.json"
     assert spec.timing(data.train_videos()[0], 30) == Timing(0.4, 0.8)
     # a value set in the config must agree with the sidecar
-    same = FeatureSpec.from_config({**cfg, "stride_frames": 4}, tmp_path)
+    same = FeatureSpec.from_config(replace(cfg, stride_frames=4), tmp_path)
     assert same.stride_frames == 4
     with pytest.raises(FustalError, match=r"features.fps: 25 disagrees with fps 10.0 in .*json"):
-        FeatureSpec.from_config({**cfg, "fps": 25}, tmp_path)
+        FeatureSpec.from_config(replace(cfg, fps=25), tmp_path)
 
 
 def test_sidecar_in_seconds_and_per_video_fps(tmp_path: Path) -> None:
     write_csv_dataset(tmp_path)
     cfg = custom_features(tmp_path, {"step_seconds": 0.5, "window_seconds": 1.5})
     spec = FeatureSpec.from_config(cfg, tmp_path)
-    video = load_stage_data({"root": str(tmp_path)}, cfg).train_videos()[0]
+    video = load_stage_data(DatasetConfig(str(tmp_path)), cfg).train_videos()[0]
     assert spec.timing(video, 30) == Timing(0.5, 1.5)
     (tmp_path / "features" / "features.json").write_text(
         '{"window_frames": 16, "stride_frames": 4}'
@@ -1070,14 +1078,14 @@ def test_timing_needs_config_or_sidecar(tmp_path: Path) -> None:
     cfg = custom_features(tmp_path, None)
     with pytest.raises(FustalError, match="features.window_frames: not set, and the sidecar"):
         FeatureSpec.from_config(cfg, tmp_path)
-    spec = FeatureSpec.from_config({**cfg, "window_frames": 8, "stride_frames": 8}, tmp_path)
+    spec = FeatureSpec.from_config(replace(cfg, window_frames=8, stride_frames=8), tmp_path)
     assert spec.sidecar is None and spec.fps is None
 
 
 def test_missing_inputs_are_listed_together(tmp_path: Path) -> None:
     cfg = features_cfg("custom")
     with pytest.raises(FustalError) as err:
-        load_stage_data({"root": str(tmp_path)}, cfg)
+        load_stage_data(DatasetConfig(str(tmp_path)), cfg)
     message = str(err.value)
     assert message.startswith(f"dataset.root {tmp_path}: 3 inputs missing: ")
     for path in ("annotations.csv", "videos.csv", "features"):
@@ -1089,6 +1097,6 @@ def test_skip_missing_leaving_no_video_is_an_error(tmp_path: Path) -> None:
     cfg = custom_features(tmp_path, {"fps": 10, "window_frames": 8, "stride_frames": 4})
     (tmp_path / "features" / "c.npy").unlink()
     with pytest.raises(FustalError, match="1 of 3 videos lack them, first: video c"):
-        load_stage_data({"root": str(tmp_path)}, cfg)
+        load_stage_data(DatasetConfig(str(tmp_path)), cfg)
     with pytest.raises(FustalError, match="no 'test' video of .* is left \\(all 1 skipped"):
-        load_stage_data({"root": str(tmp_path), "skip_missing": True}, cfg, validate=False)
+        load_stage_data(DatasetConfig(str(tmp_path), skip_missing=True), cfg, validate=False)

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from fustal.data.dataset import StageData, load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.data.spec import DatasetConfig
 from fustal.data.student_datamodule import PseudoLabelDataModule, Targets
 from fustal.generator.module import GeneratorModule
 from fustal.inference import predict_videos
@@ -61,7 +62,7 @@ def root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def data(root: Path) -> StageData:
     """The student view of :func:`root`."""
-    return load_stage_data({"root": str(root)}, features_cfg("i3d_overlap"))
+    return load_stage_data(DatasetConfig(str(root)), features_cfg("i3d_overlap"))
 
 
 def short_video(subset: str) -> str:
@@ -156,7 +157,7 @@ def test_video_shorter_than_the_downsampling_factor(data: StageData, tmp_path: P
 
 
 def test_one_step_video_in_the_generator(root: Path) -> None:
-    data = load_stage_data({"root": str(root)}, features_cfg("i3d_nonoverlap"))
+    data = load_stage_data(DatasetConfig(str(root)), features_cfg("i3d_nonoverlap"))
     dm = GeneratorDataModule(data, num_segments=32, batch_size=4, seed=0)
     torch.manual_seed(0)
     proposals = OmegaConf.load(CONF_DIR / "generator" / "cola_cv.yaml").module.proposals

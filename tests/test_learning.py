@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from fustal.config import CONFIG_DIR
 from fustal.data.dataset import load_stage_data
 from fustal.data.generator_datamodule import GeneratorDataModule
+from fustal.data.spec import DatasetConfig, ViewConfig
 from fustal.data.student_datamodule import PseudoLabelDataModule
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 from fustal.generator.module import GeneratorModule
@@ -39,8 +40,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def stage(root: Path, layout: str):
-    features = OmegaConf.load(CONFIG_DIR / "features" / f"{layout}.yaml")
-    return load_stage_data({"root": str(root)}, features)
+    features = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "features" / f"{layout}.yaml"))
+    return load_stage_data(DatasetConfig(str(root)), ViewConfig(**features))
 
 
 def trainer(**kwargs) -> pl.Trainer:

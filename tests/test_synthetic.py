@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 import fustal.data.synthetic as synthetic
 from fustal.config.schema import SyntheticSchema
 from fustal.data.dataset import load_stage_data
+from fustal.data.spec import DatasetConfig, ViewConfig
 from fustal.data.synthetic import (
     ACTIVITYNET,
     THUMOS,
@@ -455,9 +456,9 @@ def test_activitynet_layout_is_what_the_resized_loader_reads(anet_root: Path) ->
         assert x.shape == (ANET_SMALL.resized_steps, ANET_SMALL.feature_dim)
         assert x.dtype == np.float32
 
-    features_cfg = OmegaConf.to_container(OmegaConf.load(RESIZED_YAML))
-    dataset_cfg = {"root": str(anet_root), "classes": None, "skip_missing": False}
-    data = load_stage_data(dataset_cfg, features_cfg)
+    features = ViewConfig(**OmegaConf.to_container(OmegaConf.load(RESIZED_YAML)))
+    dataset = DatasetConfig(str(anet_root), classes=None, skip_missing=False)
+    data = load_stage_data(dataset, features)
     assert data.classes == class_names(ANET_SMALL.num_classes)
     assert [len(data.train_videos()), len(data.test_videos())] == [6, 4]
     assert all(v.id.startswith("training_") for v in data.train_videos())

@@ -3,8 +3,9 @@
 unknown key (a typo, or ``+key=value`` that nothing reads) or a value of the wrong type is a
 one-line error before anything runs.
 
-Defaults here are METHOD.md's; the YAML group files set every value explicitly (they are what
-users read and edit). Groups whose members are open-ended (``trainer``: any Lightning Trainer
+Defaults here are METHOD.md's; the data nodes (``dataset``, ``features``) are the data layer's
+own classes (:mod:`fustal.data.spec`). The YAML group files set every value explicitly (they are
+what users read and edit). Groups whose members are open-ended (``trainer``: any Lightning Trainer
 argument, checked against its signature; ``logger`` and ``callbacks``: ``_target_`` entries;
 optimizers, which may be any ``torch.optim`` class) are typed as mappings.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from fustal.data.spec import DatasetConfig, ViewConfig
 
 # <stage>.select: best (the best held-out evaluation), last, or auto (best when there are held-out
 # videos, validation=heldout|video_labels; last under validation=test): fustal.training.selection
@@ -45,40 +48,16 @@ class SyntheticSchema:
 
 
 @dataclass
-class DatasetSchema:
-    root: str | None = None
-    classes: list[str] | None = None
-    tiou_thresholds: list[float] = _list(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    skip_missing: bool = False
+class DatasetSchema(DatasetConfig):
+    """The data layer's ``dataset`` node, its synthetic parameters checked."""
+
     synthetic: SyntheticSchema | None = None
 
 
 @dataclass
-class FeaturesSchema:
-    layout: str = "overlap"
-    annotation_file: str = "annotations/thumos14.json"
-    annotation_format: str = "auto"
-    split_files: dict[str, str] | None = None
-    train_subset: str = "validation"
-    test_subset: str = "test"
-    path: str = "i3d_features/{video}.npy"
-    streams: list[str] | None = None
-    window_frames: float | None = None
-    stride_frames: float | None = None
-    fps: float | None = None
-    dim: int | None = None
-    # video table (video,duration,fps) of CSV annotations
-    video_table: str | None = None
-    # features.json beside the features: fps / window / stride / extractor for the keys left null
-    sidecar: str | None = None
-    # what made the features (fustal.extract's record); stored in checkpoints for fustal.predict
-    extractor: dict[str, Any] | None = None
-
-
-@dataclass
 class FeatureViewsSchema:
-    generator: FeaturesSchema = field(default_factory=FeaturesSchema)
-    student: FeaturesSchema = field(default_factory=FeaturesSchema)
+    generator: ViewConfig = field(default_factory=ViewConfig)
+    student: ViewConfig = field(default_factory=ViewConfig)
 
 
 # ---------------------------------------------------------------- stage 1

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fustal.data.annotations import Annotations, Video, load_annotations
 from fustal.data.features import FeatureSpec
+from fustal.data.spec import DatasetConfig, ViewConfig
 from fustal.errors import FustalError
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ def _resolve(root: Path, path: str | None) -> Path | None:
     return None if path is None else _resolve_path(root, path)
 
 
-def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
+def dataset_root(dataset: DatasetConfig) -> Path:
     """``dataset.root`` as an existing folder."""
-    if dataset_cfg.get("root") is None:
+    if dataset.root is None:
         raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
-    root = Path(str(dataset_cfg["root"])).expanduser()
+    root = Path(dataset.root).expanduser()
     if not root.is_dir():
         raise FustalError(f"dataset.root: folder not found: {root}")
     return root
@@ -103,26 +103,22 @@ def _label(names: Sequence[str], layout: str, template: str) -> str:
     return f"{named + ' ' if named else ''}features ({layout}, {template})"
 
 
-def missing_inputs(
-    root: Path, views: Mapping[str, Mapping[str, Any]]
-) -> tuple[list[str], list[str]]:
-    """What the ``features`` configs ``views`` (``{name: node}``) name under ``root`` that does
-    not exist, each once: annotation files, split files and video tables; feature folders."""
+def missing_inputs(root: Path, views: Mapping[str, ViewConfig]) -> tuple[list[str], list[str]]:
+    """What the ``features`` views ``{name: view}`` name under ``root`` that does not exist, each
+    once: annotation files, split files and video tables; feature folders."""
     files: dict[Path, str] = {}
     folders: dict[tuple[Path, str, str], list[str]] = {}
-    for name, cfg in views.items():
-        annotation = _resolve(root, str(cfg["annotation_file"]))
-        assert annotation is not None
+    for name, view in views.items():
+        annotation = _resolve_path(root, view.annotation_file)
         files.setdefault(annotation, "annotation file")
-        for split in (cfg.get("split_files") or {}).values():
-            files.setdefault(_resolve_path(root, str(split)), "split file")
-        table = _resolve(root, cfg.get("video_table"))
-        is_csv = cfg.get("annotation_format", "auto") == "csv" or annotation.suffix == ".csv"
+        for split in (view.split_files or {}).values():
+            files.setdefault(_resolve_path(root, split), "split file")
+        table = _resolve(root, view.video_table)
+        is_csv = view.annotation_format == "csv" or annotation.suffix == ".csv"
         if is_csv and table is not None:
             files.setdefault(table, "video table")
-        layout, template = str(cfg["layout"]), str(cfg["path"])
-        folder = FeatureSpec(root, layout, template).folder()
-        folders.setdefault((folder, layout, template), []).append(name)
+        folder = FeatureSpec(root, view.layout, view.path).folder()
+        folders.setdefault((folder, view.layout, view.path), []).append(name)
     missing_files = [f"{what} not found: {p}" for p, what in files.items() if not p.is_file()]
     missing_folders = [
         f"{_label(names, layout, template)}: folder not found: {folder}"
@@ -132,10 +128,10 @@ def missing_inputs(
     return missing_files, missing_folders
 
 
-def check_inputs(dataset_cfg: Mapping[str, Any], views: Mapping[str, Mapping[str, Any]]) -> None:
+def check_inputs(dataset: DatasetConfig, views: Mapping[str, ViewConfig]) -> None:
     """Before any annotation is read: a missing annotation file, split file or video table is
     one error listing every input of every view that is missing (feature folders too)."""
-    root = dataset_root(dataset_cfg)
+    root = dataset_root(dataset)
     files, folders = missing_inputs(root, views)
     missing = files + folders
     if not files:
@@ -149,34 +145,27 @@ def check_inputs(dataset_cfg: Mapping[str, Any], views: Mapping[str, Mapping[str
 
 
 def stage_view(
-    dataset_cfg: Mapping[str, Any],
-    features_cfg: Mapping[str, Any],
+    dataset: DatasetConfig,
+    view: ViewConfig,
     classes: Sequence[str] | None = None,
     where: str = "features",
 ) -> StageData:
     """The annotations and the feature spec of one view (the config node ``where``), before any
-    feature file is looked at. Files named in ``features_cfg`` are relative to ``dataset.root``."""
-    root = dataset_root(dataset_cfg)
-    split_files = features_cfg.get("split_files")
-    splits = (
-        {subset: _resolve_path(root, str(path)) for subset, path in split_files.items()}
-        if split_files
-        else None
-    )
-    class_list = classes if classes is not None else dataset_cfg.get("classes")
+    feature file is looked at."""
+    root = dataset_root(dataset)
+    splits = {s: _resolve_path(root, p) for s, p in (view.split_files or {}).items()}
+    class_list = classes if classes is not None else dataset.classes
     annotations = load_annotations(
-        _resolve_path(root, str(features_cfg["annotation_file"])),
-        fmt=str(features_cfg.get("annotation_format", "auto")),
-        split_files=splits,
+        _resolve_path(root, view.annotation_file),
+        fmt=view.annotation_format,
+        split_files=splits or None,
         classes=list(class_list) if class_list is not None else None,
-        video_table=_resolve(root, features_cfg.get("video_table")),
+        video_table=_resolve(root, view.video_table),
     )
-    train_subset = str(features_cfg["train_subset"])
-    test_subset = str(features_cfg["test_subset"])
-    for subset in (train_subset, test_subset):
+    for subset in (view.train_subset, view.test_subset):
         annotations.subset(subset)
-    spec = FeatureSpec.from_config(features_cfg, root, where)
-    return StageData(annotations, spec, train_subset, test_subset)
+    spec = FeatureSpec.from_config(view, root, where)
+    return StageData(annotations, spec, view.train_subset, view.test_subset)
 
 
 def missing_videos(data: StageData) -> dict[str, list[Video]]:
@@ -255,23 +244,23 @@ def check_training_labels(data: StageData) -> None:
 
 
 def load_stage_data(
-    dataset_cfg: Mapping[str, Any],
-    features_cfg: Mapping[str, Any],
+    dataset: DatasetConfig,
+    view: ViewConfig,
     classes: Sequence[str] | None = None,
     validate: bool = True,
 ) -> StageData:
-    """Build a :class:`StageData` from the ``dataset`` config and one ``features`` layout config.
+    """Build a :class:`StageData` from the ``dataset`` node and one ``features`` view.
 
-    Files named in ``features_cfg`` are relative to ``dataset.root``; missing ones are one error
+    Files named in ``view`` are relative to ``dataset.root``; missing ones are one error
     listing them all. Missing feature files are an error naming the video, or are skipped with a
     counted warning when ``dataset.skip_missing`` (an error when no video of a subset is left).
     A training video without any annotated action is an error (it has no video-level label).
     With ``validate`` every feature file is read and checked (:func:`validate_stage_data`), so
     bad input fails here, before any training starts.
     """
-    check_inputs(dataset_cfg, {"": features_cfg})
-    data = stage_view(dataset_cfg, features_cfg, classes)
-    check_feature_files({"": data}, bool(dataset_cfg.get("skip_missing", False)))
+    check_inputs(dataset, {"": view})
+    data = stage_view(dataset, view, classes)
+    check_feature_files({"": data}, dataset.skip_missing)
     check_videos_left(data, "their feature files are missing")
     check_training_labels(data)
     if validate:

@@ -20,7 +20,7 @@ the sidecar's values; a key set in both must agree.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fustal.data.annotations import Video
+from fustal.data.spec import ViewConfig
 from fustal.errors import FustalError
 from fustal.io import read_json
 
@@ -94,15 +95,6 @@ def resample_indices(
     return starts + np.floor(rng.random(num_segments) * (highs - starts + 1)).astype(np.int64)
 
 
-def plain(value: Any) -> Any:
-    """Mappings and sequences (OmegaConf nodes too) as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [plain(v) for v in value]
-    return value
-
-
 def positive_number(where: str, value: Any) -> float:
     """``value`` as a positive float, else a :class:`FustalError` naming ``where``."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -135,9 +127,8 @@ def read_sidecar(path: Path) -> Sidecar:
     if unknown:
         raise FustalError(f"{path}: unknown key '{unknown[0]}' (keys: {', '.join(known)})")
     extractor = data.get("extractor")
-    if extractor is not None and not isinstance(extractor, Mapping):
+    if extractor is not None and not isinstance(extractor, dict):
         raise FustalError(f"{path}: extractor: expected an object, got {extractor!r}")
-    extractor = plain(extractor) if extractor is not None else None
     if any(k in data for k in SECOND_KEYS):
         if any(k in data for k in FRAME_KEYS):
             raise FustalError(
@@ -158,25 +149,19 @@ def read_sidecar(path: Path) -> Sidecar:
 
 
 def merge_sidecar(
-    cfg: Mapping[str, Any], sidecar: Sidecar, where: str = "features"
+    ours: Mapping[str, Any], sidecar: Sidecar, where: str = "features"
 ) -> dict[str, Any]:
-    """``fps``, ``window_frames``, ``stride_frames`` and ``extractor``: the config's (the node
-    ``where``) where set, else the sidecar's; a value set in both must agree."""
-    given = {
-        "fps": sidecar.fps,
-        "window_frames": sidecar.window_frames,
-        "stride_frames": sidecar.stride_frames,
-        "extractor": sidecar.extractor,
-    }
+    """Each of ``ours`` (the timing keys and ``extractor`` of the config node ``where``): ours
+    where set, else the sidecar's; a value set in both must agree."""
     out = {}
-    for key, theirs in given.items():
-        ours = plain(cfg.get(key))
-        if ours is not None and theirs is not None and ours != theirs:
+    for key, mine in ours.items():
+        theirs = getattr(sidecar, key)
+        if mine is not None and theirs is not None and mine != theirs:
             raise FustalError(
-                f"{where}.{key}: {ours!r} disagrees with {key} {theirs!r} in {sidecar.path}"
+                f"{where}.{key}: {mine!r} disagrees with {key} {theirs!r} in {sidecar.path}"
                 f" (leave {where}.{key} null to take the sidecar's)"
             )
-        out[key] = ours if ours is not None else theirs
+        out[key] = mine if mine is not None else theirs
     return out
 
 
@@ -217,37 +202,35 @@ class FeatureSpec:
 
     @classmethod
     def from_config(
-        cls, cfg: Mapping[str, Any], root: str | Path, where: str = "features"
+        cls, view: ViewConfig, root: str | Path, where: str = "features"
     ) -> FeatureSpec:
         """The spec of the ``features`` config node ``where``; timing keys left null come from
         its sidecar (``sidecar``, relative to ``root``) when that file exists."""
-        layout = str(cfg["layout"])
-        if layout not in LAYOUTS:
-            raise FustalError(f"{where}.layout: unknown layout '{layout}' (one of {LAYOUTS})")
-        streams = cfg.get("streams")
-        timing = {k: plain(cfg.get(k)) for k in (*FRAME_KEYS, "extractor")}
-        sidecar_path = Path(root) / str(cfg["sidecar"]) if cfg.get("sidecar") else None
+        if view.layout not in LAYOUTS:
+            raise FustalError(f"{where}.layout: unknown layout '{view.layout}' (one of {LAYOUTS})")
+        timing = {k: getattr(view, k) for k in (*FRAME_KEYS, "extractor")}
+        sidecar_path = Path(root) / view.sidecar if view.sidecar else None
         sidecar = None
         if sidecar_path is not None and sidecar_path.is_file():
             sidecar = sidecar_path
-            timing = merge_sidecar(cfg, read_sidecar(sidecar_path), where)
+            timing = merge_sidecar(timing, read_sidecar(sidecar_path), where)
         unset = [k for k in ("window_frames", "stride_frames") if timing[k] is None]
-        if layout != "resized" and unset:
+        if view.layout != "resized" and unset:
             source = f"the sidecar {sidecar_path} does not exist" if sidecar_path else "no sidecar"
             raise FustalError(
-                f"{where}.{unset[0]}: not set, and {source} (the {layout} layout needs"
+                f"{where}.{unset[0]}: not set, and {source} (the {view.layout} layout needs"
                 " window_frames and stride_frames: set them, or write fps / window_frames /"
                 f" stride_frames into {SIDECAR} beside the features)"
             )
         return cls(
             root=Path(root),
-            layout=layout,
-            path=str(cfg["path"]),
-            streams=tuple(streams) if streams else None,
+            layout=view.layout,
+            path=view.path,
+            streams=tuple(view.streams) if view.streams else None,
             window_frames=timing["window_frames"],
             stride_frames=timing["stride_frames"],
             fps=timing["fps"],
-            dim=cfg.get("dim"),
+            dim=view.dim,
             extractor=timing["extractor"],
             sidecar=sidecar,
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -23,22 +22,21 @@ from fustal.data.dataset import (
     stage_view,
     validate_stage_data,
 )
+from fustal.data.spec import DatasetConfig, ViewConfig
 from fustal.errors import FustalError
 
 
-def dataset_node(cfg: DictConfig) -> dict[str, Any]:
-    """The ``dataset`` settings with the root resolved: for the synthetic dataset
+def dataset_config(cfg: DictConfig) -> DatasetConfig:
+    """The ``dataset`` node with the root resolved: for the synthetic dataset
     (``dataset.root: null``) the folder it is generated into on first use,
     ``paths.data_dir/synthetic/<hash>`` (the config itself is not changed)."""
-    node = to_plain(cfg.dataset)
-    if node.get("root") is None:
-        if node.get("synthetic") is None:
-            raise FustalError("dataset.root: not set (point it at a folder in the real layout)")
+    dataset = DatasetConfig(**to_plain(cfg.dataset))
+    if dataset.root is None and dataset.synthetic is not None:
         from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
 
-        synthetic = SyntheticConfig(**node["synthetic"])
-        node["root"] = str(ensure_synthetic(synthetic, Path(cfg.paths.data_dir) / "synthetic"))
-    return node
+        synthetic = SyntheticConfig(**dataset.synthetic)
+        dataset.root = str(ensure_synthetic(synthetic, Path(cfg.paths.data_dir) / "synthetic"))
+    return dataset
 
 
 @dataclass
@@ -58,15 +56,15 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
     all missing inputs and feature files of both views are one error; with
     ``dataset.skip_missing`` a video one view lacks is skipped by both, and no subset may end up
     empty."""
-    dataset = dataset_node(cfg)
-    nodes = {"generator": cfg.features.generator, "student": cfg.features.student}
+    dataset = dataset_config(cfg)
+    nodes = {s: ViewConfig(**to_plain(cfg.features[s])) for s in ("generator", "student")}
     check_inputs(dataset, nodes)
     student = stage_view(dataset, nodes["student"], where="features.student")
     views = {
         "generator": stage_view(dataset, nodes["generator"], student.classes, "features.generator"),
         "student": student,
     }
-    check_feature_files(views, bool(dataset.get("skip_missing", False)))
+    check_feature_files(views, dataset.skip_missing)
     for name, data in views.items():
         check_videos_left(data, f"the {name}'s {data.features.layout} features are missing")
     align_skipped(views["generator"], views["student"])
