@@ -3,22 +3,18 @@ filtered teacher is measured against."""
 
 from __future__ import annotations
 
-from fustal.student.decode import SegmentBatch, soft_nms_batch
+from fustal.config.schema import InferenceSchema
+from fustal.student.decode import DECODING, SegmentBatch, soft_nms_batch
 
 
 def research_teacher_targets(
-    cands: SegmentBatch,
-    num_classes: int,
-    thresh: float = 0.4,
-    sigma: float = 0.5,
-    min_score: float = 0.001,
-    max_seg_num: int = 2000,
+    cands: SegmentBatch, num_classes: int, thresh: float = 0.4, settings: InferenceSchema = DECODING
 ) -> SegmentBatch:
     """The research code's teacher: soft-NMS of every candidate ``[B, N]``, then the detections
     scoring above ``thresh`` (or each video's single best one), start and end clamped at 0
     (equal targets to :func:`fustal.student.decode.teacher_targets`, which runs soft-NMS on the
     candidates above the threshold only)."""
-    dets = soft_nms_batch(cands, num_classes, sigma, min_score, max_seg_num)
+    dets = soft_nms_batch(cands, num_classes, settings)
     keep = dets.valid & (dets.scores > thresh)
     if keep.shape[1]:  # rows are sorted by score: the first valid entry is the best
         keep[:, 0] |= ~keep.any(dim=1) & dets.valid[:, 0]

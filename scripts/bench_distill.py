@@ -41,7 +41,7 @@ from fustal.pipeline.stages.common import seed_stage  # noqa: E402
 from fustal.student.build import student_datamodule, student_module  # noqa: E402
 from fustal.student.decode import SegmentBatch  # noqa: E402
 from fustal.student.model import TriDet  # noqa: E402
-from fustal.student.module import CANDIDATE_KEYS, StudentModule  # noqa: E402
+from fustal.student.module import StudentModule  # noqa: E402
 from fustal.training.quiet import quiet_libraries  # noqa: E402
 from scripts.bench_common import research_teacher_targets  # noqa: E402
 
@@ -80,11 +80,11 @@ class ResearchTeacherStudent(StudentModule):
         net.eval()
         try:
             output = net(batch["features"], batch["mask"])
-            kwargs = self.decode_kwargs
-            cands = net.candidates(output, **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs})
+            cands = net.candidates(output, self.decoding)
         finally:
             net.train(was_training)
-        return research_teacher_targets(cands, net.num_classes, *self.teacher_nms_arguments())
+        thresh = self.hp.teacher_score_thresh
+        return research_teacher_targets(cands, net.num_classes, thresh, self.decoding)
 
 
 def build(cfg: Any, data: Any, cls: type[StudentModule]) -> tuple[StudentModule, Any]:

@@ -68,6 +68,7 @@ from fustal.student.decode import (  # noqa: E402
     soft_nms_batch,
     teacher_targets,
 )
+from fustal.student.ema import ModelEMA  # noqa: E402
 from fustal.student.model import TriDet, TriDetOutput  # noqa: E402
 from fustal.student.module import StudentModule  # noqa: E402
 from scripts.bench_common import research_teacher_targets  # noqa: E402
@@ -183,7 +184,7 @@ class Bench:
                 "labels": labels,
             }
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            with self.autocast():
                 loss = module.training_step(batch, 0)
             loss.backward()
             optimizer.step()
@@ -258,20 +259,39 @@ class Bench:
         model, ema = module.model, module.ema
         assert ema is not None
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        max_len = model.max_seq_len
 
         def train_step(batch: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            with self.autocast():
                 loss = module.training_step(batch, 0)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             ema.update(model)
 
+        batches = [
+            self.student_batch(
+                [self.train[int(i)] for i in self.rng.choice(len(self.train), 8, replace=False)],
+                model.max_seq_len,
+            )
+            for _ in range(args.student_steps + 1)
+        ]
+        model.train()
+        train_step(batches[0])
+        pseudo = [timed(lambda b=b: train_step(b), device)[0] for b in batches[1:]]
+        self.results["student_step_s"] = statistics.median(pseudo)
+        self.distillation(ema, train_step, batches)
+        self.test_inference(model)
+
+    def distillation(
+        self, ema: ModelEMA, train_step: Callable[[dict[str, Any]], None], batches: list[dict]
+    ) -> None:
+        """Distillation steps and the EMA teacher alone: fustal's against the research-style."""
+        device = self.device
+
         def teacher(batch: dict[str, Any], research: bool) -> SegmentBatch:
             net = ema.module.eval()
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            with torch.no_grad(), self.autocast():
                 output = net(batch["features"], batch["mask"])
             trained_like_logits(output, self.targets_of(batch), net)
             cands = net.candidates(output)
@@ -281,50 +301,31 @@ class Bench:
 
         def distill_step(batch: dict[str, Any], research: bool) -> None:
             targets = teacher(batch, research)
-            batch = {
-                **batch,
-                "segments": targets.segments,
-                "labels": targets.labels,
-                "target_valid": targets.valid,
-            }
-            train_step(batch)
+            targeted = {"segments": targets.segments, "labels": targets.labels}
+            train_step({**batch, **targeted, "target_valid": targets.valid})
 
-        batches = [
-            self.student_batch(
-                [self.train[int(i)] for i in self.rng.choice(len(self.train), 8, replace=False)],
-                max_len,
-            )
-            for _ in range(args.student_steps + 1)
-        ]
-        model.train()
-        train_step(batches[0])
-        pseudo = [timed(lambda b=b: train_step(b), device)[0] for b in batches[1:]]
-        self.results["student_step_s"] = statistics.median(pseudo)
         distill: dict[str, list[float]] = {"fustal": [], "research": []}
-        teacher_only: dict[str, list[float]] = {"fustal": [], "research": []}
+        teach: dict[str, list[float]] = {"fustal": [], "research": []}  # the teacher alone
         for name in ("fustal", "research"):
             research = name == "research"
             distill_step(batches[0], research)
             for b in batches[1:]:
-                teacher_only[name].append(timed(lambda b=b, r=research: teacher(b, r), device)[0])
+                teach[name].append(timed(lambda b=b, r=research: teacher(b, r), device)[0])
                 distill[name].append(timed(lambda b=b, r=research: distill_step(b, r), device)[0])
-        self.results["distill_step_s"] = {k: statistics.median(v) for k, v in distill.items()} | {
-            "ratio": statistics.median(distill["research"]) / statistics.median(distill["fustal"])
-        }
-        self.results["teacher_per_batch_s"] = {
-            k: statistics.median(v) for k, v in teacher_only.items()
-        }
+        median = {k: statistics.median(v) for k, v in distill.items()}
+        self.results["distill_step_s"] = median | {"ratio": median["research"] / median["fustal"]}
+        self.results["teacher_per_batch_s"] = {k: statistics.median(v) for k, v in teach.items()}
 
-        # test inference: fustal in batches of --eval-batch-size (1, the paper configuration:
-        # on a CPU, batching pads every video to the longest of its batch), the research-style
-        # path one video at a time
+    def test_inference(self, model: TriDet) -> None:
+        """Test inference, fustal in batches of --eval-batch-size (1 as in the paper: on a CPU,
+        batching pads to the batch's longest video) against the research-style one by one."""
         model.eval()
-        videos = self.test[: args.eval_videos]
-        batch_size = args.eval_batch_size
+        videos = self.test[: self.args.eval_videos]
+        batch_size = self.args.eval_batch_size
 
         def infer(group: list[Video]) -> None:
-            batch = self.student_batch(group, max_len, crop=False)
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            batch = self.student_batch(group, model.max_seq_len, crop=False)
+            with torch.no_grad(), self.autocast():
                 output = model(batch["features"], batch["mask"])
             trained_like_logits(output, self.targets_of(batch), model)
             cands = model.candidates(output)
@@ -332,20 +333,24 @@ class Bench:
 
         infer(videos[:1])
         fast = sum(
-            timed(lambda g=videos[i : i + batch_size]: infer(g), device)[0]
+            timed(lambda g=videos[i : i + batch_size]: infer(g), self.device)[0]
             for i in range(0, len(videos), batch_size)
         )
         # one video at a time is the paper configuration (student.data.eval_batch_size: 1)
         slow = (
             fast
             if batch_size == 1
-            else sum(timed(lambda v=v: infer([v]), device)[0] for v in videos)
+            else sum(timed(lambda v=v: infer([v]), self.device)[0] for v in videos)
         )
         self.results["test_inference_per_video_s"] = {
             "fustal": fast / len(videos),
             "research_per_video": slow / len(videos),
             "ratio": slow / fast,
         }
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast for the networks with ``--bf16`` (else disabled) on the bench device."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.args.bf16)
 
     @staticmethod
     def targets_of(batch: dict[str, Any]) -> list[tuple[Tensor, Tensor]]:

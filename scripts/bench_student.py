@@ -81,6 +81,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT_STEPS = {"thumos14": 3, "small": 10}
 DEFAULT_BATCH = {"cpu": 2, "cuda": 8}
 GRAD_CLIP = 1.0
+TARGET_KEYS = ("segments", "labels", "target_valid")
 OVERHEAD_TARGET = 0.05
 # besides fustal's own filter (fustal.training.quiet): what this bench's setup triggers
 QUIET_WARNINGS = (
@@ -126,13 +127,7 @@ def synthetic_batches(
             {
                 "features": features,
                 "mask": mask,
-                **dict(
-                    zip(
-                        ("segments", "labels", "target_valid"),
-                        pad_segments(segments, labels),
-                        strict=True,
-                    )
-                ),
+                **dict(zip(TARGET_KEYS, pad_segments(segments, labels), strict=True)),
                 "video_labels": video_labels,
                 "video_id": [f"b{b}v{i}" for i in range(batch_size)],
             }
@@ -336,21 +331,18 @@ def build_module(config: dict[str, Any], seed: int) -> StudentModule:
 
 def measure(
     runner: Callable[..., tuple[list[tuple[float, float]], list[float]]],
-    config: dict[str, Any],
+    args: argparse.Namespace,
     batches: list[dict[str, Any]],
-    warmup: int,
-    steps: int,
-    seed: int,
-    device: torch.device,
     memory: PeakMemory,
 ) -> dict[str, Any]:
-    """One measurement: fresh module, ``warmup + steps`` steps, the last ``steps`` timed in
-    wall-clock and process CPU seconds (``warmup >= 1``)."""
+    """One measurement on ``memory.device``: fresh module, ``args.warmup + args.steps`` steps,
+    the last ``args.steps`` timed in wall-clock and process CPU seconds (``warmup >= 1``)."""
     memory.reset()
     baseline = memory.current_mb()
-    module = build_module(config, seed)
-    stamps, losses = runner(module, make_loader(batches, warmup + steps), device)
-    timed = stamps[warmup - 1 :]
+    module = build_module(CONFIGS[args.name], args.seed)
+    loader = make_loader(batches, args.warmup + args.steps)
+    stamps, losses = runner(module, loader, memory.device)
+    timed = stamps[args.warmup - 1 :]
     gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(timed[:-1], timed[1:], strict=True)]
     result = {
         "step_s": [wall for wall, _ in gaps],
@@ -430,8 +422,11 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-@exit_on_error
-def main(argv: list[str] | None = None) -> None:
+RUNNERS = {"loop": run_loop, "lightning": run_lightning}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with ``name`` (the config), ``steps`` and ``batch_size`` resolved."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="smoke config: D 64, T 256, embd 64")
     parser.add_argument("--steps", type=int, help="timed steps per measurement (3; small: 10)")
@@ -445,54 +440,75 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-
-    name = "small" if args.small else "thumos14"
-    config = CONFIGS[name]
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS[name]
-    batch_size = args.batch_size or DEFAULT_BATCH[args.device]
-    if min(steps, args.warmup, args.rounds, batch_size, args.threads) < 1:
+    args.name = "small" if args.small else "thumos14"
+    args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.name]
+    args.batch_size = args.batch_size or DEFAULT_BATCH[args.device]
+    if min(args.steps, args.warmup, args.rounds, args.batch_size, args.threads) < 1:
         raise FustalError("arguments: steps, warmup, rounds, batch size, threads must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise FustalError("--device cuda: no CUDA device available on this machine")
-    device = torch.device(args.device)
+    return args
+
+
+def measure_rounds(args: argparse.Namespace, memory: PeakMemory) -> dict[str, dict[str, Any]]:
+    """Summaries (:func:`summarize`) of ``args.rounds`` alternating measurements per runner,
+    after one throwaway loop of ``args.warmup`` steps."""
+    config, device = CONFIGS[args.name], memory.device
+    sizes = (config["feature_dim"], config["seq_len"], config["num_classes"])
+    batches = synthetic_batches(2, args.batch_size, *sizes, args.seed)
+    run_loop(build_module(config, args.seed), make_loader(batches, args.warmup), device)
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in RUNNERS}
+    for _ in range(args.rounds):
+        for key, runner in RUNNERS.items():
+            runs[key].append(measure(runner, args, batches, memory))
+    return {key: summarize(value, args.batch_size) for key, value in runs.items()}
+
+
+def print_summary(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """The measurements as a Markdown table and one line of context."""
+    config = CONFIGS[args.name]
+    ratio, cpu_ratio = result["lightning_over_loop"], result["lightning_over_loop_cpu_time"]
+    rows = [("plain loop", result["loop"]), ("pl.Trainer", result["lightning"])]
+    table = "\n".join(
+        f"| {label} | {r['median_s_per_step']:.3f} | {r['median_cpu_s_per_step']:.3f} "
+        f"| {r['videos_per_s']:.3f} | {r['peak_memory_mb']:.0f} | {r['peak_above_start_mb']:.0f} |"
+        for label, r in rows
+    )
+    print(
+        "| implementation | median s/step | median CPU s/step | videos/s | peak memory MB "
+        "| above start MB |\n|---|---|---|---|---|---|\n"
+        f"{table}\n\n"
+        f"{args.name}: D {config['feature_dim']}, T {config['seq_len']}, batch {args.batch_size}, "
+        f"{args.device} ({args.threads} threads); {args.rounds} x {args.steps} timed steps each; "
+        f"Lightning / loop = {ratio:.3f} wall, {cpu_ratio:.3f} CPU time (overhead "
+        f"{100 * (ratio - 1):+.1f}% / {100 * (cpu_ratio - 1):+.1f}%, target < "
+        f"{100 * OVERHEAD_TARGET:.0f}%); max |loss diff| {result['max_abs_loss_diff']:.2e}; "
+        f"wrote {args.out}"
+    )
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    config, device = CONFIGS[args.name], torch.device(args.device)
     torch.set_num_threads(args.threads)
     quiet_lightning()
     started = time.perf_counter()
     load_before = os.getloadavg()
-
     memory = PeakMemory(device)
-    batches = synthetic_batches(
-        2, batch_size, config["feature_dim"], config["seq_len"], config["num_classes"], args.seed
-    )
-    run_loop(build_module(config, args.seed), make_loader(batches, args.warmup), device)
-    runners = {"loop": run_loop, "lightning": run_lightning}
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in runners}
-    for _ in range(args.rounds):
-        for key, runner in runners.items():
-            run = measure(runner, config, batches, args.warmup, steps, args.seed, device, memory)
-            runs[key].append(run)
-    results = {key: summarize(value, batch_size) for key, value in runs.items()}
+    results = measure_rounds(args, memory)
     loop, light = results["loop"], results["lightning"]
     ratio = light["median_s_per_step"] / loop["median_s_per_step"]
     cpu_ratio = light["median_cpu_s_per_step"] / loop["median_cpu_s_per_step"]
-    loss_diff = max(
-        abs(a - b)
-        for la, lb in zip(loop["losses"], light["losses"], strict=True)
-        for a, b in zip(la, lb, strict=True)
-    )
-    ema_diff = max(
-        abs(a - b) for a, b in zip(loop["ema_checksum"], light["ema_checksum"], strict=True)
-    )
-
+    losses = zip(loop["losses"], light["losses"], strict=True)
+    checksums = zip(loop["ema_checksum"], light["ema_checksum"], strict=True)
     probe = build_module(config, args.seed)
     result = {
         "benchmark": "StudentModule training: plain PyTorch loop vs pl.Trainer (same run)",
         "config": {
-            "name": name,
-            "feature_dim": config["feature_dim"],
-            "seq_len": config["seq_len"],
-            "num_classes": config["num_classes"],
-            "batch_size": batch_size,
+            "name": args.name,
+            **{key: config[key] for key in ("feature_dim", "seq_len", "num_classes")},
+            "batch_size": args.batch_size,
             "model": effective_model_config(probe),
             "parameters": sum(p.numel() for p in probe.model.parameters()),
             "gradient_clip_val": GRAD_CLIP,
@@ -504,10 +520,10 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "steps": {
-            "timed_per_measurement": steps,
+            "timed_per_measurement": args.steps,
             "rounds": args.rounds,
             "untimed_warmup_per_measurement": args.warmup,
-            "order": [key for _ in range(args.rounds) for key in runners],
+            "order": [key for _ in range(args.rounds) for key in RUNNERS],
         },
         "memory_kind": memory.kind,
         "loop": loop,
@@ -517,30 +533,14 @@ def main(argv: list[str] | None = None) -> None:
         "lightning_over_loop_cpu_time": cpu_ratio,
         "overhead_cpu_time": cpu_ratio - 1.0,
         "overhead_target": OVERHEAD_TARGET,
-        "max_abs_loss_diff": loss_diff,
-        "max_abs_ema_checksum_diff": ema_diff,
+        "max_abs_loss_diff": max(abs(a - b) for x, y in losses for a, b in zip(x, y, strict=True)),
+        "max_abs_ema_checksum_diff": max(abs(a - b) for a, b in checksums),
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "wall_s": time.perf_counter() - started,
     }
     write_json(args.out, result)
-    rows = [("plain loop", loop), ("pl.Trainer", light)]
-    table = "\n".join(
-        f"| {label} | {r['median_s_per_step']:.3f} | {r['median_cpu_s_per_step']:.3f} "
-        f"| {r['videos_per_s']:.3f} | {r['peak_memory_mb']:.0f} | {r['peak_above_start_mb']:.0f} |"
-        for label, r in rows
-    )
-    print(
-        "| implementation | median s/step | median CPU s/step | videos/s | peak memory MB "
-        "| above start MB |\n|---|---|---|---|---|---|\n"
-        f"{table}\n\n"
-        f"{name}: D {config['feature_dim']}, T {config['seq_len']}, batch {batch_size}, "
-        f"{device.type} ({args.threads} threads); {args.rounds} x {steps} timed steps each; "
-        f"Lightning / loop = {ratio:.3f} wall, {cpu_ratio:.3f} CPU time (overhead "
-        f"{100 * (ratio - 1):+.1f}% / {100 * (cpu_ratio - 1):+.1f}%, target < "
-        f"{100 * OVERHEAD_TARGET:.0f}%); max |loss diff| {loss_diff:.2e}; "
-        f"wrote {args.out}"
-    )
+    print_summary(result, args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
 from fustal.student import (
     TriDet,
@@ -301,7 +302,8 @@ def test_soft_nms_matches_loop_reference(seed: int) -> None:
     scores = torch.rand(n, generator=gen, dtype=torch.float64)
     labels = torch.randint(0, 4, (n,), generator=gen)
     max_num = 2000 if seed < 2 else 25
-    segs, sc, lab = soft_nms(segments, scores, labels, max_seg_num=max_num, min_score=0.01)
+    settings = InferenceSchema(max_seg_num=max_num, min_score=0.01)
+    segs, sc, lab = soft_nms(segments, scores, labels, settings)
     ref = soft_nms_loop(
         segments.tolist(), scores.tolist(), labels.tolist(), max_seg_num=max_num, min_score=0.01
     )
@@ -399,7 +401,7 @@ def test_soft_nms_batch_over_videos_matches_the_loop_per_video() -> None:
     cands = cands._replace(
         segments=cands.segments.double(), scores=cands.scores.double().clamp(min=0.002)
     )
-    out = soft_nms_batch(cands, 4, max_seg_num=30)
+    out = soft_nms_batch(cands, 4, InferenceSchema(max_seg_num=30))
     for b, rows in enumerate(out.to_rows()):
         v = cands.valid[b]
         ref = soft_nms_loop(

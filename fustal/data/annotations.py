@@ -95,12 +95,6 @@ def _as_float(value: Any, where: str) -> float:
     return out
 
 
-def _read_split(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FustalError(f"split file not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 def read_csv_rows(
     path: Path, columns: Sequence[str], what: str
 ) -> list[tuple[int, dict[str, str]]]:
@@ -206,6 +200,60 @@ def _collect_labels(database: Mapping[str, Any], source: str) -> list[str]:
     return sorted(names - AMBIGUOUS_LABELS)
 
 
+def _optional_float(value: Any, where: str) -> float | None:
+    return None if value is None else _as_float(value, where)
+
+
+def _subsets(
+    database: Mapping[str, Any], split_files: Mapping[str, str | Path] | None, source: str
+) -> list[tuple[str, str]]:
+    """``(video, subset)`` in dataset order: the database's own, or the split files' (id a line)."""
+    if not split_files:
+        return [(vid, str(entry.get("subset", ""))) for vid, entry in database.items()]
+    listed = []
+    for subset, split in split_files.items():
+        path = Path(split)
+        if not path.is_file():
+            raise FustalError(f"split file not found: {path}")
+        for vid in filter(None, [line.strip() for line in path.read_text().splitlines()]):
+            if vid not in database:
+                raise FustalError(f"{split}: video {vid} is not in the annotation file {source}")
+            listed.append((vid, subset))
+    return listed
+
+
+def _segments(
+    entry: Mapping[str, Any], index: Mapping[str, int], where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checked ``segments [M, 2]`` (seconds) and class indices ``[M]`` of an entry's
+    annotations, ambiguous ones left out."""
+    annotations = entry.get("annotations", []) or []
+    if not isinstance(annotations, list):
+        raise FustalError(f"{where}: 'annotations' is not a list")
+    segs: list[tuple[float, float]] = []
+    labels: list[int] = []
+    for ann in annotations:
+        if not isinstance(ann, Mapping) or "label" not in ann:
+            raise FustalError(f"{where}: annotation without a 'label'")
+        label = str(ann["label"])
+        if label in AMBIGUOUS_LABELS:
+            continue
+        if label not in index:
+            raise FustalError(f"{where}: class '{label}' is not in the class list")
+        seg = ann.get("segment")
+        if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+            raise FustalError(f"{where}: segment must be [start, end], got {seg!r}")
+        start = _as_float(seg[0], f"{where}: segment start")
+        end = _as_float(seg[1], f"{where}: segment end")
+        if start < 0:
+            raise FustalError(f"{where}: segment [{start}, {end}] has a negative start")
+        if end < start:
+            raise FustalError(f"{where}: segment [{start}, {end}] ends before it starts")
+        segs.append((start, end))
+        labels.append(index[label])
+    return np.asarray(segs, dtype=np.float64).reshape(-1, 2), np.asarray(labels, dtype=np.int64)
+
+
 def load_annotations(
     path: str | Path,
     fmt: str = "auto",
@@ -232,73 +280,25 @@ def load_annotations(
     path = Path(path)
     source = str(path)
     database = read_database(path, fmt, Path(video_table) if video_table else None)
-
-    subset_of = {vid: str(entry.get("subset", "")) for vid, entry in database.items()}
-    order = list(database)
-    if split_files:
-        subset_of = {}
-        order = []
-        for subset, split_path in split_files.items():
-            for vid in _read_split(Path(split_path)):
-                if vid not in database:
-                    raise FustalError(
-                        f"{split_path}: video {vid} is not in the annotation file {source}"
-                    )
-                subset_of[vid] = subset
-                order.append(vid)
-
+    subsets = _subsets(database, split_files, source)
     class_list = list(classes) if classes is not None else _collect_labels(database, source)
     index = {name: i for i, name in enumerate(class_list)}
     videos: dict[str, Video] = {}
     clipped = 0
-    for vid in order:
-        entry = database[vid]
-        where = f"{source}: video {vid}"
-        raw_duration, raw_fps = entry.get("duration"), entry.get("fps")
-        duration = (
-            _as_float(raw_duration, f"{where}: duration") if raw_duration is not None else None
-        )
-        fps = _as_float(raw_fps, f"{where}: fps") if raw_fps is not None else None
+    for vid, subset in subsets:
+        entry, where = database[vid], f"{source}: video {vid}"
+        duration = _optional_float(entry.get("duration"), f"{where}: duration")
+        fps = _optional_float(entry.get("fps"), f"{where}: fps")
         if duration is not None and duration <= 0:
             raise FustalError(f"{where}: duration must be positive, got {duration}")
-        segs: list[tuple[float, float]] = []
-        labels: list[int] = []
-        annotations = entry.get("annotations", []) or []
-        if not isinstance(annotations, list):
-            raise FustalError(f"{where}: 'annotations' is not a list")
-        for ann in annotations:
-            if not isinstance(ann, Mapping) or "label" not in ann:
-                raise FustalError(f"{where}: annotation without a 'label'")
-            label = str(ann["label"])
-            if label in AMBIGUOUS_LABELS:
-                continue
-            if label not in index:
-                raise FustalError(f"{where}: class '{label}' is not in the class list")
-            seg = ann.get("segment")
-            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-                raise FustalError(f"{where}: segment must be [start, end], got {seg!r}")
-            start = _as_float(seg[0], f"{where}: segment start")
-            end = _as_float(seg[1], f"{where}: segment end")
-            if start < 0:
-                raise FustalError(f"{where}: segment [{start}, {end}] has a negative start")
-            if end < start:
-                raise FustalError(f"{where}: segment [{start}, {end}] ends before it starts")
-            if clip_to_duration and duration is not None and end > duration:
-                # kept even when it starts after the end (zero length): the instance still
-                # counts as ground truth, as in the official evaluation
-                clipped += 1
-                start, end = min(start, duration), duration
-            segs.append((start, end))
-            labels.append(index[label])
-        videos[vid] = Video(
-            id=vid,
-            subset=subset_of[vid],
-            duration=duration,
-            fps=fps,
-            segments=np.asarray(segs, dtype=np.float64).reshape(-1, 2),
-            labels=np.asarray(labels, dtype=np.int64),
-        )
+        segments, labels = _segments(entry, index, where)
+        if clip_to_duration and duration is not None:
+            # kept even when it starts after the end (zero length), as in the official evaluation
+            over = segments[:, 1] > duration
+            segments[over] = np.minimum(segments[over], duration)
+            clipped += int(over.sum())
+        videos[vid] = Video(vid, subset, duration, fps, segments, labels)
     if clipped:
         log.warning("%s: clipped %d segments that end after the video's duration", source, clipped)
-    subsets = sorted({v.subset for v in videos.values()})
-    return Annotations(class_list, videos, source, clipped, subsets)
+    names = sorted({v.subset for v in videos.values()})
+    return Annotations(class_list, videos, source, clipped, names)

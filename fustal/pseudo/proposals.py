@@ -203,6 +203,40 @@ def _keep_runs(
     return (last - first + 1 >= min_length) & ~lone_at_zero
 
 
+def _read_rows(cas_up: np.ndarray, cas_th: np.ndarray) -> np.ndarray:
+    """Rows the outer-inner means read, ``[P * K + P, L + 1]`` for ``cas_up [P, L]``, ``cas_th
+    [K]``: the CAS thresholded per (class, threshold), then the raw CAS per class; a zero column."""
+    num_pred, length = cas_up.shape
+    num_cas_rows = num_pred * cas_th.size
+    padded = np.zeros((num_cas_rows + num_pred, length + 1))
+    thresholded = padded[:num_cas_rows].reshape(num_pred, cas_th.size, length + 1)[..., :length]
+    np.copyto(thresholded, cas_up[:, None, :], where=cas_up[:, None, :] >= cas_th[:, None])
+    padded[num_cas_rows:, :length] = cas_up
+    return padded
+
+
+def _runs(
+    cas_up: np.ndarray, act_up: np.ndarray, cas_th: np.ndarray, act_th: np.ndarray, min_length: int
+) -> tuple[np.ndarray, ...]:
+    """Kept runs of ``cas_up [P, L]`` in research order, per class those of its CAS thresholds
+    ``[K]``, then those of ``act_up [1, L]`` (every class's) -> ``(class_pos, rows, first, last)``
+    ``[M]``: position in ``cas_up``, :func:`_read_rows` row, inclusive step range."""
+    num_pred = cas_up.shape[0]
+    num_cas_rows = num_pred * cas_th.size
+    c_class, c_k, c_first, c_last = threshold_runs(cas_up, cas_th)
+    c_row = c_class * cas_th.size + c_k
+    keep = _keep_runs(c_row, c_first, c_last, num_cas_rows, min_length)
+    _, a_k, a_first, a_last = threshold_runs(act_up, act_th)
+    a_keep = _keep_runs(a_k, a_first, a_last, act_th.size, min_length)
+    a_first, a_last = np.tile(a_first[a_keep], num_pred), np.tile(a_last[a_keep], num_pred)
+    a_class = np.repeat(np.arange(num_pred), np.count_nonzero(a_keep))
+    cas_runs = (c_class[keep], c_row[keep], c_first[keep], c_last[keep])
+    act_runs = (a_class, num_cas_rows + a_class, a_first, a_last)
+    block = np.repeat([0, 1], [cas_runs[0].size, a_class.size])
+    order = np.argsort(2 * np.concatenate([cas_runs[0], a_class]) + block, kind="stable")
+    return tuple(np.concatenate(p)[order] for p in zip(cas_runs, act_runs, strict=True))
+
+
 def _check_inputs(
     cas: ArrayOrTensor, actionness: ArrayOrTensor, video_scores: ArrayOrTensor
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -267,52 +301,18 @@ def cas_to_proposals(
     act_th = _thresholds(actionness_thresholds, "actionness_thresholds")
     if not (isinstance(upscale, int | np.integer) and upscale >= 1):
         raise FustalError(f"upscale: expected a positive integer, got {upscale!r}")
-    if not (
-        isinstance(seconds_per_step, int | float | np.number) and 0 < seconds_per_step < np.inf
-    ):
-        raise FustalError(f"seconds_per_step: expected a positive number, got {seconds_per_step!r}")
+    step = seconds_per_step
+    if not (isinstance(step, int | float | np.number) and 0 < step < np.inf):
+        raise FustalError(f"seconds_per_step: expected a positive number, got {step!r}")
     if cas_np.shape[0] == 0:
         return np.zeros((0, len(PROPOSAL_COLUMNS)))
-
     classes = predicted_classes(scores_np, class_thresh)
-    num_pred = classes.size
     cas_up = upsample_linear(minmax_normalize(cas_np)[:, classes], upscale).T  # [P, L]
     act_up = upsample_linear(minmax_normalize(act_np[:, None]), upscale).T  # [1, L]
-    length = cas_up.shape[1]
-
-    # Rows the means read: the thresholded CAS per (class, CAS threshold), then the raw CAS per
-    # class; one trailing zero column for range ends.
-    num_cas_rows = num_pred * cas_th.size
-    padded = np.zeros((num_cas_rows + num_pred, length + 1))
-    thresholded = padded[:num_cas_rows].reshape(num_pred, cas_th.size, length + 1)[..., :length]
-    np.copyto(thresholded, cas_up[:, None, :], where=cas_up[:, None, :] >= cas_th[:, None])
-    padded[num_cas_rows:, :length] = cas_up
-
-    # CAS thresholds: runs of each predicted class, read from its thresholded rows.
-    c_class, c_k, c_first, c_last = threshold_runs(cas_up, cas_th)
-    c_row = c_class * cas_th.size + c_k
-    keep = _keep_runs(c_row, c_first, c_last, num_cas_rows, min_length)
-    c_class, c_row, c_first, c_last = c_class[keep], c_row[keep], c_first[keep], c_last[keep]
-
-    # Actionness thresholds: class-independent runs, read from each class's raw CAS row.
-    _, a_k, a_first, a_last = threshold_runs(act_up, act_th)
-    keep = _keep_runs(a_k, a_first, a_last, act_th.size, min_length)
-    a_first, a_last = np.tile(a_first[keep], num_pred), np.tile(a_last[keep], num_pred)
-    a_class = np.repeat(np.arange(num_pred), np.count_nonzero(keep))
-
-    # Research order inside a class: CAS-threshold runs, then actionness-threshold runs.
-    block = np.repeat([0, 1], [c_class.size, a_class.size])
-    order = np.argsort(2 * np.concatenate([c_class, a_class]) + block, kind="stable")
-    class_pos = np.concatenate([c_class, a_class])[order]
-    rows = np.concatenate([c_row, num_cas_rows + a_class])[order]
-    first = np.concatenate([c_first, a_first])[order]
-    last = np.concatenate([c_last, a_last])[order]
-
-    contrast = _outer_inner_contrast(padded, rows, first, last, oic_lambda)
+    class_pos, rows, first, last = _runs(cas_up, act_up, cas_th, act_th, min_length)
+    contrast = _outer_inner_contrast(_read_rows(cas_up, cas_th), rows, first, last, oic_lambda)
     scores = contrast + oic_gamma * scores_np[classes[class_pos]]
-    step_s = seconds_per_step / upscale
-    segments = np.stack([first * step_s, (last + 1) * step_s], axis=1)
-
+    segments = np.stack([first, last + 1], axis=1) * (seconds_per_step / upscale)
     keep_idx = nms_research(segments, scores, nms_thresh, groups=class_pos)
     return np.column_stack(
         [classes[class_pos[keep_idx]].astype(np.float64), scores[keep_idx], segments[keep_idx]]

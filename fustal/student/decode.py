@@ -9,7 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
 from fustal.segments import segment_iou
 
-# the decoding defaults (one statement of them: the config schema)
+# the decoding defaults (one statement of them: the config schema); every ``settings`` below is
+# such an InferenceSchema
 DECODING = InferenceSchema()
 
 # soft-NMS checks for termination and compacts its working set every this many iterations (the
@@ -132,13 +133,12 @@ def decode_points(
     flat: Tensor,
     stride: int,
     num_bins: int,
-    pre_nms_thresh: float = DECODING.pre_nms_thresh,
-    min_duration: float = DECODING.min_duration,
+    settings: InferenceSchema = DECODING,
 ) -> SegmentBatch:
     """Decode chosen point-class pairs of one level: ``start/end [B, T, C]``, ``offsets
     [B, T, 2, num_bins + 1]``, ``scores [B, k]`` and flat indices ``[B, k]`` (``point * C +
     class``) -> ``[B, k]`` segments at ``t = point * stride`` (grid units); valid when the score
-    exceeds ``pre_nms_thresh`` and the segment is longer than ``min_duration``. Float32."""
+    exceeds ``pre_nms_thresh`` and it is longer than ``min_duration`` (of ``settings``). Float32."""
     batch, _, num_classes = start_logits.shape
     point, label = flat // num_classes, flat % num_classes
     rows = torch.arange(batch, device=flat.device)[:, None]
@@ -148,59 +148,24 @@ def decode_points(
     )
     t = point.to(dist.dtype) * stride
     segments = torch.stack((t - dist[..., 0] * stride, t + dist[..., 1] * stride), dim=-1)
-    valid = (scores > pre_nms_thresh) & (segments[..., 1] - segments[..., 0] > min_duration)
+    length = segments[..., 1] - segments[..., 0]
+    valid = (scores > settings.pre_nms_thresh) & (length > settings.min_duration)
     return SegmentBatch(segments, scores, label, valid)
 
 
-def level_candidates(
-    cls_logits: Tensor,
-    start_logits: Tensor,
-    end_logits: Tensor,
-    offsets: Tensor,
-    mask: Tensor,
-    stride: int,
-    num_bins: int,
-    pre_nms_thresh: float = DECODING.pre_nms_thresh,
-    pre_nms_topk: int = DECODING.pre_nms_topk,
-    min_duration: float = DECODING.min_duration,
-) -> SegmentBatch:
-    """Candidates of one pyramid level for a batch of videos.
-
-    ``cls/start/end [B, T, C]``, ``offsets [B, T, 2, num_bins + 1]``, ``mask [B, T]`` -> ``[B, k]``
-    candidates, ``k = min(pre_nms_topk, T * C)``: the best ``k`` point-class scores (sigmoid,
-    sorted descending), decoded by :func:`decode_points`.
-    """
-    scores, flat = level_scores(cls_logits, mask, pre_nms_topk)
-    return decode_points(
-        start_logits,
-        end_logits,
-        offsets,
-        scores,
-        flat,
-        stride,
-        num_bins,
-        pre_nms_thresh,
-        min_duration,
-    )
-
-
 def candidates(
-    output: HeadOutputs,
-    strides: Sequence[int],
-    num_bins: int,
-    pre_nms_thresh: float = DECODING.pre_nms_thresh,
-    pre_nms_topk: int = DECODING.pre_nms_topk,
-    min_duration: float = DECODING.min_duration,
+    output: HeadOutputs, strides: Sequence[int], num_bins: int, settings: InferenceSchema = DECODING
 ) -> SegmentBatch:
-    """:func:`level_candidates` of every level of ``output`` (per level ``[B, T_l, ...]``),
-    concatenated level after level -> ``[B, N]``."""
+    """Candidates of every level of ``output`` (per level ``[B, T_l, ...]``), concatenated level
+    after level -> ``[B, N]``: per level the best ``k = min(pre_nms_topk, T_l * C)`` point-class
+    scores (:func:`level_scores`, sorted descending), decoded by :func:`decode_points`."""
     if not len(output.cls_logits) == len(strides) == len(output.masks):
         raise FustalError(
             f"decode: {len(output.cls_logits)} output levels for {len(strides)} strides"
         )
     parts = [
-        level_candidates(
-            c, s, e, o, m, stride, num_bins, pre_nms_thresh, pre_nms_topk, min_duration
+        decode_points(
+            s, e, o, *level_scores(c, m, settings.pre_nms_topk), stride, num_bins, settings
         )
         for c, s, e, o, m, stride in zip(
             output.cls_logits,
@@ -215,83 +180,95 @@ def candidates(
     return SegmentBatch(*(torch.cat(x, dim=1) for x in zip(*parts, strict=True)))
 
 
+def class_groups(
+    cands: SegmentBatch, scores: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Soft-NMS's working set: the entries of ``scores [B * N]`` (the flat candidate scores,
+    -inf where left out) grouped by (video, class), one group a row -> ``live [G, W]`` scores,
+    ``segs [G, W, 2]`` and flat candidate indices ``src [G, W]`` (padding: -inf, 0, -1), entries
+    in candidate order; None without any entry."""
+    num = cands.scores.shape[1]
+    items = torch.nonzero(scores > float("-inf")).squeeze(1)
+    if not items.numel():
+        return None
+    group = torch.div(items, num, rounding_mode="floor") * num_classes
+    group = group + cands.labels.reshape(-1)[items]
+    order = torch.argsort(group, stable=True)
+    items, group = items[order], group[order]
+    _, dense, counts = torch.unique_consecutive(group, return_inverse=True, return_counts=True)
+    col = torch.arange(len(items), device=items.device) - (torch.cumsum(counts, 0) - counts)[dense]
+    shape = (len(counts), int(counts.max()))
+    live = scores.new_full(shape, float("-inf"))
+    segs = scores.new_zeros(*shape, 2)
+    src = items.new_full(shape, -1)
+    live[dense, col] = scores[items]
+    segs[dense, col] = cands.segments.reshape(-1, 2).to(scores.dtype)[items]
+    src[dense, col] = items
+    return live, segs, src
+
+
+def decay_groups(
+    live: Tensor, segs: Tensor, src: Tensor, settings: InferenceSchema, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Gaussian soft-NMS of every row of a :func:`class_groups` working set at once: the flat
+    candidate indices and decayed scores ``[K]`` of the kept entries (score -inf: a finished
+    row's pick, not kept). Every :data:`SOFT_NMS_CHECK_EVERY` iterations finished rows and
+    dropped entries are compacted away."""
+    neg_inf = live.new_tensor(float("-inf"))
+    kept_src, kept_scores = [], []
+    for step in range(min(live.shape[1], settings.max_seg_num)):
+        if step and step % SOFT_NMS_CHECK_EVERY == 0:
+            alive = live > neg_inf
+            rows = alive.any(dim=1)
+            if not bool(rows.any()):
+                break
+            live, segs, src, alive = live[rows], segs[rows], src[rows], alive[rows]
+            cols = torch.argsort((~alive).to(torch.int8), dim=1, stable=True)
+            cols = cols[:, : int(alive.sum(dim=1).max())]
+            live, src = live.gather(1, cols), src.gather(1, cols)
+            segs = segs.gather(1, cols[..., None].expand(-1, -1, 2))
+        index = torch.arange(live.shape[0], device=live.device)
+        best = live.argmax(dim=1)
+        best_score, best_seg = live[index, best], segs[index, best]
+        kept_scores.append(best_score)
+        kept_src.append(src[index, best])
+        live[index, best] = neg_inf
+        iou = segment_iou(best_seg[:, None], segs, eps)
+        decayed = live * torch.exp(-(iou * iou) / settings.nms_sigma)
+        live = torch.where((live > neg_inf) & (decayed >= settings.min_score), decayed, neg_inf)
+    return torch.cat(kept_src), torch.cat(kept_scores)
+
+
 def soft_nms_batch(
-    cands: SegmentBatch,
-    num_classes: int,
-    sigma: float = DECODING.nms_sigma,
-    min_score: float = DECODING.min_score,
-    max_seg_num: int = DECODING.max_seg_num,
-    eps: float = 1e-8,
+    cands: SegmentBatch, num_classes: int, settings: InferenceSchema = DECODING, eps: float = 1e-8
 ) -> SegmentBatch:
     """Per-class Gaussian soft-NMS of every video of a batch at once.
 
     In each (video, class), repeatedly the best remaining candidate is kept (the lowest index
     among equal scores) and every other remaining score is multiplied by
-    ``exp(-iou^2 / sigma)``; scores falling below ``min_score`` are dropped, as are candidates
-    starting below it; at most ``max_seg_num`` are kept per class. Returns ``[B, K]`` entries
-    sorted per video by decayed score (descending, stable), ``K <= max_seg_num`` the most any
-    video keeps (the kept scores of a class never increase, so this is the global top); the
-    valid entries of each row come first.
+    ``exp(-iou^2 / nms_sigma)``; scores falling below ``min_score`` are dropped, as are
+    candidates starting below it; at most ``max_seg_num`` are kept per class (all three from
+    ``settings``). Returns ``[B, K]`` entries sorted per video by decayed score (descending,
+    stable), ``K <= max_seg_num`` the most any video keeps (the kept scores of a class never
+    increase, so this is the global top); the valid entries of each row come first.
 
-    All (video, class) groups advance together on a padded ``[groups, width]`` working set: one
-    iteration per kept candidate of the largest group, each a handful of tensor operations and
-    no host synchronisation; every :data:`SOFT_NMS_CHECK_EVERY` iterations finished groups and
-    dropped candidates are compacted away.
+    All (video, class) groups advance together on a padded working set (:func:`class_groups`,
+    :func:`decay_groups`): one iteration per kept candidate of the largest group, each a
+    handful of tensor operations and no host synchronisation.
     """
     batch, num = cands.scores.shape
-    dtype, device = cands.scores.dtype, cands.scores.device
-    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=device)
-    flat_scores = torch.where(
-        cands.valid & (cands.scores >= min_score), cands.scores, neg_inf
-    ).reshape(-1)
-    flat_segs = cands.segments.reshape(-1, 2).to(dtype)
-    items = torch.nonzero(flat_scores > neg_inf).squeeze(1)
-    out_scores = torch.full((batch * num,), float("-inf"), dtype=dtype, device=device)
-    if items.numel():
-        group = torch.div(items, num, rounding_mode="floor") * num_classes
-        group = group + cands.labels.reshape(-1)[items]
-        order = torch.argsort(group, stable=True)
-        items, group = items[order], group[order]
-        present, dense, counts = torch.unique_consecutive(
-            group, return_inverse=True, return_counts=True
-        )
-        width = int(counts.max())
-        col = torch.arange(len(items), device=device) - (torch.cumsum(counts, 0) - counts)[dense]
-        live = torch.full((len(present), width), float("-inf"), dtype=dtype, device=device)
-        segs = flat_segs.new_zeros(len(present), width, 2)
-        src = torch.full((len(present), width), -1, dtype=torch.long, device=device)
-        live[dense, col] = flat_scores[items]
-        segs[dense, col] = flat_segs[items]
-        src[dense, col] = items
-        kept_src, kept_scores = [], []
-        for step in range(min(width, max_seg_num)):
-            if step and step % SOFT_NMS_CHECK_EVERY == 0:
-                alive = live > neg_inf
-                rows = alive.any(dim=1)
-                if not bool(rows.any()):
-                    break
-                live, segs, src, alive = live[rows], segs[rows], src[rows], alive[rows]
-                cols = torch.argsort((~alive).to(torch.int8), dim=1, stable=True)
-                cols = cols[:, : int(alive.sum(dim=1).max())]
-                live, src = live.gather(1, cols), src.gather(1, cols)
-                segs = segs.gather(1, cols[..., None].expand(-1, -1, 2))
-            index = torch.arange(live.shape[0], device=device)
-            best = live.argmax(dim=1)
-            best_score, best_seg = live[index, best], segs[index, best]
-            kept_scores.append(best_score)
-            kept_src.append(src[index, best])
-            live[index, best] = neg_inf
-            iou = segment_iou(best_seg[:, None], segs, eps)
-            decayed = live * torch.exp(-(iou * iou) / sigma)
-            live = torch.where((live > neg_inf) & (decayed >= min_score), decayed, neg_inf)
-        kept = torch.cat(kept_src)
-        score = torch.cat(kept_scores)
+    neg_inf = torch.tensor(float("-inf"), dtype=cands.scores.dtype, device=cands.scores.device)
+    usable = cands.valid & (cands.scores >= settings.min_score)
+    flat_scores = torch.where(usable, cands.scores, neg_inf).reshape(-1)
+    out_scores = torch.full_like(flat_scores, float("-inf"))
+    groups = class_groups(cands, flat_scores, num_classes)
+    if groups is not None:
+        kept, score = decay_groups(*groups, settings, eps)
         hit = score > neg_inf
         out_scores[kept[hit]] = score[hit]
-    out_scores = out_scores.reshape(batch, num)
-    scores, order = out_scores.sort(dim=1, descending=True, stable=True)
+    scores, order = out_scores.reshape(batch, num).sort(dim=1, descending=True, stable=True)
     # kept entries come first in every row: keep the widest row's count (at most max_seg_num)
-    width = min(int((scores > neg_inf).sum(dim=1).max()) if num else 0, max_seg_num)
+    width = min(int((scores > neg_inf).sum(dim=1).max()) if num else 0, settings.max_seg_num)
     scores, order = scores[:, :width], order[:, :width]
     return SegmentBatch(
         cands.segments.gather(1, order[..., None].expand(-1, -1, 2)),
@@ -305,9 +282,7 @@ def soft_nms(
     segments: Tensor,
     scores: Tensor,
     labels: Tensor,
-    sigma: float = DECODING.nms_sigma,
-    min_score: float = DECODING.min_score,
-    max_seg_num: int = DECODING.max_seg_num,
+    settings: InferenceSchema = DECODING,
     eps: float = 1e-8,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`soft_nms_batch` of one video: ``segments [N, 2]``, ``scores [N]``, ``labels [N]``
@@ -317,7 +292,7 @@ def soft_nms(
     cands = SegmentBatch(
         segments[None], scores[None], labels[None], torch.ones_like(scores, dtype=torch.bool)[None]
     )
-    out = soft_nms_batch(cands, int(labels.max()) + 1, sigma, min_score, max_seg_num, eps)
+    out = soft_nms_batch(cands, int(labels.max()) + 1, settings, eps)
     keep = out.valid[0]
     return out.segments[0][keep], out.scores[0][keep], out.labels[0][keep]
 
@@ -340,15 +315,13 @@ def teacher_targets(
     cands: SegmentBatch,
     num_classes: int,
     score_thresh: float = 0.4,
-    sigma: float = DECODING.nms_sigma,
-    min_score: float = DECODING.min_score,
-    max_seg_num: int = DECODING.max_seg_num,
+    settings: InferenceSchema = DECODING,
 ) -> SegmentBatch:
     """The EMA teacher's targets (METHOD.md section 5): soft-NMS detections with score above
     ``score_thresh``, or the single best one of a video where none passes; start and end
     clamped at 0 (grid units). Soft-NMS runs on :func:`teacher_selection` only."""
     selected, fallback = teacher_selection(cands, score_thresh)
-    dets = soft_nms_batch(selected, num_classes, sigma, min_score, max_seg_num)
+    dets = soft_nms_batch(selected, num_classes, settings)
     keep = dets.valid & ((dets.scores > score_thresh) | fallback[:, None])
     width = int(keep.sum(dim=1).max()) if keep.numel() else 0  # kept entries come first
     return SegmentBatch(
@@ -381,28 +354,19 @@ def segment_voting(
 
 
 def decode_batch(
-    output: HeadOutputs,
-    strides: Sequence[int],
-    num_bins: int,
-    pre_nms_thresh: float = DECODING.pre_nms_thresh,
-    pre_nms_topk: int = DECODING.pre_nms_topk,
-    min_duration: float = DECODING.min_duration,
-    nms_sigma: float = DECODING.nms_sigma,
-    min_score: float = DECODING.min_score,
-    max_seg_num: int = DECODING.max_seg_num,
-    voting_thresh: float = DECODING.voting_thresh,
+    output: HeadOutputs, strides: Sequence[int], num_bins: int, settings: InferenceSchema = DECODING
 ) -> SegmentBatch:
     """Detections of a batch from its per-level outputs (``[B, T_l, C]``,
     ``[B, T_l, 2, K]``, ``[B, T_l]``): :func:`candidates`, then :func:`soft_nms_batch`, then
-    (``voting_thresh > 0``) :func:`segment_voting` with the candidates."""
-    cands = candidates(output, strides, num_bins, pre_nms_thresh, pre_nms_topk, min_duration)
-    num_classes = output.cls_logits[0].shape[-1]
-    dets = soft_nms_batch(cands, num_classes, nms_sigma, min_score, max_seg_num)
-    return segment_voting(dets, cands, voting_thresh) if voting_thresh > 0 else dets
+    (``settings.voting_thresh > 0``) :func:`segment_voting` with the candidates."""
+    cands = candidates(output, strides, num_bins, settings)
+    dets = soft_nms_batch(cands, output.cls_logits[0].shape[-1], settings)
+    voting = settings.voting_thresh
+    return segment_voting(dets, cands, voting) if voting > 0 else dets
 
 
 def decode_video(
-    output: HeadOutputs, strides: Sequence[int], num_bins: int, **kwargs: Any
+    output: HeadOutputs, strides: Sequence[int], num_bins: int, settings: InferenceSchema = DECODING
 ) -> np.ndarray:
     """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
     -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
@@ -418,4 +382,4 @@ def decode_video(
             )
         )
     )
-    return decode_batch(batched, strides, num_bins, **kwargs).to_rows()[0]
+    return decode_batch(batched, strides, num_bins, settings).to_rows()[0]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
 from fustal.student.assign import assign_batch, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
@@ -206,9 +207,7 @@ class TriDet(nn.Module):
         features: Tensor,
         mask: Tensor,
         score_thresh: float,
-        pre_nms_thresh: float = DECODING.pre_nms_thresh,
-        pre_nms_topk: int = DECODING.pre_nms_topk,
-        min_duration: float = DECODING.min_duration,
+        settings: InferenceSchema = DECODING,
     ) -> SegmentBatch:
         """What a teacher's target selection reads (:func:`decode.teacher_selection`), decoded
         from the fewest head outputs: per level the ``pre_nms_topk`` best scores as always, but
@@ -219,6 +218,7 @@ class TriDet(nn.Module):
         anywhere: every candidate is then decoded.)"""
         feats, masks = self.pyramid(features, mask)
         cls_logits = self.cls_head(feats, masks)
+        pre_nms_thresh, pre_nms_topk = settings.pre_nms_thresh, settings.pre_nms_topk
         tops = [level_scores(c, m, pre_nms_topk) for c, m in zip(cls_logits, masks, strict=True)]
         peaks = torch.stack([scores[:, 0] for scores, _ in tops], dim=1)  # [B, L]
         thresh = max(score_thresh, pre_nms_thresh)
@@ -242,8 +242,7 @@ class TriDet(nn.Module):
                 flat.gather(1, chosen),
                 self.strides[level],
                 self.num_bins,
-                pre_nms_thresh,
-                min_duration,
+                settings,
             )
             parts.append(part._replace(valid=part.valid & pick.gather(1, chosen)))
         if not parts:
@@ -257,9 +256,7 @@ class TriDet(nn.Module):
         if bool((fallback & (best_valid < peak) & (peak > pre_nms_thresh)).any()):
             start, end, offsets = self.boundary_heads(feats, masks, range(len(feats)))
             every = Levels(cls_logits, start, end, offsets, masks)
-            return candidates(
-                every, self.strides, self.num_bins, pre_nms_thresh, pre_nms_topk, min_duration
-            )
+            return candidates(every, self.strides, self.num_bins, settings)
         return cands
 
     def points(
@@ -284,11 +281,13 @@ class TriDet(nn.Module):
         )
         return cls, reg
 
-    def candidates(self, output: TriDetOutput, **kwargs: Any) -> SegmentBatch:
+    def candidates(
+        self, output: TriDetOutput, settings: InferenceSchema = DECODING
+    ) -> SegmentBatch:
         """Decoded candidates ``[B, N]`` before soft-NMS (see :func:`decode.candidates`)."""
-        return candidates(output, self.strides, self.num_bins, **kwargs)
+        return candidates(output, self.strides, self.num_bins, settings)
 
     @torch.no_grad()
-    def detect(self, output: TriDetOutput, **decode_kwargs: Any) -> SegmentBatch:
+    def detect(self, output: TriDetOutput, settings: InferenceSchema = DECODING) -> SegmentBatch:
         """Detections ``[B, K]`` (grid units, sorted by score per video) after soft-NMS."""
-        return decode_batch(output, self.strides, self.num_bins, **decode_kwargs)
+        return decode_batch(output, self.strides, self.num_bins, settings)

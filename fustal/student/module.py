@@ -14,11 +14,12 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
+from fustal.config.schema import InferenceSchema
 from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
 from fustal.fusion import fuse_video, fusion_keywords
 from fustal.metrics.detection import THUMOS_TIOU
-from fustal.student.decode import DECODING, SegmentBatch, teacher_targets
+from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
 from fustal.student.losses import detection_losses, update_loss_normalizer, video_level_loss
 from fustal.student.model import TriDet
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 LOG_PREFIX = "student/train/"
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
 DEFAULT_SCHEDULER = {"_target_": "fustal.student.schedule.warmup_schedule", "_partial_": True}
-CANDIDATE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "min_duration")
 # the teacher is "not ready" when it still holds more than this share of its random initial
 # weights at the switch to distillation
 TEACHER_INIT_SHARE_WARN = 0.05
@@ -55,7 +55,7 @@ class StudentModule(EvaluatedModule):
     ``net`` is a ``_target_`` config of the network (default :class:`TriDet` with METHOD.md
     sizes), ``optimizer`` and ``scheduler`` partial ``_target_`` configs (AdamW with weight decay
     on conv/linear weights only; :func:`~fustal.student.schedule.warmup_schedule`), ``inference``
-    the keywords of :func:`~fustal.student.decode.decode_batch`.
+    the decoding settings (:class:`~fustal.config.schema.InferenceSchema` fields).
 
     Before ``epochs_pseudo`` it learns from the batch's padded targets (``segments [B, M, 2]``,
     ``labels [B, M]``, ``target_valid [B, M]``); from then on (when ``ema_decay`` is set) from
@@ -111,7 +111,7 @@ class StudentModule(EvaluatedModule):
         self.model: TriDet = instantiate(
             net_cfg, feature_dim=feature_dim, num_classes=1 if class_agnostic else num_classes
         )
-        self.decode_kwargs = dict(inference or {})
+        self.decoding = InferenceSchema(**(inference or {}))
         self.ema: ModelEMA | None = None
         if ema_decay is not None:
             self.ema = ModelEMA(self.model, ema_decay, ema_warmup)
@@ -158,24 +158,9 @@ class StudentModule(EvaluatedModule):
         net = cast(TriDet, self.ema.module)
         if net.training:  # the teacher only ever predicts (see train())
             net.eval()
-        kwargs = self.decode_kwargs
-        cands = net.teacher_candidates(
-            batch["features"],
-            batch["mask"],
-            self.hp.teacher_score_thresh,
-            **{k: kwargs[k] for k in CANDIDATE_KEYS if k in kwargs},
-        )
-        return teacher_targets(cands, net.num_classes, *self.teacher_nms_arguments())
-
-    def teacher_nms_arguments(self) -> tuple[float, float, float, int]:
-        """(score threshold, soft-NMS sigma, min score, max detections) of the teacher."""
-        kwargs = self.decode_kwargs
-        return (
-            self.hp.teacher_score_thresh,
-            kwargs.get("nms_sigma", DECODING.nms_sigma),
-            kwargs.get("min_score", DECODING.min_score),
-            kwargs.get("max_seg_num", DECODING.max_seg_num),
-        )
+        thresh = self.hp.teacher_score_thresh
+        cands = net.teacher_candidates(batch["features"], batch["mask"], thresh, self.decoding)
+        return teacher_targets(cands, net.num_classes, thresh, self.decoding)
 
     def train(self, mode: bool = True) -> StudentModule:
         """Set the training mode; the EMA copy always stays in eval mode (it only predicts)."""
@@ -194,7 +179,7 @@ class StudentModule(EvaluatedModule):
         was_training = net.training
         net.eval()
         try:
-            return net.detect(net(batch["features"], batch["mask"]), **self.decode_kwargs)
+            return net.detect(net(batch["features"], batch["mask"]), self.decoding)
         finally:
             net.train(was_training)
 

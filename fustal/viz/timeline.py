@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from fustal.pseudo.proposals import minmax_normalize
@@ -106,6 +107,38 @@ def _draw_track(
     _lanes(ax, names)
 
 
+def _draw_cas(
+    ax: Axes, cas: np.ndarray, shown: np.ndarray, names: Sequence[str], step_s: float
+) -> None:
+    top = max(float(cas.max(initial=0.0)), 1e-12)
+    heat = (np.clip(cas[:, shown] / top, 0.0, 1.0) if cas.size else np.zeros((0, len(shown)))).T
+    box = (0.0, len(cas) * step_s, len(names) - 0.5, -0.5)
+    ax.imshow(
+        heat, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0, vmax=1.0, extent=box
+    )
+    ax.set_title("CAS (divided by its maximum over all classes)", loc="left", fontsize=9)
+    _lanes(ax, names)
+
+
+def _draw_actionness(ax: Axes, actionness: np.ndarray, step_s: float) -> None:
+    act = np.asarray(actionness, np.float64).reshape(-1, 1)
+    values = minmax_normalize(act)[:, 0] if act.size else np.zeros(0)
+    ax.stairs(values, np.arange(values.size + 1) * step_s, color="black", lw=1)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title("actionness (min-max normalized)", loc="left", fontsize=9)
+
+
+def _score_bar(fig: Figure, axes: list[Axes], score_threshold: float | None) -> None:
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(0.0, 1.0), SCORE_CMAP), ax=axes, fraction=0.02, pad=0.01
+    )
+    label = "score"
+    if score_threshold is not None:
+        bar.ax.axhline(score_threshold, color="white", linewidth=2)
+        label = f"score (white line: threshold {score_threshold:g})"
+    bar.set_label(label, fontsize=8)
+
+
 def plot_timeline(
     path: str | os.PathLike,
     title: str,
@@ -146,62 +179,29 @@ def plot_timeline(
     shown = shown_classes(tracks, max_classes, fallback)
     names = [class_names[c] for c in shown]
     ends = [t.segments[:, 1].max(initial=0.0) for t in tracks]
-    for series in (cas, actionness):
-        if series is not None:
-            ends.append(len(series) * step_s)
+    ends += [len(series) * step_s for series in (cas, actionness) if series is not None]
     end = duration if duration else max(ends, default=0.0) or 1.0
 
     lane_h = 0.25 * max(len(names), 1)
-    rows: list[tuple[str, float]] = []
-    if cas is not None:
-        rows.append(("cas", lane_h + 0.5))
+    heights: dict[str, float] = {"cas": lane_h + 0.5} if cas is not None else {}
     if actionness is not None:
-        rows.append(("actionness", 0.9))
-    rows += [(f"track{i}", lane_h + 0.45) for i in range(len(tracks))]
-    if not rows:
-        rows.append(("empty", 0.9))
-    heights = [h for _, h in rows]
-    fig = new_figure(12.0, sum(heights) + 1.0)
-    axes = fig.subplots(
-        len(rows), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
-    )[:, 0]
-    panels = dict(zip((name for name, _ in rows), axes, strict=True))
+        heights["actionness"] = 0.9
+    heights.update({f"track{i}": lane_h + 0.45 for i in range(len(tracks))})
+    if not heights:
+        heights["empty"] = 0.9
+    fig = new_figure(12.0, sum(heights.values()) + 1.0)
+    ratios = {"height_ratios": list(heights.values())}
+    axes = fig.subplots(len(heights), 1, sharex=True, squeeze=False, gridspec_kw=ratios)[:, 0]
+    panels = dict(zip(heights, axes, strict=True))
     if cas is not None:
-        ax = panels["cas"]
-        top = max(float(cas.max(initial=0.0)), 1e-12)
-        norm = np.clip(cas[:, shown] / top, 0.0, 1.0) if cas.size else np.zeros((0, len(shown)))
-        ax.imshow(
-            norm.T,
-            aspect="auto",
-            interpolation="nearest",
-            cmap="viridis",
-            vmin=0.0,
-            vmax=1.0,
-            extent=(0.0, len(cas) * step_s, len(names) - 0.5, -0.5),
-        )
-        ax.set_title("CAS (divided by its maximum over all classes)", loc="left", fontsize=9)
-        _lanes(ax, names)
+        _draw_cas(panels["cas"], cas, shown, names, step_s)
     if actionness is not None:
-        ax = panels["actionness"]
-        act = np.asarray(actionness, np.float64).reshape(-1, 1)
-        values = minmax_normalize(act)[:, 0] if act.size else np.zeros(0)
-        ax.stairs(values, np.arange(values.size + 1) * step_s, color="black", lw=1)
-        ax.set_ylim(0.0, 1.05)
-        ax.set_title("actionness (min-max normalized)", loc="left", fontsize=9)
+        _draw_actionness(panels["actionness"], actionness, step_s)
     for i, track in enumerate(tracks):
         _draw_track(panels[f"track{i}"], track, shown, names, max_segments)
-    if any(t.scores is not None for t in tracks):
-        bar = fig.colorbar(
-            ScalarMappable(Normalize(0.0, 1.0), SCORE_CMAP),
-            ax=[panels[f"track{i}"] for i, t in enumerate(tracks) if t.scores is not None],
-            fraction=0.02,
-            pad=0.01,
-        )
-        label = "score"
-        if score_threshold is not None:
-            bar.ax.axhline(score_threshold, color="white", linewidth=2)
-            label = f"score (white line: threshold {score_threshold:g})"
-        bar.set_label(label, fontsize=8)
+    scored = [panels[f"track{i}"] for i, t in enumerate(tracks) if t.scores is not None]
+    if scored:
+        _score_bar(fig, scored, score_threshold)
     handles = [Patch(color=class_color(int(c)), label=class_names[c]) for c in shown]
     if handles:
         fig.legend(handles=handles, loc="upper right", ncol=min(len(handles), 4), fontsize=7)
