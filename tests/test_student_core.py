@@ -394,6 +394,21 @@ def test_teacher_targets_filtered_equal_unfiltered(seed: int) -> None:
     assert len(fast.to_rows()[-1]) == 0
 
 
+def test_teacher_targets_of_a_batch_without_any_candidate_are_empty() -> None:
+    """No candidate in any video (all under ``pre_nms_thresh``, e.g. an untrained net): no
+    targets, not an error."""
+    from fustal.student.decode import SegmentBatch, teacher_targets
+
+    empty = SegmentBatch(
+        torch.zeros(3, 0, 2),
+        torch.zeros(3, 0),
+        torch.zeros(3, 0, dtype=torch.long),
+        torch.zeros(3, 0, dtype=torch.bool),
+    )
+    targets = teacher_targets(empty, 4, score_thresh=0.4)
+    assert [len(rows) for rows in targets.to_rows()] == [0, 0, 0]
+
+
 def test_soft_nms_batch_over_videos_matches_the_loop_per_video() -> None:
     from fustal.student.decode import soft_nms_batch
 

@@ -306,6 +306,8 @@ def teacher_selection(cands: SegmentBatch, score_thresh: float) -> tuple[Segment
     valid = cands.valid
     above = valid & (cands.scores > score_thresh)
     fallback = ~above.any(dim=1) & valid.any(dim=1)
+    if not cands.scores.shape[1]:  # no candidate in any video (e.g. all under pre_nms_thresh)
+        return cands, fallback
     best = torch.where(valid, cands.scores, torch.full_like(cands.scores, -1.0)).argmax(dim=1)
     pick = F.one_hot(best, cands.scores.shape[1]).bool() & fallback[:, None]
     return cands._replace(valid=above | pick), fallback
