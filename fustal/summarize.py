@@ -26,8 +26,9 @@ from rich.table import Table
 from fustal.config import make_console
 from fustal.errors import FustalError, exit_on_error
 from fustal.io import atomic_open
+from fustal.metrics.shape import flatten, numbers
 from fustal.metrics.table import average_label
-from fustal.pipeline.objective import flatten, metric_path, warn_test_search
+from fustal.pipeline.objective import metric_path, warn_test_search
 
 HEADLINE = (
     "generator.test.avg",
@@ -57,7 +58,7 @@ def collect_jobs(sweep_dir: Path) -> list[tuple[str, dict[str, float]]]:
         overrides_path = metrics_path.parent / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
         kept = [o for o in overrides if not o.lstrip("+~").startswith("seed=")]
-        found.append((kept, flatten(json.loads(metrics_path.read_text()))))
+        found.append((kept, numbers(flatten(json.loads(metrics_path.read_text())))))
     shared = set.intersection(*(set(kept) for kept, _ in found)) if len(found) > 1 else set()
     return [
         (" ".join(o for o in kept if o not in shared) or "(defaults)", metrics)

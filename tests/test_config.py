@@ -628,6 +628,25 @@ def test_any_trainer_argument_reaches_the_trainer(hydra_context: None, tmp_path:
     assert trainer.checkpoint_callback.dirpath == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "{_target_:builtins.dict}",
+        "{_target_:pytorch_lightning.callbacks.LearningRateMonitor,_partial_:true}",
+    ],
+)
+def test_a_callbacks_entry_that_is_no_callback_is_a_one_line_error(
+    hydra_context: None, entry: str
+) -> None:
+    from fustal.errors import FustalError
+    from fustal.training.trainer import make_callbacks
+
+    cfg = compose_config(f"+callbacks.odd={entry}")
+    with pytest.raises(FustalError, match=r"^callbacks\.odd: neither a Callback") as err:
+        make_callbacks(cfg, {"dirpath": "/tmp/out"}, has_logger=False)
+    assert "\n" not in str(err.value)
+
+
 def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path, forked: Runner) -> None:
     proc = forked_train(forked, tmp_path, "+generator.max_step=10")
     assert proc.returncode == 2

@@ -29,6 +29,7 @@ from fustal.metrics import (
     tiou_key,
 )
 from fustal.metrics.detection import _match_ranked
+from fustal.metrics.shape import flatten, nest, numbers, sections
 from fustal.segments import tiou_matrix
 from tests.reference.map_loop import average_precision_loop, detection_map_loop
 
@@ -450,3 +451,16 @@ def test_detection_map_metric_syncs_when_a_rank_has_no_detections(tmp_path):
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_metrics_shapes_round_trip():
+    """Flat keys keep the dots of a metric's name; nesting keeps the first key's order."""
+    flat = {"generator.test.mAP@0.5": 0.4, "pseudo_labels.raw.count": 3, "generator.val.avg": 0.2}
+    assert nest(flat) == {
+        "generator": {"test": {"mAP@0.5": 0.4}, "val": {"avg": 0.2}},
+        "pseudo_labels": {"raw": {"count": 3}},
+    }
+    assert list(nest(flat)["generator"]) == ["test", "val"]
+    assert list(sections(flat)) == ["generator.test", "pseudo_labels.raw", "generator.val"]
+    assert flatten(nest(flat)) == flatten(sections(flat)) == flat
+    assert numbers({**flat, "generator.selected.metric": "avg", "x.y.ok": True}) == flat

@@ -18,6 +18,7 @@ from fustal.config.checks import check_config
 from fustal.data.annotations import Video
 from fustal.data.views import heldout_videos
 from fustal.errors import FustalError
+from fustal.metrics.shape import flatten
 from fustal.metrics.validation import detection_video_scores, video_map
 from fustal.pipeline.objective import metric_path, optimized_value
 from fustal.summarize import SweepSummaryCallback
@@ -114,7 +115,7 @@ def test_heldout_videos_are_scored_as_val_and_absent_from_training(
     written = json.loads((run / "metrics.json").read_text())
     assert written["student_ema"]["val"] == metrics["student_ema"]["val"]
     cfg = compose_train(tmp, "validation=heldout")
-    assert metric_path(cfg, metrics) == "student_ema.val.avg"
+    assert metric_path(cfg, flatten(metrics)) == "student_ema.val.avg"
     assert optimized_value(cfg, metrics) == metrics["student_ema"]["val"]["avg"]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
+from fustal.metrics.shape import flatten, sections
+
 ROWS = (
     ("generator", "generator.test"),
     ("pseudo, raw", "pseudo_labels.raw"),
@@ -37,11 +39,13 @@ def average_label(tiou_thresholds: list[float]) -> str:
 
 
 def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str = "weak") -> Table:
-    """One table: generator, raw/filtered pseudo-label quality (training videos), student,
-    student+EMA (test videos), and their val rows (held-out training videos, with a video-level
-    mAP column); mAP columns follow the dataset's thresholds."""
+    """One table of the ``metrics`` (flat, or nested as in a ``metrics.json``): generator,
+    raw/filtered pseudo-label quality (training videos), student, student+EMA (test videos), and
+    their val rows (held-out training videos, with a video-level mAP column); mAP columns follow
+    the dataset's thresholds."""
     shown = shown_thresholds(tiou_thresholds)
-    validated = any("val" in node for node in metrics.values() if isinstance(node, dict))
+    grouped = sections(flatten(metrics))
+    validated = any(section.endswith(".val") for section in grouped)
     held_out = " val: on the held-out training videos;" if validated else ""
     table = Table(
         title="fustal results (mAP %)",
@@ -58,9 +62,7 @@ def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str 
     for label, key in ROWS:
         if supervision == "full":
             label = label.replace("student", "upper bound")
-        node = metrics
-        for part in key.split("."):
-            node = node.get(part, {}) if isinstance(node, dict) else {}
+        node = grouped.get(key)
         if not node:
             continue
 

@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import binary_average_precision
 
 from fustal.data.annotations import Video
 from fustal.metrics.results import VideoDetections, score_rows
+from fustal.metrics.shape import sections
 
 # the val key of the video-level classification mAP
 VIDEO_MAP = "video_map"
@@ -76,7 +77,7 @@ def val_metrics(
     return out
 
 
-def without_val(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A stage's metrics without its ``<model>.val`` entries (what its cache entry keeps: they
-    are scored in each run, as the run's ``validation.mode`` asks)."""
-    return {k: v for k, v in metrics.items() if not k.endswith(".val")}
+def without_val(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A stage's metrics by section without its ``<model>.val`` ones: what its cache entry's
+    ``metrics.json`` keeps (they are scored in each run, as its ``validation.mode`` asks)."""
+    return {k: v for k, v in sections(metrics).items() if not k.endswith(".val")}

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fustal.errors import FustalError
+from fustal.metrics.shape import flatten, numbers, sections
 from fustal.metrics.validation import VIDEO_MAP
 
 # the models of a run, the final one first
@@ -23,30 +24,18 @@ DEFAULT_METRIC = {
 }
 
 
-def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1.0}`` (numbers only)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
 def metric_path(cfg: DictConfig, metrics: Mapping[str, Any] | None = None) -> str | None:
     """``optimized_metric``, or the default: ``<model>.val.avg`` (``validation=heldout``),
     ``<model>.val.video_map`` (``video_labels``) or ``<model>.test.avg`` (``test``) of the final
-    model, read off ``metrics`` when given (else off the config). None: the run trains no model
-    (``stage=data|filter``)."""
+    model, read off the flat ``metrics`` when given (else off the config). None: the run trains
+    no model (``stage=data|filter``)."""
     if cfg.get("optimized_metric"):
         return str(cfg.optimized_metric)
     section, name = DEFAULT_METRIC[str(cfg.validation.mode)]
     if cfg.stage in ("data", "filter"):
         model = None
     elif metrics is not None:
-        model = next((m for m in MODELS if section in metrics.get(m, {})), None)
+        model = next((m for m in MODELS if f"{m}.{section}" in sections(metrics)), None)
     elif cfg.stage == "generator":
         model = "generator"
     else:
@@ -60,21 +49,22 @@ def is_test_metric(path: str) -> bool:
 
 
 def optimized_value(cfg: DictConfig, metrics: Mapping[str, Any]) -> float | None:
-    """The value of :func:`metric_path` in the run's ``metrics`` (None when the run trains no
-    model and no ``optimized_metric`` is set); a path the metrics lack is a one-line error
-    listing the ones they have."""
-    path = metric_path(cfg, metrics)
+    """The value of :func:`metric_path` in the run's ``metrics`` (as ``metrics.json`` nests
+    them; None when the run trains no model and no ``optimized_metric`` is set); a path the
+    metrics lack is a one-line error listing the ones they have."""
+    flat = flatten(metrics)
+    path = metric_path(cfg, flat)
     if path is None:
         return None
-    flat = flatten(metrics)
-    if path not in flat:
+    values = numbers(flat)
+    if path not in values:
         section = ".".join(path.split(".")[:2]) + "."
-        close = [k for k in flat if k.startswith(section)] or list(flat)
+        close = [k for k in values if k.startswith(section)] or list(values)
         raise FustalError(
             f"optimized_metric: {path!r} is not in this run's metrics.json (it has"
             f" {', '.join(close[:6])}{', ...' if len(close) > 6 else ''})"
         )
-    return flat[path]
+    return values[path]
 
 
 def warn_test_search(cfg: DictConfig) -> None:

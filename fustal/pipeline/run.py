@@ -17,6 +17,7 @@ from fustal.data.overview import run_data_stage
 from fustal.data.views import load_pipeline_data
 from fustal.errors import FustalError
 from fustal.io import ensure_writable_dir, write_with
+from fustal.metrics.shape import nest
 from fustal.metrics.table import results_table
 from fustal.pipeline.launch import distributed_run
 from fustal.pipeline.stage import RunContext, Stage, run_plan
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def run_pipeline(cfg: DictConfig) -> dict:
-    """Run the stage(s) selected by ``cfg.stage``; draw the pictures; return the run's metrics."""
+    """Run the stage(s) selected by ``cfg.stage``; draw the pictures; return the run's metrics
+    (as ``metrics.json`` nests them)."""
     check_config(cfg)
     quiet_libraries()
     separate_rank_log()
@@ -65,7 +67,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
         table = results_table(ctx.metrics, list(cfg.dataset.tiou_thresholds), cfg.supervision)
         console.print(table)
         log.info("results\n%s", render_text(table))
-    return ctx.metrics
+    return nest(ctx.metrics)
 
 
 def stage_plan(cfg: DictConfig) -> list[type[Stage[Any]]]:
@@ -103,8 +105,9 @@ def draw_pictures(ctx: RunContext) -> list[Path]:
         picture_videos(data.train_videos())[:count],
         picture_videos(data.test_videos())[:count],
     )
-    chosen = ctx.metrics.get("pseudo_labels", {}).get("filter_choice", {})
-    min_score = chosen.get("min_score", cfg.filter.get("min_score"))
+    min_score = ctx.metrics.get(
+        "pseudo_labels.filter_choice.min_score", cfg.filter.get("min_score")
+    )
     # the colour bar marks the filter's score threshold (none when the filter has none)
     threshold = min_score if isinstance(min_score, int | float) else None
     paths = make_pictures(ctx.output_dir, data, videos, ctx.shown, threshold)

@@ -24,6 +24,7 @@ from rich.console import Console
 from fustal.config import config_hash, to_plain
 from fustal.data.views import PipelineData
 from fustal.io import write_json
+from fustal.metrics.shape import nest
 from fustal.pipeline.cache import (
     LOCK,
     MANIFEST,
@@ -42,7 +43,8 @@ CHECKPOINTS = "checkpoints"
 
 
 class HasMetrics(Protocol):
-    """A stage's outputs carry its contribution to ``metrics.json`` (``{"section.sub": ...}``)."""
+    """A stage's outputs carry its contribution to the run's metrics (flat:
+    :mod:`fustal.metrics.shape`)."""
 
     metrics: dict[str, Any]
 
@@ -54,7 +56,8 @@ T = TypeVar("T")
 @dataclass
 class RunContext:
     """What every stage of one run shares: the config, the run dir, the console, the data, and
-    the run's metrics (``metrics.json``, written by rank 0 when a stage finishes)."""
+    the run's metrics (flat, each model's together; nested into ``metrics.json`` by rank 0 when a
+    stage finishes)."""
 
     cfg: DictConfig
     output_dir: Path
@@ -67,17 +70,14 @@ class RunContext:
     shown: RunPictures = field(default_factory=RunPictures)
 
     def record(self, metrics: dict[str, Any]) -> None:
-        """Merge ``{"section.sub": values}`` entries into the run's metrics (dotted keys nest)."""
-        for key, value in metrics.items():
-            node = self.metrics
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
+        """Merge a stage's metrics into the run's, in the order ``metrics.json`` lists them."""
+        merged = {**self.metrics, **metrics}
+        rank = list(dict.fromkeys(key.split(".")[0] for key in merged)).index
+        self.metrics = dict(sorted(merged.items(), key=lambda kv: rank(kv[0].split(".")[0])))
 
     def write_metrics(self) -> None:
         if is_global_zero():
-            write_json(self.output_dir / "metrics.json", self.metrics)
+            write_json(self.output_dir / "metrics.json", nest(self.metrics))
 
     def say(self, message: str) -> None:
         """A stage message on the console (rank 0) and in the run's log."""

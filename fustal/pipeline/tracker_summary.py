@@ -7,15 +7,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fustal.metrics.shape import sections
 from fustal.training.loggers import make_loggers
 
 RAW_FILTERED = ("raw", "filtered")
 
 
 def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> None:
-    """Log the run's results to the TensorBoard / W&B loggers (job ``summary``): test mAP per
-    tIoU and pseudo-label quality as tables and as ``<stage>/<subset>/<name>`` scalars, and the
-    pictures as images (tag ``pictures/<file stem>``)."""
+    """Log the run's (flat) metrics to the TensorBoard / W&B loggers (job ``summary``): test mAP
+    per tIoU and pseudo-label quality as tables and as ``<stage>/<subset>/<name>`` scalars, and
+    the pictures as images (tag ``pictures/<file stem>``)."""
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
     loggers = [
@@ -24,12 +25,7 @@ def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> Non
     if not loggers:
         return
     tables = summary_tables(metrics)
-    scalars = {
-        f"{key.replace('.', '/')}/{name}": value
-        for key, node in flat_sections(metrics).items()
-        for name, value in node.items()
-        if isinstance(value, int | float)
-    }
+    scalars = {k.replace(".", "/", 2): v for k, v in metrics.items() if isinstance(v, int | float)}
     for logger in loggers:
         logger.log_metrics(scalars, step=0)
         for name, (columns, rows) in tables.items():
@@ -46,30 +42,18 @@ def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> Non
             logger.experiment.finish()
 
 
-def flat_sections(metrics: dict) -> dict[str, dict]:
-    """``{"generator.test": {...}, "pseudo_labels.raw": {...}}`` from the nested metrics."""
-    out: dict[str, dict] = {}
-    for key, node in metrics.items():
-        if not isinstance(node, dict):
-            continue
-        if all(not isinstance(v, dict) for v in node.values()):
-            out[key] = node
-        else:
-            out.update({f"{key}.{k}": v for k, v in flat_sections(node).items()})
-    return out
-
-
 def summary_tables(metrics: dict) -> dict[str, tuple[list[str], list[list]]]:
-    """Tables ``name -> (columns, rows)``: ``test_map`` and ``val_map`` (one row per model, one
-    column per tIoU) and ``pseudo_label_quality`` (one row per raw / filtered)."""
-    sections = flat_sections(metrics)
+    """Tables ``name -> (columns, rows)`` of the flat ``metrics``: ``test_map`` and ``val_map``
+    (one row per model, one column per tIoU) and ``pseudo_label_quality`` (one row per raw /
+    filtered)."""
+    grouped = sections(metrics)
     groups = {
-        "test_map": ("model", {k: v for k, v in sections.items() if k.endswith(".test")}),
+        "test_map": ("model", {k: v for k, v in grouped.items() if k.endswith(".test")}),
         # validation=heldout|video_labels: the held-out training videos
-        "val_map": ("model", {k: v for k, v in sections.items() if k.endswith(".val")}),
+        "val_map": ("model", {k: v for k, v in grouped.items() if k.endswith(".val")}),
         "pseudo_label_quality": (
             "pseudo_labels",
-            {k.split(".")[-1]: v for k, v in sections.items() if k.split(".")[-1] in RAW_FILTERED},
+            {k.split(".")[-1]: v for k, v in grouped.items() if k.split(".")[-1] in RAW_FILTERED},
         ),
     }
     tables: dict[str, tuple[list[str], list[list]]] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import hydra
@@ -64,20 +65,24 @@ def make_callbacks(
     """The ``callbacks`` group instantiated, then the stage's own ``stage_callbacks`` (the
     held-out choice of its weights), then the group's checkpoint callbacks: Lightning runs
     checkpoint callbacks last in this order, so the resume checkpoint holds what the stage's saw.
-    An entry configured as a partial (the ``model_checkpoint``) is completed with the stage's
-    ``checkpoint`` arguments (its folder and save schedule); a progress bar is left out when
+    A partial of ``ModelCheckpoint`` (the ``model_checkpoint``) is completed with the stage's
+    ``checkpoint`` arguments (its folder and save schedule), or left out without them; any other
+    entry that is no Callback is a one-line error. A progress bar is left out when
     ``trainer.enable_progress_bar`` is false, the learning-rate monitor when no logger is
     configured."""
     progress = bool(cfg.trainer.get("enable_progress_bar", True))
     configured = []
-    for spec in (cfg.get("callbacks") or {}).values():
+    for name, spec in (cfg.get("callbacks") or {}).items():
         if spec is None:
             continue
         made = hydra.utils.instantiate(spec, _convert_="all")
-        if not isinstance(made, pl.Callback):
+        saver = made.func if isinstance(made, partial) else None
+        if isinstance(saver, type) and issubclass(saver, ModelCheckpoint):
             if checkpoint is None:
                 continue
             made = made(**checkpoint)
+        elif not isinstance(made, pl.Callback):
+            raise FustalError(f"callbacks.{name}: neither a Callback nor a ModelCheckpoint partial")
         if isinstance(made, ProgressBar) and not progress:
             continue
         if isinstance(made, LearningRateMonitor) and not has_logger:

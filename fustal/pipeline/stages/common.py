@@ -14,6 +14,7 @@ from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
 from fustal.errors import FustalError, Interrupted
 from fustal.metrics.results import VideoDetections
+from fustal.metrics.shape import flatten
 from fustal.metrics.validation import val_metrics
 from fustal.pipeline.stage import CHECKPOINTS, RunContext
 from fustal.training.selection import BestCheckpoint
@@ -30,8 +31,8 @@ def held_out_metrics(
     data: StageData,
     detections: dict[str, VideoDetections],
     video_scores: dict[str, np.ndarray] | None = None,
-) -> dict[str, dict[str, float]]:
-    """``{"<model>.val": metrics}`` of each model's detections on the held-out videos, scored as
+) -> dict[str, float]:
+    """The ``<model>.val`` metrics of each model's detections on the held-out videos, scored as
     the run's ``validation.mode`` asks (empty without held-out videos). Stages call it after
     computing and after loading: their entries keep the detections, not these metrics, so that
     ``heldout`` and ``video_labels`` share them."""
@@ -39,10 +40,12 @@ def held_out_metrics(
     if not videos:
         return {}
     mode, tiou = ctx.cfg.validation.mode, list(ctx.cfg.dataset.tiou_thresholds)
-    return {
-        f"{model}.val": val_metrics(mode, rows, videos, data.num_classes, tiou, video_scores)
-        for model, rows in detections.items()
-    }
+    return flatten(
+        {
+            f"{model}.val": val_metrics(mode, rows, videos, data.num_classes, tiou, video_scores)
+            for model, rows in detections.items()
+        }
+    )
 
 
 def picture_videos(videos: list[Video]) -> list[Video]:

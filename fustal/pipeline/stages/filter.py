@@ -17,6 +17,7 @@ from fustal.errors import FustalError
 from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
 from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
+from fustal.metrics.shape import flatten, sections
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, PseudoLabelSource
 from fustal.pipeline.stages.sources import PseudoLabelFile
@@ -132,7 +133,7 @@ class FilterStage(Stage[FilterOutputs]):
             f" ({self.described(chosen)})"
         )
         tiou = list(self.cfg.dataset.tiou_thresholds)
-        raw = upstream.metrics.get("pseudo_labels.raw") or rows_quality(
+        raw = sections(upstream.metrics).get("pseudo_labels.raw") or rows_quality(
             pseudo_labels, train, data.num_classes, tiou
         )
         metrics = {
@@ -141,7 +142,7 @@ class FilterStage(Stage[FilterOutputs]):
             "pseudo_labels.filter_stats": stats,
             **choice_metrics,
         }
-        return FilterOutputs(filtered, stats, metrics)
+        return FilterOutputs(filtered, stats, flatten(metrics))
 
     def show(self, outputs: FilterOutputs, shown: RunPictures) -> None:
         shown.pseudo["filtered"] = shown.train_tracks["pseudo labels (filtered)"] = outputs.filtered

@@ -27,6 +27,7 @@ from fustal.metrics.results import (
     rows_to_results,
     score_rows,
 )
+from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage
@@ -147,7 +148,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             pseudo,
             test,
             {**train_out[VIDEO_SCORES], **val_scores, **test_out[VIDEO_SCORES]},
-            metrics,
+            flatten(metrics),
             self.picture_cas(module, dm) if hasattr(module, "cas") else {},
             folder / CHECKPOINT,
             val,
@@ -231,7 +232,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
             pseudo,
             test,
             read_score_file(folder / SCORE_FILE, classes, videos),
-            read_json(folder / "metrics.json"),
+            flatten(read_json(folder / "metrics.json")),
             read_cas(folder / CAS_FILE),
             folder / CHECKPOINT,
             val,

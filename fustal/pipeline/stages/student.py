@@ -24,6 +24,7 @@ from fustal.metrics.results import (
     rows_to_results,
     score_rows,
 )
+from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity
 from fustal.pipeline.stage import Stage
@@ -234,7 +235,8 @@ class StudentStage(Stage[StudentOutputs]):
             ctx.say(f"student: detecting on the {len(dm.videos['val'])} held-out videos")
             val = predict_videos(trainer, module, dm.loader("val"))
         pictures = self.picture_detections(trainer, module, dm)
-        return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
+        outputs = StudentOutputs(test, flatten(metrics), pictures, folder / CHECKPOINT, val)
+        return self.validated(outputs)
 
     def restore_choice(self, trainer: pl.Trainer, module: StudentModule) -> dict[str, Any]:
         """Load each variant's weights of its best held-out evaluation into ``module`` (the
@@ -305,13 +307,13 @@ class StudentStage(Stage[StudentOutputs]):
 
     def load(self, folder: Path) -> StudentOutputs:
         classes = self.ctx.data.student.classes
-        metrics = read_json(folder / "metrics.json")
+        written = read_json(folder / "metrics.json")
         test = {
             variant: results_to_rows(
                 read_results(folder / f"{variant}_test.json"), classes, "cache"
             )
             for variant in VARIANTS
-            if f"{variant}.test" in metrics
+            if f"{variant}.test" in written
         }
         held_out = bool(self.ctx.data.student.val_videos())
         val = {
@@ -320,4 +322,5 @@ class StudentStage(Stage[StudentOutputs]):
             if held_out
         }
         pictures = results_to_rows(read_results(folder / PICTURES_FILE), classes, "cache")
-        return self.validated(StudentOutputs(test, metrics, pictures, folder / CHECKPOINT, val))
+        outputs = StudentOutputs(test, flatten(written), pictures, folder / CHECKPOINT, val)
+        return self.validated(outputs)
