@@ -136,6 +136,7 @@ def run(cfg: DictConfig) -> dict:
     from fustal.inference import predict_videos
     from fustal.io import ensure_writable_dir, write_json
     from fustal.metrics.results import rows_to_results, score_rows
+    from fustal.metrics.shape import nest
     from fustal.metrics.table import results_table
     from fustal.training.quiet import quiet_libraries
     from fustal.training.trainer import make_trainer
@@ -162,13 +163,12 @@ def run(cfg: DictConfig) -> dict:
             write_json(out / SCORE_FILE, score_file_payload(rows, data.classes))
             continue
         write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
-        metrics.setdefault(variant, {})["test"] = score_rows(
-            rows, dm.videos["test"], data.num_classes, tiou
-        )
-    write_json(out / "metrics.json", metrics)
+        scores = score_rows(rows, dm.videos["test"], data.num_classes, tiou)
+        metrics.update({f"{variant}.test.{name}": value for name, value in scores.items()})
+    write_json(out / "metrics.json", nest(metrics))
     console.print(results_table(metrics, tiou))
     console.print(f"evaluate: metrics.json and test detections in {out}")
-    return metrics
+    return nest(metrics)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

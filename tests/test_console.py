@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from fustal.metrics.shape import flatten
 from fustal.metrics.table import results_table
 from tests.conftest import DEBUG, Runner, train
 
@@ -71,7 +72,7 @@ def test_results_table_follows_the_thresholds_and_fits_80_columns(
     metrics = documented_metrics()
     for node in (metrics["generator"]["test"], metrics["student"]["test"]):
         node.update({f"mAP@{t:g}": 0.5 for t in tiou})
-    lines = render(results_table(metrics, tiou))
+    lines = render(results_table(flatten(metrics), tiou))
     assert max(map(len, lines)) <= 80
     header = next(line for line in lines if "@" in line)
     assert header.split() == [*" ".join(columns).split(), "count", "prec@.5", "rec@.5"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from fustal.metrics.shape import flatten, sections
+from fustal.metrics.shape import sections
 
 ROWS = (
     ("generator", "generator.test"),
@@ -39,12 +39,12 @@ def average_label(tiou_thresholds: list[float]) -> str:
 
 
 def results_table(metrics: dict, tiou_thresholds: list[float], supervision: str = "weak") -> Table:
-    """One table of the ``metrics`` (flat, or nested as in a ``metrics.json``): generator,
-    raw/filtered pseudo-label quality (training videos), student, student+EMA (test videos), and
-    their val rows (held-out training videos, with a video-level mAP column); mAP columns follow
-    the dataset's thresholds."""
+    """One table of the (flat) ``metrics``: generator, raw/filtered pseudo-label quality
+    (training videos), student, student+EMA (test videos), and their val rows (held-out
+    training videos, with a video-level mAP column); mAP columns follow the dataset's
+    thresholds."""
     shown = shown_thresholds(tiou_thresholds)
-    grouped = sections(flatten(metrics))
+    grouped = sections(metrics)
     validated = any(section.endswith(".val") for section in grouped)
     held_out = " val: on the held-out training videos;" if validated else ""
     table = Table(
