@@ -12,7 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fustal.config import to_plain
+from fustal.config import chosen_option, to_plain
 from fustal.errors import FustalError
 from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
@@ -123,10 +123,14 @@ class FilterStage(Stage[FilterOutputs]):
         if not stats["after"]:
             params = {**self.params(), **chosen}
             settings = ", ".join(f"{k}={v}" for k, v in params.items())
-            knobs = " or ".join(f"filter.{k}" for k in sorted(params, reverse=True))
+            thresholds = sorted((k for k in params if k != "keep_best"), reverse=True)
+            knobs = " or ".join(f"filter.{k}" for k in thresholds)
+            option = chosen_option("filter")
+            which = f"filter={option}" if option else f"filter ({fcfg._target_})"
             raise FustalError(
-                f"filter ({fcfg._target_}): no pseudo label passes ({settings}) out of"
-                f" {stats['before']}; {'lower ' + knobs + ', ' if knobs else ''}or use filter=none"
+                f"{which}: no pseudo label passes ({settings}) out of {stats['before']};"
+                f" {'lower ' + knobs + ', ' if knobs else ''}"
+                f"{'raise filter.keep_best, ' if 'keep_best' in params else ''}or use filter=none"
             )
         ctx.say(
             f"stage 2/3 filter: {stats['before']} -> {stats['after']} pseudo labels kept"
