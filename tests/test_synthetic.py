@@ -8,12 +8,12 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 import fustal.data.synthetic as synthetic
 from fustal.config.schema import SyntheticSchema
@@ -591,10 +591,13 @@ def test_dataset_configs_list_the_class_defaults(tmp_path: Path, dataset: str) -
     }
 
 
-def test_schema_defaults_are_the_class_defaults() -> None:
-    """The config schema's ``dataset.synthetic`` defaults are those of :class:`SyntheticConfig`."""
-    schema, default = asdict(SyntheticSchema()), asdict(SyntheticConfig())
-    assert schema == {k: default[k] for k in schema}
+def test_the_schema_types_the_class_fields_and_leaves_their_defaults_to_it() -> None:
+    """The config schema's ``dataset.synthetic`` keys are :class:`SyntheticConfig` fields of the
+    same type, with no default of their own (the class states them)."""
+    declared = {f.name: f.type for f in fields(SyntheticConfig)}
+    for f in fields(SyntheticSchema):
+        assert (f.name, f.type) == (f.name, declared[f.name])
+        assert f.default == MISSING
 
 
 def test_activitynet_experiment_defaults(tmp_path: Path) -> None:

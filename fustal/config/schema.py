@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 from fustal.data.spec import DatasetConfig, ViewConfig
 
 # <stage>.select: best (the best held-out evaluation), last, or auto (best when there are held-out
@@ -31,20 +33,23 @@ def _list(*values: Any) -> Any:
 
 @dataclass
 class SyntheticSchema:
-    num_classes: int = 5
-    train_videos: int = 160
-    test_videos: int = 40
-    min_duration: float = 30.0
-    max_duration: float = 70.0
-    feature_dim: int = 64
-    seed: int = 0
-    annotation_file: str | None = None
+    """The ``dataset.synthetic`` keys a config may set and their types; their defaults are
+    :class:`fustal.data.synthetic.SyntheticConfig`'s."""
+
+    num_classes: int = MISSING
+    train_videos: int = MISSING
+    test_videos: int = MISSING
+    min_duration: float = MISSING
+    max_duration: float = MISSING
+    feature_dim: int = MISSING
+    seed: int = MISSING
+    annotation_file: str | None = MISSING
     # thumos or activitynet; the rest only the activitynet layout reads
-    layout: str = "thumos"
-    resized_steps: int = 128
-    second_action_prob: float = 0.25
-    action_coverage_median: float = 0.5
-    action_coverage_sigma: float = 0.6
+    layout: str = MISSING
+    resized_steps: int = MISSING
+    second_action_prob: float = MISSING
+    action_coverage_median: float = MISSING
+    action_coverage_sigma: float = MISSING
 
 
 @dataclass
