@@ -92,7 +92,9 @@ class TestCurve(pl.Callback):
                 detections = pl_module.evaluated_detections(batch)["generator"]
                 rows.update(zip(batch["video_id"], detections, strict=True))
         data = dm.data
-        test = score_rows(rows, dm.test_videos, data.num_classes, pl_module.hparams.tiou_thresholds)
+        test = score_rows(
+            rows, dm.videos["test"], data.num_classes, pl_module.hparams.tiou_thresholds
+        )
         val = trainer.callback_metrics.get("generator/val/avg")
         curve = json.loads(self.path.read_text()) if self.path.is_file() else {}
         curve[str(trainer.global_step)] = {
