@@ -216,7 +216,13 @@ def run_fustal(
 
 # (module, *args, cwd=None) -> the finished process, as from :func:`run_fustal`
 Runner = Callable[..., subprocess.CompletedProcess]
-FORKED_MODULES = ["fustal.train", "fustal.evaluate", "fustal.predict", "fustal.pipeline.run"]
+FORKED_MODULES = [
+    "fustal.train",
+    "fustal.evaluate",
+    "fustal.predict",
+    "fustal.score",
+    "fustal.pipeline.run",
+]
 
 
 def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, stderr: str) -> None:

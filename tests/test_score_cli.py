@@ -1,10 +1,11 @@
-"""``python -m fustal.score`` run as a subprocess on the real THUMOS'14 annotation files."""
+"""``python -m fustal.score`` on the real THUMOS'14 annotation files: as a user runs it (a new
+interpreter) once, the other cases forked from the test forkserver (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +13,16 @@ import pytest
 
 from fustal.data.annotations import load_annotations
 from fustal.metrics import detection_map, gt_to_detections, results_to_detections
+from tests.conftest import Runner, run_fustal
 
 ROOT = Path(__file__).resolve().parents[1]
 ANNOTATIONS = ROOT / "data/annotations/thumos14"
 
 
-def run_score(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fustal.score", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+@pytest.fixture
+def run_score(forked: Runner) -> Callable[..., subprocess.CompletedProcess]:
+    """``python -m fustal.score ARGS`` (forked) from the repository root."""
+    return lambda *args: forked("score", *map(str, args), cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +53,8 @@ def noisy_results(tmp_path_factory) -> Path:
 
 
 def test_json_output_matches_in_process_map(noisy_results):
-    proc = run_score(ANNOTATIONS / "gt.json", noisy_results, "--subset", "test", "--json")
+    args = (ANNOTATIONS / "gt.json", noisy_results, "--subset", "test", "--json")
+    proc = run_fustal("score", *map(str, args), cwd=ROOT)  # the real command
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert list(out) == [f"mAP@0.{i}" for i in range(1, 8)] + ["avg"]
@@ -69,7 +68,7 @@ def test_json_output_matches_in_process_map(noisy_results):
     assert 0.0 < out["mAP@0.7"] < out["mAP@0.1"] < 1.0
 
 
-def test_custom_thresholds_and_table(noisy_results):
+def test_custom_thresholds_and_table(run_score, noisy_results):
     proc = run_score(ANNOTATIONS / "gt.json", noisy_results, "--tiou", "0.3", "0.55", "--json")
     assert proc.returncode == 0, proc.stderr
     assert list(json.loads(proc.stdout)) == ["mAP@0.3", "mAP@0.55", "avg"]
@@ -78,7 +77,7 @@ def test_custom_thresholds_and_table(noisy_results):
     assert "avg" in table.stdout and "0.7" in table.stdout
 
 
-def test_activitynet_schema_perfect_predictions(tmp_path):
+def test_activitynet_schema_perfect_predictions(run_score, tmp_path):
     annotations = load_annotations(ANNOTATIONS / "thumos14.json", clip_to_duration=False)
     results = {
         v.id: [
@@ -104,7 +103,7 @@ def test_activitynet_schema_perfect_predictions(tmp_path):
         ('{"results": {}}', ["--tiou", "1.5"], "tiou"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, pred_content, extra, message):
+def test_bad_input_exits_2_with_one_line(run_score, tmp_path, pred_content, extra, message):
     path = tmp_path / "pred.json"
     if pred_content is not None:
         path.write_text(pred_content)
@@ -115,7 +114,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, pred_content, extra, message)
     assert proc.stdout == ""
 
 
-def test_results_on_other_videos_exit_2_and_partial_overlap_warns(tmp_path, noisy_results):
+def test_results_on_other_videos_exit_2_and_partial_overlap_warns(
+    run_score, tmp_path, noisy_results
+):
     other = tmp_path / "other.json"
     entry = {"label": "BaseballPitch", "score": 0.5, "segment": [0, 1]}
     other.write_text(json.dumps({"results": {"video_validation_0000051": [entry]}}))
