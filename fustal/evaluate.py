@@ -45,12 +45,11 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
     """The dataset as the checkpoint's stage sees it (the generator's class order is the
     student annotation file's, as in the pipeline)."""
     from fustal.data.dataset import load_stage_data
-    from fustal.data.spec import ViewConfig
-    from fustal.data.views import dataset_config, load_pipeline_data
+    from fustal.data.views import dataset_config, load_pipeline_data, view_config
 
     if kind == "generator":
         return load_pipeline_data(cfg).generator
-    return load_stage_data(dataset_config(cfg), ViewConfig(**to_plain(cfg.features.student)))
+    return load_stage_data(dataset_config(cfg), view_config(cfg, "student"))
 
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -165,10 +164,11 @@ def run(cfg: DictConfig) -> dict:
         write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
         scores = score_rows(rows, dm.videos["test"], data.num_classes, tiou)
         metrics.update({f"{variant}.test.{name}": value for name, value in scores.items()})
-    write_json(out / "metrics.json", nest(metrics))
+    nested = nest(metrics)
+    write_json(out / "metrics.json", nested)
     console.print(results_table(metrics, tiou))
     console.print(f"evaluate: metrics.json and test detections in {out}")
-    return nest(metrics)
+    return nested
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

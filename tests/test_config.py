@@ -210,7 +210,7 @@ GROUP_OPTIONS = [
         "fusion=generator",
         {"fusion.source": "generator", "fusion.topk": 2, "fusion.rule": "sqrt"},
     ),
-    ("fusion=file", {"fusion.source": "file", "fusion.rule": "sqrt", "fusion.topk": 2}),
+    ("fusion=file", {"fusion.source": "file", "fusion.score_file": None, "fusion.topk": 2}),
     ("student=tridet", {"student.module.net.num_bins": 16}),
     ("ema=mean_teacher", {"ema.enabled": True, "ema.score_thresh": 0.4}),
     ("ema=none", {"ema.enabled": False}),
@@ -248,10 +248,10 @@ def test_every_group_option_composes(hydra_context: None, override: str, expecte
     """Each option composes, passes the schema check and sets what its file says."""
     from fustal.config.checks import check_config
 
+    composed = compose_config(override)
     # fusion=file needs its file (refused without one: tests/test_fusion.py)
-    extra = ["fusion.score_file=scores.json"] if override == "fusion=file" else []
-    composed = compose_config(override, *extra)
-    check_config(composed)
+    file = override == "fusion=file"
+    check_config(compose_config(override, "fusion.score_file=scores.json") if file else composed)
     cfg = resolved(composed)
     for key, want in expected.items():
         assert get(cfg, key) == want, key

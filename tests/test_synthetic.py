@@ -596,8 +596,7 @@ def test_the_schema_types_the_class_fields_and_leaves_their_defaults_to_it() -> 
     same type, with no default of their own (the class states them)."""
     declared = {f.name: f.type for f in fields(SyntheticConfig)}
     for f in fields(SyntheticSchema):
-        assert (f.name, f.type) == (f.name, declared[f.name])
-        assert f.default == MISSING
+        assert f.type == declared[f.name] and f.default == MISSING, f.name
 
 
 def test_activitynet_experiment_defaults(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from fustal.config.schema import (
     GeneratorModuleSchema,
     TrainSchema,
 )
+from fustal.data.module_arguments import MODULE_ARGUMENTS
 from fustal.errors import FustalError
 from fustal.fusion import fusion_keywords
 
@@ -45,8 +46,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
 # config nodes a user may point at their own code: key -> the schema of fustal's own target, and
-# the arguments the pipeline passes itself besides those of fustal.data.module_arguments (the
-# generator's; not config keys)
+# the arguments the pipeline passes itself besides MODULE_ARGUMENTS (the generator's; not config
+# keys)
 PLUG_INS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "filter": (FilterSchema, ("rows",)),
     "generator.module": (GeneratorModuleSchema, ("num_segments",)),
@@ -251,10 +252,6 @@ def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
         node = holder.get(leaf) if isinstance(holder, dict) else None
         if not isinstance(node, dict) or node.get("_target_", schema._target_) == schema._target_:
             continue
-        from fustal.data.module_arguments import (
-            MODULE_ARGUMENTS,  # torch and Lightning: only when needed
-        )
-
         check_target_arguments(key, node, (*passed, *MODULE_ARGUMENTS))
         if checked is plain:
             checked = copy.deepcopy(plain)

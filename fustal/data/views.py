@@ -39,6 +39,11 @@ def dataset_config(cfg: DictConfig) -> DatasetConfig:
     return dataset
 
 
+def view_config(cfg: DictConfig, stage: str) -> ViewConfig:
+    """The ``features`` node of ``stage`` (``generator`` or ``student``)."""
+    return ViewConfig(**to_plain(cfg.features[stage]))
+
+
 @dataclass
 class PipelineData:
     """The dataset as both stages see it: the generator's view and the student's."""
@@ -57,7 +62,7 @@ def load_pipeline_data(cfg: DictConfig) -> PipelineData:
     ``dataset.skip_missing`` a video one view lacks is skipped by both, and no subset may end up
     empty."""
     dataset = dataset_config(cfg)
-    nodes = {s: ViewConfig(**to_plain(cfg.features[s])) for s in ("generator", "student")}
+    nodes = {stage: view_config(cfg, stage) for stage in ("generator", "student")}
     check_inputs(dataset, nodes)
     student = stage_view(dataset, nodes["student"], where="features.student")
     views = {

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fustal.config import to_plain
-from fustal.data.features import FeatureSpec
+from fustal.data.features import FRAME_KEYS, FeatureSpec
 from fustal.training.selection import selection_metric
 
 # settings of a stage's module and data that change nothing it computes: data-loading and
@@ -64,13 +64,8 @@ def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def features_identity(node: DictConfig, spec: FeatureSpec) -> dict[str, Any]:
     """A stage's feature view: its config node, with the timing and extractor that the view
     took from its sidecar (``features.json``) when it read one."""
-    read = {
-        "fps": spec.fps,
-        "window_frames": spec.window_frames,
-        "stride_frames": spec.stride_frames,
-    }
-    sidecar = {} if spec.sidecar is None else {**read, "extractor": spec.extractor}
-    return {**to_plain(node), **sidecar}
+    read = () if spec.sidecar is None else (*FRAME_KEYS, "extractor")
+    return {**to_plain(node), **{key: getattr(spec, key) for key in read}}
 
 
 def stage_identity(

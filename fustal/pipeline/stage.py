@@ -56,8 +56,7 @@ T = TypeVar("T")
 @dataclass
 class RunContext:
     """What every stage of one run shares: the config, the run dir, the console, the data, and
-    the run's metrics (flat, each model's together; nested into ``metrics.json`` by rank 0 when a
-    stage finishes)."""
+    the run's metrics (flat; nested into ``metrics.json`` by rank 0 when a stage finishes)."""
 
     cfg: DictConfig
     output_dir: Path
@@ -70,10 +69,8 @@ class RunContext:
     shown: RunPictures = field(default_factory=RunPictures)
 
     def record(self, metrics: dict[str, Any]) -> None:
-        """Merge a stage's metrics into the run's, in the order ``metrics.json`` lists them."""
-        merged = {**self.metrics, **metrics}
-        rank = list(dict.fromkeys(key.split(".")[0] for key in merged)).index
-        self.metrics = dict(sorted(merged.items(), key=lambda kv: rank(kv[0].split(".")[0])))
+        """Merge a stage's metrics into the run's (``metrics.json`` groups them by model)."""
+        self.metrics.update(metrics)
 
     def write_metrics(self) -> None:
         if is_global_zero():
