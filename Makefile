@@ -7,8 +7,9 @@ STAMP := $(VENV)/.fustal-installed
 # CPU build; GPU users install their CUDA build of torch into .venv first (see README).
 TORCH ?= torch==2.13.0
 # two workers (CI has 2 cores; the in-process runs are single-threaded); module fixtures that
-# train are built once (each module on one worker; tests/conftest.py: LONG_FIRST)
-PYTEST_ARGS ?= -n 2 --dist loadscope
+# train are built once (each module on one worker), the longest modules first, in the order of
+# tests/conftest.py's LONG_FIRST (xdist would otherwise order the modules by their test count)
+PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 .PHONY: install demo test test-full lint typecheck check format bench bench-map bench-proposals \
 	bench-student bench-distill bench-paper clean

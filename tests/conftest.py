@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,17 +54,28 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic"))
 
 
-# modules with the longest tests, run first so that no long module ends the run on one worker
-# while the other idles (``make test`` runs ``--dist loadscope``: each module on one worker, so
-# its module fixtures are built once; xdist hands out the modules in collection order)
+# the modules by their time in the suite, longest first, so that no long module ends the run on
+# one worker while the other idles: ``make test`` runs ``--dist loadscope --no-loadscope-reorder``
+# (each module on one worker, so its module fixtures are built once; xdist hands out the modules
+# in collection order); the modules not listed take a few seconds each and follow
 LONG_FIRST = (
     "test_resume",
+    "test_validation",
     "test_bad_inputs",
     "test_config",
+    "test_framework",
     "test_ddp",
+    "test_pipeline",
     "test_learning",
+    "test_extract",
     "test_entry_points",
+    "test_extending",
+    "test_cache",
+    "test_console",
     "test_fusion",
+    "test_viz",
+    "test_custom_dataset",
+    "test_data",
 )
 
 
@@ -118,7 +129,7 @@ ANET_TINY = [
     "logger=none",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
-    "plot_videos=1",
+    "plot_videos=0",
 ]
 
 
@@ -214,8 +225,6 @@ def run_fustal(
     )
 
 
-# (module, *args, cwd=None) -> the finished process, as from :func:`run_fustal`
-Runner = Callable[..., subprocess.CompletedProcess]
 FORKED_MODULES = [
     "fustal.train",
     "fustal.evaluate",
@@ -242,30 +251,62 @@ def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, std
     runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
 
 
+@dataclass
+class Started:
+    """A forked ``python -m fustal.<module> ARGS`` that is running: its ``process`` (``pid``,
+    ``kill()``), and :meth:`finish`."""
+
+    process: multiprocessing.process.BaseProcess
+    args: list[str]
+    scratch: tempfile.TemporaryDirectory
+
+    def finish(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Wait for the process (killed after ``timeout`` seconds); its exit code (``-N``:
+        killed by signal N) and output."""
+        self.process.join(timeout=timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        out, err = (Path(self.scratch.name) / name for name in ("stdout.txt", "stderr.txt"))
+        stdout, stderr = (f.read_text() if f.exists() else "" for f in (out, err))
+        self.scratch.cleanup()
+        return subprocess.CompletedProcess(self.args, self.process.exitcode, stdout, stderr)
+
+
+class Forkserver:
+    """Runs ``python -m fustal.<module> ARGS`` as a process forked from a forkserver that has
+    imported fustal's entry points: each run a process of its own, without the seconds a new
+    interpreter spends importing torch and Lightning."""
+
+    def __init__(self) -> None:
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload([__name__, *FORKED_MODULES])
+
+    def start(self, module: str, *args: str, cwd: Path | None = None) -> Started:
+        """Start the command and return at once."""
+        scratch = tempfile.TemporaryDirectory()
+        out, err = (str(Path(scratch.name) / name) for name in ("stdout.txt", "stderr.txt"))
+        where = None if cwd is None else str(cwd)
+        process = self.ctx.Process(target=_forked_main, args=(module, list(args), where, out, err))
+        process.start()
+        return Started(process, [module, *args], scratch)
+
+    def __call__(
+        self, module: str, *args: str, cwd: Path | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        """Run the command to its end, as :func:`run_fustal` does."""
+        return self.start(module, *args, cwd=cwd).finish(timeout)
+
+
+# what the ``forked`` fixture gives
+Runner = Forkserver
+
+
 @pytest.fixture(scope="session")
 def forked() -> Runner:
-    """Run ``python -m fustal.<module> ARGS`` as a process forked from a forkserver that has
-    imported fustal's entry points (``tests/test_bad_inputs.py`` checks that it reports what the
-    real command reports)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__, *FORKED_MODULES])
-
-    def run(
-        module: str, *args: str, cwd: Path | None = None, timeout: float = 600
-    ) -> subprocess.CompletedProcess:
-        with tempfile.TemporaryDirectory() as scratch:
-            out, err = Path(scratch) / "stdout.txt", Path(scratch) / "stderr.txt"
-            where = None if cwd is None else str(cwd)
-            proc = ctx.Process(target=_forked_main, args=(module, list(args), where, out, err))
-            proc.start()
-            proc.join(timeout=timeout)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
-            stdout, stderr = (f.read_text() if f.exists() else "" for f in (out, err))
-        return subprocess.CompletedProcess([module, *args], proc.exitcode, stdout, stderr)
-
-    return run
+    """The session's :class:`Forkserver` (``tests/test_bad_inputs.py`` checks that its runs
+    report what the real command reports)."""
+    return Forkserver()
 
 
 class NoHostSync:

@@ -7,10 +7,12 @@ exit code 1), print no traceback, and leave no temp or half-written file behind.
 dataset cases run ``stage=data``, pseudo-label cases ``stage=filter``/``stage=student`` with a
 hand-written file that fails validation first. ``NUM_CASES`` is the count quoted in the README.
 
-Each case runs the entry point in a fresh process forked from a forkserver that has imported
-fustal once (importing torch and Lightning dominates a cold start);
-``test_forked_run_matches_the_real_command`` checks that this reports exactly what the real
-``python -m fustal.train`` command reports.
+A case runs the command's app function in this process on the config composed from its
+arguments (:func:`in_process`). Cases whose subject is Hydra's part of the command (its own
+errors for a mistyped override, the run dir it creates, its record of the chosen options) run
+the entry point in a fresh process forked from a forkserver that has imported fustal once.
+``test_shortcuts_report_what_the_real_command_reports`` checks that both report exactly what
+the real ``python -m fustal.train`` command reports.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 
+from fustal.config import CONFIG_DIR
 from fustal.errors import EXIT_BAD_INPUT, FustalError, exit_on_error
 from fustal.io import atomic_open, ensure_writable_dir, reported_writes, write_json, write_with
 from tests.conftest import DEBUG, Runner, run_fustal
@@ -53,6 +58,7 @@ class Broken:
     what: str  # what is wrong, as the message says it
     exit_code: int = EXIT_BAD_INPUT
     stage: str = "data"
+    command_line: bool = False  # the subject is Hydra's part of the command: run it forked
 
 
 Case = Callable[[Path, Path], Broken]  # (dataset copy, scratch dir) -> Broken
@@ -410,8 +416,8 @@ def pseudo_labels_empty(root: Path, tmp: Path) -> Broken:
 def pseudo_labels_all_filtered(root: Path, tmp: Path) -> Broken:
     entries = [pseudo_entry(score=0.3, segment=(2.0 + i, 6.0 + i)) for i in range(3)]
     _, override = pseudo_file(tmp, {"results": {TRAIN_VIDEO: entries}})
-    names = ["filter=fustal", "min_score=0.4", "filter.min_score"]
-    return Broken([override], names, "no pseudo label passes", stage="student")
+    names = ["filter=fustal", "min_score=0.4", "filter.min_score"]  # the option: Hydra's record
+    return Broken([override], names, "no pseudo label passes", stage="student", command_line=True)
 
 
 # ---------------------------------------------------------------- configuration and outputs
@@ -419,12 +425,16 @@ def pseudo_labels_all_filtered(root: Path, tmp: Path) -> Broken:
 
 @case
 def override_typo_key(root: Path, tmp: Path) -> Broken:
-    return Broken(["dataset.rooot=/data"], ["dataset.rooot"], "Could not override", HYDRA_EXIT)
+    names = ["dataset.rooot"]
+    return Broken(
+        ["dataset.rooot=/data"], names, "Could not override", HYDRA_EXIT, command_line=True
+    )
 
 
 @case
 def override_typo_group_option(root: Path, tmp: Path) -> Broken:
-    return Broken(["filter=fustall"], ["filter/fustall"], "Could not find", HYDRA_EXIT)
+    names = ["filter/fustall"]
+    return Broken(["filter=fustall"], names, "Could not find", HYDRA_EXIT, command_line=True)
 
 
 @case
@@ -443,7 +453,7 @@ def run_dir_not_writable(root: Path, tmp: Path) -> Broken:
     blocker = tmp / "a_file"
     blocker.write_text("")
     run = blocker / "run"
-    return Broken([f"hydra.run.dir={run}"], [str(run)], "cannot write")
+    return Broken([f"hydra.run.dir={run}"], [str(run)], "cannot write", command_line=True)
 
 
 @case
@@ -663,6 +673,25 @@ def command(root: Path, tmp: Path, stage: str, *overrides: str) -> list[str]:
     ]
 
 
+def in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess:
+    """What ``python -m fustal.train ARGS`` runs once Hydra has composed its config (the app
+    function, its one-line errors and exit codes included), in this process; the run dir is the
+    one ``hydra.run.dir`` names."""
+    from fustal.train import main
+
+    run_dir = next(arg.split("=", 1)[1] for arg in args if arg.startswith("hydra.run.dir="))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*args, f"paths.output_dir={run_dir}"])
+    capsys.readouterr()
+    try:
+        main.__wrapped__(cfg)  # the function under @hydra.main
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 def leftovers(tmp: Path, dataset: Path) -> list[str]:
     """Files a failed run left: temp files anywhere, anything in the stage cache, anything in
     the run dir besides the run's record (:data:`RECORD_FILES`)."""
@@ -695,9 +724,11 @@ def test_bad_input_is_a_one_line_error(
     dataset: Path,
     tmp_path: Path,
     forked: Runner,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     broken = CASES[name](dataset, tmp_path)
-    proc = forked("train", *command(dataset, tmp_path, broken.stage, *broken.overrides))
+    args = command(dataset, tmp_path, broken.stage, *broken.overrides)
+    proc = forked("train", *args) if broken.command_line else in_process(args, capsys)
     assert proc.returncode == broken.exit_code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     if broken.exit_code == EXIT_BAD_INPUT:
@@ -710,35 +741,42 @@ def test_bad_input_is_a_one_line_error(
     assert leftovers(tmp_path, dataset) == []
 
 
-def test_forked_run_matches_the_real_command(
+def test_shortcuts_report_what_the_real_command_reports(
     synthetic_root: Path,
     tmp_path: Path,
     forked: Runner,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The forkserver shortcut reports exactly what ``python -m fustal.train`` reports."""
+    """The in-process and the forkserver shortcuts report exactly what ``python -m
+    fustal.train`` reports."""
+    runners = {
+        "in_process": lambda args: in_process(args, capsys),
+        "forked": lambda args: forked("train", *args),
+        "real": lambda args: run_fustal("train", *args),
+    }
     outcomes = []
-    for runner in ("forked", "real"):
+    for runner, run in runners.items():
         tmp = tmp_path / runner
         root = Path(shutil.copytree(synthetic_root, tmp / "dataset"))
         broken = CASES["feature_nan"](root, tmp)
-        args = command(root, tmp, broken.stage, *broken.overrides)
-        proc = (forked if runner == "forked" else run_fustal)("train", *args)
+        proc = run(command(root, tmp, broken.stage, *broken.overrides))
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
         outcomes.append((proc.returncode, last.replace(str(tmp), "TMP")))
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
     assert outcomes[0][0] == EXIT_BAD_INPUT
 
 
 def test_missing_features_skipped_with_counted_warning(
     dataset: Path,
     tmp_path: Path,
-    forked: Runner,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     i3d(dataset, TEST_VIDEO).unlink()
     stream(dataset, "train", "rgb", TRAIN_VIDEO).unlink()
-    proc = forked("train", *command(dataset, tmp_path, "data", "dataset.skip_missing=true"))
+    proc = in_process(command(dataset, tmp_path, "data", "dataset.skip_missing=true"), capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    output = proc.stdout + proc.stderr
+    output = caplog.text  # the command prints its log records
     assert "skipping 1 'test' videos without feature files" in output
     assert "skipping 1 'train' videos without feature files" in output
 
@@ -746,7 +784,7 @@ def test_missing_features_skipped_with_counted_warning(
 def test_segments_past_the_duration_are_clipped_with_a_count(
     dataset: Path,
     tmp_path: Path,
-    forked: Runner,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def stretch(data: dict) -> None:
         for video in (TRAIN_VIDEO, TEST_VIDEO):
@@ -754,7 +792,7 @@ def test_segments_past_the_duration_are_clipped_with_a_count(
             entry["annotations"][-1]["segment"][1] = entry["duration"] + 3.0
 
     edit_json(annotation(dataset), stretch)
-    proc = forked("train", *command(dataset, tmp_path, "data"))
+    proc = in_process(command(dataset, tmp_path, "data"), capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "clipped 2 segments that end after" in proc.stdout + proc.stderr
 

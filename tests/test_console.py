@@ -10,8 +10,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -95,6 +93,7 @@ def test_train_log_reads_top_to_bottom(tmp_path: Path, forked: Runner) -> None:
         f"hydra.run.dir={run}",
         "trainer.enable_progress_bar=true",
         "callbacks.progress_bar.interval_s=0",
+        "plot_videos=1",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -147,15 +146,15 @@ def test_logging_a_run_whose_stages_are_all_cached_warns(
     assert "logger=tensorboard: every stage of this run was reused from the cache" in caplog.text
 
 
-def stopped_run(tmp_path: Path, sig: signal.Signals) -> tuple[int, float, str, Path]:
+def stopped_run(
+    tmp_path: Path, sig: signal.Signals, forked: Runner
+) -> tuple[int, float, str, Path]:
     """Start a long generator run, send ``sig`` once its first resume checkpoint exists;
-    return the exit code, the seconds it took to stop, stderr and the checkpoint."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("FUSTAL_DEBUG", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "fustal.train",
+    return the exit code, the seconds it took to stop, stderr and the checkpoint. The run is a
+    process of its own, forked with Python's default handlers (SIGINT raises
+    KeyboardInterrupt, as in a shell's foreground job)."""
+    run = forked.start(
+        "train",
         *DEBUG,
         "stage=generator",
         "generator.max_steps=100000",
@@ -163,38 +162,28 @@ def stopped_run(tmp_path: Path, sig: signal.Signals) -> tuple[int, float, str, P
         f"paths.data_dir={tmp_path / 'data'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        # a shell's foreground job: SIGINT raises KeyboardInterrupt (a test runner may ignore it)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     checkpoints: list[Path] = []
-    while not checkpoints and proc.poll() is None and time.monotonic() < deadline:
+    while not checkpoints and run.process.is_alive() and time.monotonic() < deadline:
         time.sleep(0.5)
         checkpoints = list((tmp_path / "cache").glob("generator/*/checkpoints/last.ckpt"))
-    assert checkpoints and proc.poll() is None, "the run ended or never wrote a checkpoint"
+    assert checkpoints and run.process.is_alive(), "the run ended or never wrote a checkpoint"
     time.sleep(1.0)  # well into training
     sent = time.monotonic()
-    proc.send_signal(sig)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"{sig.name} did not stop the run within 60 s") from None
-    return proc.returncode, time.monotonic() - sent, err, checkpoints[0]
+    os.kill(run.process.pid, sig)
+    proc = run.finish(timeout=60)
+    assert proc.returncode is not None and proc.returncode >= 0, (
+        f"{sig.name} did not stop the run within 60 s"
+    )
+    return proc.returncode, time.monotonic() - sent, proc.stderr, checkpoints[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_training_within_seconds_leaving_its_checkpoint(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, forked: Runner
 ) -> None:
-    code, seconds, err, checkpoint = stopped_run(tmp_path, sig)
+    code, seconds, err, checkpoint = stopped_run(tmp_path, sig, forked)
     assert code == 130, err[-3000:]
     assert seconds < 15
     lines = err.strip().splitlines()

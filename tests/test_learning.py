@@ -176,8 +176,8 @@ def test_student_learns_in_lightnings_own_loops(root: Path) -> None:
         net=OmegaConf.to_container(compose_train(root).student.module.net),
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 5e-3},
         scheduler={"warmup_epochs": 1},
-        max_epochs=16,
-        epochs_pseudo=12,
+        max_epochs=10,
+        epochs_pseudo=8,
         ema_decay=0.9,
         tiou_thresholds=TIOU,
     )
@@ -186,7 +186,7 @@ def test_student_learns_in_lightnings_own_loops(root: Path) -> None:
     )
     key = "student/test/avg"
     (before,) = trainer().validate(module, datamodule=dm, verbose=False)
-    fit = trainer(max_epochs=16, check_val_every_n_epoch=16, gradient_clip_val=1.0)
+    fit = trainer(max_epochs=10, check_val_every_n_epoch=10, gradient_clip_val=1.0)
     fit.fit(module, datamodule=dm)
     assert float(fit.callback_metrics[key]) > before[key] + 0.25, (before, fit.callback_metrics)
     (tested,) = trainer().test(module, datamodule=dm, verbose=False)

@@ -446,7 +446,10 @@ def test_detection_map_metric_syncs_when_a_rank_has_no_detections(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     payload = {"gt": gt, "pred": pred, "thresholds": thresholds, "num_classes": num_classes}
-    mp.spawn(_ddp_worker, args=(2, port, payload, str(tmp_path)), nprocs=2, join=True)
+    # forked ranks: a spawned one would spend seconds importing torch again
+    mp.start_processes(
+        _ddp_worker, args=(2, port, payload, str(tmp_path)), nprocs=2, start_method="fork"
+    )
     expected = detection_map(gt, by_video(pred), thresholds, num_classes)
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -3,19 +3,17 @@
 A run is SIGKILLed at a chosen point (the test's own Lightning callback,
 :class:`tests.faults.KillAt`, added on the command line; or by timing), started again with the
 same command, and must end with outputs byte-identical to those of an uninterrupted run. The
-uninterrupted runs and the kill by timing start new interpreters; the runs killed by the
-callback and their restarts are processes forked from the preloaded forkserver
-(:func:`tests.conftest.forked`), each a process of its own that is killed and started again.
+second uninterrupted run starts a new interpreter (its own hash seed); every other run is a
+process forked from the preloaded forkserver (:func:`tests.conftest.forked`), each a process of
+its own that is killed and started again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -80,10 +78,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference_root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+def reference_root(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, forked: Runner
+) -> Path:
     """Root (``run`` and ``cache``) of an uninterrupted run."""
     root = tmp_path_factory.mktemp("reference")
-    proc = train_process(root, data_dir)
+    proc = forked("train", *train_args(root, data_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
@@ -103,6 +103,7 @@ def seed_generator(root: Path, reference_root: Path) -> None:
 def test_same_command_gives_byte_identical_outputs(
     tmp_path: Path, data_dir: Path, reference: Path
 ) -> None:
+    """A new interpreter ends with the bytes of the forked reference run."""
     proc = train_process(tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reusing" not in proc.stdout and "resuming" not in proc.stdout
@@ -158,7 +159,7 @@ def test_unfinished_stage_dir_is_never_read(
         text = reference.joinpath(artifact).read_text()
         (entry / artifact).write_text(text[: len(text) // 2])
         (entry / f".{artifact}.x8k2.tmp").write_text(text[:100])
-    resumed = train_process(tmp_path, data_dir)
+    resumed = forked("train", *train_args(tmp_path, data_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "reusing" not in resumed.stdout
     assert "student: resuming from" in resumed.stdout
@@ -167,24 +168,25 @@ def test_unfinished_stage_dir_is_never_read(
 
 
 def test_sigkill_by_timing_during_student_training(
-    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path
+    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Runner
 ) -> None:
     """No callback: kill the run as soon as the student's first checkpoint appears."""
     seed_generator(tmp_path, reference_root)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "fustal.train", *train_args(tmp_path, data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    run = forked.start("train", *train_args(tmp_path, data_dir))
     students = tmp_path / "cache" / "student"
     deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
+    while run.process.is_alive() and time.monotonic() < deadline:
         if any(students.glob("*/checkpoints/last.ckpt")):
             break
         time.sleep(0.01)
-    proc.kill()
-    assert proc.wait() == -signal.SIGKILL, "the run ended before its student checkpoint showed"
+    run.process.kill()
+    killed = run.finish()
+    assert killed.returncode == -signal.SIGKILL, (
+        "the run ended before its student checkpoint showed"
+    )
     assert not any(students.glob("*/manifest.json"))
 
-    resumed = train_process(tmp_path, data_dir)
+    resumed = forked("train", *train_args(tmp_path, data_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "student: resuming from" in resumed.stdout
     assert_same_outputs(reference, tmp_path / "run")

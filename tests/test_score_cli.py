@@ -1,5 +1,5 @@
-"""``python -m fustal.score`` on the real THUMOS'14 annotation files: as a user runs it (a new
-interpreter) once, the other cases forked from the test forkserver (``tests/conftest.py``)."""
+"""``python -m fustal.score`` on the real THUMOS'14 annotation files, each run forked from the
+test forkserver (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from fustal.data.annotations import load_annotations
 from fustal.metrics import detection_map, gt_to_detections, results_to_detections
-from tests.conftest import Runner, run_fustal
+from tests.conftest import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 ANNOTATIONS = ROOT / "data/annotations/thumos14"
@@ -52,9 +52,8 @@ def noisy_results(tmp_path_factory) -> Path:
     return path
 
 
-def test_json_output_matches_in_process_map(noisy_results):
-    args = (ANNOTATIONS / "gt.json", noisy_results, "--subset", "test", "--json")
-    proc = run_fustal("score", *map(str, args), cwd=ROOT)  # the real command
+def test_json_output_matches_in_process_map(run_score, noisy_results):
+    proc = run_score(ANNOTATIONS / "gt.json", noisy_results, "--subset", "test", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert list(out) == [f"mAP@0.{i}" for i in range(1, 8)] + ["avg"]
