@@ -129,22 +129,22 @@ def plot_run(run_dir: Path) -> int:
 def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(tmp_path, "plot_videos=1", "logger=tensorboard")
+    train(tmp_path, "plot_videos=2", "logger=tensorboard")
     run = tmp_path / "run"
     pictures = run / PICTURES
     inputs = json.loads((pictures / "inputs.json").read_text())
     root = next((tmp_path / "data" / "synthetic").iterdir())
-    train_ids = sorted((root / "split_train.txt").read_text().split())[:1]
-    test_ids = sorted((root / "split_test.txt").read_text().split())[:1]
+    train_ids = sorted((root / "split_train.txt").read_text().split())[:2]
+    test_ids = sorted((root / "split_test.txt").read_text().split())[:2]
     assert [v["id"] for v in inputs["videos"]] == train_ids + test_ids
-    assert [v["subset"] for v in inputs["videos"]] == ["train", "test"]
+    assert [v["subset"] for v in inputs["videos"]] == ["train"] * 2 + ["test"] * 2
     assert list(inputs["videos"][0]["tracks"]) == [
         "ground truth",
         "pseudo labels (raw)",
         "pseudo labels (filtered)",
         "student + EMA",
     ]
-    assert list(inputs["videos"][1]["tracks"]) == ["ground truth", "generator", "student + EMA"]
+    assert list(inputs["videos"][2]["tracks"]) == ["ground truth", "generator", "student + EMA"]
     assert set(read_cas(pictures / "cas.npz")) == set(train_ids + test_ids)
     metrics = json.loads((run / "metrics.json").read_text())["pseudo_labels"]
     curves = inputs["pseudo_label_pr"]["curves"]
