@@ -298,12 +298,8 @@ class Forkserver:
         return self.start(module, *args, cwd=cwd).finish(timeout)
 
 
-# what the ``forked`` fixture gives
-Runner = Forkserver
-
-
 @pytest.fixture(scope="session")
-def forked() -> Runner:
+def forked() -> Forkserver:
     """The session's :class:`Forkserver` (``tests/test_bad_inputs.py`` checks that its runs
     report what the real command reports)."""
     return Forkserver()

@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir
 from fustal.config import CONFIG_DIR
 from fustal.errors import EXIT_BAD_INPUT, FustalError, exit_on_error
 from fustal.io import atomic_open, ensure_writable_dir, reported_writes, write_json, write_with
-from tests.conftest import DEBUG, Runner, run_fustal
+from tests.conftest import DEBUG, Forkserver, run_fustal
 
 HYDRA_EXIT = 1
 TRAIN_VIDEO = "video_validation_0000002"
@@ -723,7 +723,7 @@ def test_bad_input_is_a_one_line_error(
     name: str,
     dataset: Path,
     tmp_path: Path,
-    forked: Runner,
+    forked: Forkserver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     broken = CASES[name](dataset, tmp_path)
@@ -744,7 +744,7 @@ def test_bad_input_is_a_one_line_error(
 def test_shortcuts_report_what_the_real_command_reports(
     synthetic_root: Path,
     tmp_path: Path,
-    forked: Runner,
+    forked: Forkserver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The in-process and the forkserver shortcuts report exactly what ``python -m
@@ -844,7 +844,7 @@ def test_output_under_a_regular_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_read_only_output_dir(
     dataset: Path,
     tmp_path: Path,
-    forked: Runner,
+    forked: Forkserver,
 ) -> None:
     read_only = tmp_path / "read_only"
     read_only.mkdir(mode=0o500)

@@ -20,7 +20,7 @@ import fustal.config
 from fustal.config.schema import InferenceSchema, TrainSchema, TriDetSchema
 from fustal.pseudo.proposals import threshold_values
 from fustal.student.decode import DECODING
-from tests.conftest import REPO_ROOT, Runner
+from tests.conftest import REPO_ROOT, Forkserver
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOU = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -496,7 +496,9 @@ def test_tiny_scale_deviations_are_the_listed_ones(hydra_context: None) -> None:
 # ---------------------------------------------------------------- python -m fustal.train
 
 
-def forked_train(forked: Runner, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def forked_train(
+    forked: Forkserver, tmp_path: Path, *overrides: str
+) -> subprocess.CompletedProcess:
     """``python -m fustal.train`` started in ``tmp_path`` with its run and log dirs there."""
     run_dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"]
     return forked("train", *run_dirs, *overrides, cwd=tmp_path, timeout=120)
@@ -512,7 +514,7 @@ def table_rows(text: str) -> dict[str, list[list[str]]]:
     return rows
 
 
-def test_train_stage_data_generates_and_summarizes(tmp_path: Path, forked: Runner) -> None:
+def test_train_stage_data_generates_and_summarizes(tmp_path: Path, forked: Forkserver) -> None:
     proc = forked_train(
         forked,
         tmp_path,
@@ -539,7 +541,7 @@ def test_train_stage_data_generates_and_summarizes(tmp_path: Path, forked: Runne
     assert "classes (3): Class00, Class01, Class02" in proc.stdout
 
 
-def test_train_unknown_stage(tmp_path: Path, forked: Runner) -> None:
+def test_train_unknown_stage(tmp_path: Path, forked: Forkserver) -> None:
     proc = forked_train(forked, tmp_path, "stage=nope")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -547,7 +549,7 @@ def test_train_unknown_stage(tmp_path: Path, forked: Runner) -> None:
     assert "stage" in lines[0] and "nope" in lines[0]
 
 
-def test_train_missing_dataset_root(tmp_path: Path, forked: Runner) -> None:
+def test_train_missing_dataset_root(tmp_path: Path, forked: Forkserver) -> None:
     proc = forked_train(forked, tmp_path, "dataset.root=/nonexistent")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -651,7 +653,7 @@ def test_a_callbacks_entry_that_is_no_callback_is_a_one_line_error(
     assert "\n" not in str(err.value)
 
 
-def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path, forked: Runner) -> None:
+def test_train_refuses_an_unknown_key_in_one_line(tmp_path: Path, forked: Forkserver) -> None:
     proc = forked_train(forked, tmp_path, "+generator.max_step=10")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

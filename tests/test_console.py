@@ -20,7 +20,7 @@ from rich.console import Console
 
 from fustal.metrics.shape import flatten
 from fustal.metrics.table import results_table
-from tests.conftest import DEBUG, Runner, train
+from tests.conftest import DEBUG, Forkserver, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -79,7 +79,7 @@ def test_results_table_follows_the_thresholds_and_fits_80_columns(
         assert len(row.split()) == len(label.split()) + 7, row  # no wrapped label or value
 
 
-def test_train_log_reads_top_to_bottom(tmp_path: Path, forked: Runner) -> None:
+def test_train_log_reads_top_to_bottom(tmp_path: Path, forked: Forkserver) -> None:
     """A debug ``make demo`` with its output to a file (as in SLURM): the header, one banner per
     stage in order, plain progress lines, the results table last; nothing of the noise the
     libraries print by default; ``train.log`` holds the same messages and table; the run dir
@@ -147,7 +147,7 @@ def test_logging_a_run_whose_stages_are_all_cached_warns(
 
 
 def stopped_run(
-    tmp_path: Path, sig: signal.Signals, forked: Runner
+    tmp_path: Path, sig: signal.Signals, forked: Forkserver
 ) -> tuple[int, float, str, Path]:
     """Start a long generator run, send ``sig`` once its first resume checkpoint exists;
     return the exit code, the seconds it took to stop, stderr and the checkpoint. The run is a
@@ -181,7 +181,7 @@ def stopped_run(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_training_within_seconds_leaving_its_checkpoint(
-    tmp_path: Path, sig: signal.Signals, forked: Runner
+    tmp_path: Path, sig: signal.Signals, forked: Forkserver
 ) -> None:
     code, seconds, err, checkpoint = stopped_run(tmp_path, sig, forked)
     assert code == 130, err[-3000:]

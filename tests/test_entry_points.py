@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from tests.conftest import DEBUG, DebugRun, Runner, compose_train
+from tests.conftest import DEBUG, DebugRun, Forkserver, compose_train
 
 MAX_SEQ_LEN = 320  # student.module.net.max_seq_len of conf/debug/default.yaml
 
@@ -61,7 +61,7 @@ def predict(*overrides: str) -> dict:
 
 
 def run_evaluate_cli(
-    forked: Runner, p: Pipeline, run: str, *overrides: str
+    forked: Forkserver, p: Pipeline, run: str, *overrides: str
 ) -> subprocess.CompletedProcess:
     return forked(
         "evaluate",
@@ -74,7 +74,7 @@ def run_evaluate_cli(
 
 
 def run_predict_cli(
-    forked: Runner, p: Pipeline, run: str, *overrides: str
+    forked: Forkserver, p: Pipeline, run: str, *overrides: str
 ) -> subprocess.CompletedProcess:
     return forked("predict", f"hydra.run.dir={p.tmp / run}", *overrides)
 
@@ -138,7 +138,7 @@ def check_results(path: Path, classes: list[str], durations: dict[str, float]) -
     return results
 
 
-def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline, forked: Runner) -> None:
+def test_evaluate_student_reproduces_pipeline(pipeline: Pipeline, forked: Forkserver) -> None:
     proc = run_evaluate_cli(
         forked, pipeline, "eval_student", f"ckpt_path={pipeline.student}", "+experiment=synthetic"
     )
@@ -161,7 +161,7 @@ def test_evaluate_generator_reproduces_pipeline(pipeline: Pipeline) -> None:
 
 
 def test_predict_student_on_new_features(
-    pipeline: Pipeline, tmp_path: Path, forked: Runner
+    pipeline: Pipeline, tmp_path: Path, forked: Forkserver
 ) -> None:
     hparams = checkpoint_hparams(pipeline.student)
     timing, classes = hparams["feature_timing"], list(hparams["classes"])
@@ -231,7 +231,7 @@ def test_predict_generator_on_new_features(pipeline: Pipeline, tmp_path: Path) -
     assert all(results.values())
 
 
-def test_help(forked: Runner) -> None:
+def test_help(forked: Forkserver) -> None:
     """``--help`` of each entry point."""
     for module, needles in (
         ("train", ["python -m fustal.train", "Stages (stage=)", "experiment:", "debug=default"]),
@@ -279,7 +279,7 @@ def test_bad_checkpoint(
 
 
 def test_bad_checkpoint_on_the_command_line_is_one_line(
-    pipeline: Pipeline, tmp_path: Path, forked: Runner
+    pipeline: Pipeline, tmp_path: Path, forked: Forkserver
 ) -> None:
     ckpt = write_text_ckpt(tmp_path)
     proc = run_evaluate_cli(forked, pipeline, "bad_cli", f"ckpt_path={ckpt}")

@@ -20,7 +20,7 @@ from fustal.extract.backbones import BACKBONES, build_backbone
 from fustal.extract.decode import clips, probe, sample_frames
 from fustal.extract.extractor import ExtractConfig, extract_folder
 from fustal.pipeline.run import run_pipeline
-from tests.conftest import Runner, compose_train
+from tests.conftest import Forkserver, compose_train
 from tests.test_entry_points import assert_exit_2, assert_same_detections, predict
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
@@ -193,7 +193,7 @@ def test_torchvision_backbones_without_torchvision(
     assert not (tmp_path / "out").exists()
 
 
-def test_extract_command_line(videos: Videos, tmp_path: Path, forked: Runner) -> None:
+def test_extract_command_line(videos: Videos, tmp_path: Path, forked: Forkserver) -> None:
     proc = forked("extract", "--help")
     assert proc.returncode == 0 and "r2plus1d_18 (512, 112 px)" in proc.stdout
     proc = forked("extract", str(videos.folder))

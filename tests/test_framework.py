@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import DEBUG, Runner, run_fustal, train
+from tests.conftest import DEBUG, Forkserver, run_fustal, train
 
 
 def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -28,7 +28,7 @@ def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(
-    tmp_path: Path, forked: Runner
+    tmp_path: Path, forked: Forkserver
 ) -> None:
     """Two filter settings run as parallel joblib jobs: the stage lock makes one job train the
     generator while the other waits and reuses it; the sweep ends with ``summary.csv``."""
@@ -114,7 +114,9 @@ def test_offline_wandb_and_tensorboard_receive_losses_metrics_tables_and_picture
     assert (run / "csv" / "student" / "metrics.csv").is_file()
 
 
-def test_relative_paths_mean_the_same_with_hydra_job_chdir(tmp_path: Path, forked: Runner) -> None:
+def test_relative_paths_mean_the_same_with_hydra_job_chdir(
+    tmp_path: Path, forked: Forkserver
+) -> None:
     """Relative paths are taken from the folder the command is started in, also when Hydra
     changes into the run dir (``hydra.job.chdir=true``)."""
     proc = forked(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEBUG, Runner, run_fustal
+from tests.conftest import DEBUG, Forkserver, run_fustal
 
 # generator: 3 steps per epoch, 30 steps, a test mAP and a resume checkpoint every 10 steps
 # (steps 10 and 20 fall inside an epoch); student: 3 steps per epoch, 3 pseudo-label epochs
@@ -57,7 +57,9 @@ def train_process(root: Path, data_dir: Path, *extra: str) -> subprocess.Complet
     return run_fustal("train", *train_args(root, data_dir), *extra)
 
 
-def killed(forked: Runner, root: Path, data_dir: Path, stage: str, point: str, *extra: str) -> None:
+def killed(
+    forked: Forkserver, root: Path, data_dir: Path, stage: str, point: str, *extra: str
+) -> None:
     """A forked run of this module's command, SIGKILLed by :class:`tests.faults.KillAt`."""
     fault = f"+callbacks.fault={{_target_:tests.faults.KillAt,stage:{stage},point:{point}}}"
     proc = forked("train", *train_args(root, data_dir), *extra, fault)
@@ -79,7 +81,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference_root(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, forked: Runner
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, forked: Forkserver
 ) -> Path:
     """Root (``run`` and ``cache``) of an uninterrupted run."""
     root = tmp_path_factory.mktemp("reference")
@@ -129,7 +131,7 @@ def test_killed_run_resumes_to_identical_outputs(
     data_dir: Path,
     reference_root: Path,
     reference: Path,
-    forked: Runner,
+    forked: Forkserver,
 ) -> None:
     if seeded:
         seed_generator(tmp_path, reference_root)
@@ -144,7 +146,7 @@ def test_killed_run_resumes_to_identical_outputs(
 
 
 def test_unfinished_stage_dir_is_never_read(
-    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Runner
+    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Forkserver
 ) -> None:
     """An entry without its manifest is recomputed, not read: the student killed after training
     with a truncated artifact and temp files left of killed writes; the generator entry of the
@@ -168,7 +170,7 @@ def test_unfinished_stage_dir_is_never_read(
 
 
 def test_sigkill_by_timing_during_student_training(
-    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Runner
+    tmp_path: Path, data_dir: Path, reference_root: Path, reference: Path, forked: Forkserver
 ) -> None:
     """No callback: kill the run as soon as the student's first checkpoint appears."""
     seed_generator(tmp_path, reference_root)
@@ -193,7 +195,7 @@ def test_sigkill_by_timing_during_student_training(
 
 
 def test_a_run_choosing_on_held_out_videos_resumes_to_the_same_choice(
-    tmp_path: Path, data_dir: Path, forked: Runner
+    tmp_path: Path, data_dir: Path, forked: Forkserver
 ) -> None:
     """validation=heldout, with scripted held-out curves: the generator killed at step 24, after
     its best evaluation (step 20), then the student killed during distillation; the restarts end

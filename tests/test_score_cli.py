@@ -13,14 +13,14 @@ import pytest
 
 from fustal.data.annotations import load_annotations
 from fustal.metrics import detection_map, gt_to_detections, results_to_detections
-from tests.conftest import Runner
+from tests.conftest import Forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 ANNOTATIONS = ROOT / "data/annotations/thumos14"
 
 
 @pytest.fixture
-def run_score(forked: Runner) -> Callable[..., subprocess.CompletedProcess]:
+def run_score(forked: Forkserver) -> Callable[..., subprocess.CompletedProcess]:
     """``python -m fustal.score ARGS`` (forked) from the repository root."""
     return lambda *args: forked("score", *map(str, args), cwd=ROOT)
 

@@ -23,7 +23,7 @@ from fustal.metrics.validation import detection_video_scores, video_map
 from fustal.pipeline.objective import metric_path, optimized_value
 from fustal.summarize import SweepSummaryCallback
 from tests import probes
-from tests.conftest import ANET_TINY, DEBUG, Runner, compose_train, train
+from tests.conftest import ANET_TINY, DEBUG, Forkserver, compose_train, train
 
 PROBE = "+callbacks.seen._target_=tests.probes.TrainingVideos"
 
@@ -263,7 +263,7 @@ def test_a_search_over_a_test_metric_warns_in_one_line(
 
 
 def test_hparams_search_runs_three_trials_and_reports_the_best(
-    tmp_path: Path, forked: Runner
+    tmp_path: Path, forked: Forkserver
 ) -> None:
     sweep = tmp_path / "sweep"
     proc = forked(
