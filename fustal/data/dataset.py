@@ -82,10 +82,6 @@ def _resolve_path(root: Path, path: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def _resolve(root: Path, path: str | None) -> Path | None:
-    return None if path is None else _resolve_path(root, path)
-
-
 def dataset_root(dataset: DatasetConfig) -> Path:
     """``dataset.root`` as an existing folder."""
     if dataset.root is None:
@@ -113,10 +109,9 @@ def missing_inputs(root: Path, views: Mapping[str, ViewConfig]) -> tuple[list[st
         files.setdefault(annotation, "annotation file")
         for split in (view.split_files or {}).values():
             files.setdefault(_resolve_path(root, split), "split file")
-        table = _resolve(root, view.video_table)
         is_csv = view.annotation_format == "csv" or annotation.suffix == ".csv"
-        if is_csv and table is not None:
-            files.setdefault(table, "video table")
+        if is_csv and view.video_table is not None:
+            files.setdefault(_resolve_path(root, view.video_table), "video table")
         folder = FeatureSpec(root, view.layout, view.path).folder()
         folders.setdefault((folder, view.layout, view.path), []).append(name)
     missing_files = [f"{what} not found: {p}" for p, what in files.items() if not p.is_file()]
@@ -160,7 +155,7 @@ def stage_view(
         fmt=view.annotation_format,
         split_files=splits or None,
         classes=list(class_list) if class_list is not None else None,
-        video_table=_resolve(root, view.video_table),
+        video_table=None if view.video_table is None else _resolve_path(root, view.video_table),
     )
     for subset in (view.train_subset, view.test_subset):
         annotations.subset(subset)
@@ -272,13 +267,10 @@ def align_skipped(first: StageData, second: StageData) -> None:
     """Skip in both views every video that one of them skips (``dataset.skip_missing``), so that
     two feature layouts of one dataset train and test on the same videos."""
     for a, b in ((first, second), (second, first)):
-        for subset_a, subset_b in (
-            (a.train_subset, b.train_subset),
-            (a.test_subset, b.test_subset),
-        ):
-            ids = set(a.skipped.get(subset_a.lower(), ())) - set(
-                b.skipped.get(subset_b.lower(), ())
-            )
+        pairs = ((a.train_subset, b.train_subset), (a.test_subset, b.test_subset))
+        for subset_a, subset_b in pairs:
+            skipped_b = set(b.skipped.get(subset_b.lower(), ()))
+            ids = set(a.skipped.get(subset_a.lower(), ())) - skipped_b
             extra = [v.id for v in b.annotations.subset(subset_b) if v.id in ids]
             if extra:
                 log.warning(

@@ -83,15 +83,12 @@ def resample_indices(
     Without ``rng`` (testing): ``floor(arange(num_segments) * length / num_segments)``, or every
     step when ``length <= num_segments``. Returns ``[num_segments]`` (or ``[length]``) int64.
     """
-    if rng is None:
-        if length <= num_segments:
-            return np.arange(length, dtype=np.int64)
-        return np.floor(np.arange(num_segments) * length / num_segments).astype(np.int64)
-    if length == num_segments:
-        return np.arange(num_segments, dtype=np.int64)
+    if length == num_segments or (rng is None and length < num_segments):
+        return np.arange(length, dtype=np.int64)
     starts = np.floor(np.arange(num_segments) * length / num_segments).astype(np.int64)
-    highs = np.append(starts[1:], length - 1)
-    highs = np.maximum(highs, starts)
+    if rng is None:
+        return starts
+    highs = np.maximum(np.append(starts[1:], length - 1), starts)
     return starts + np.floor(rng.random(num_segments) * (highs - starts + 1)).astype(np.int64)
 
 

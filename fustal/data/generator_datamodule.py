@@ -8,22 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fustal.data.annotations import Video
+from fustal.data.datamodule import ResumableDataModule
 from fustal.data.dataset import StageData
 from fustal.data.features import resample_indices
-from fustal.data.datamodule import ResumableDataModule
-from fustal.data.sampling import (
-    EpochSampler,
-    eval_sampler,
-    item_rng,
-    rank_batch_size,
-    split_key,
-)
-
+from fustal.data.sampling import item_rng, split_key
 
 
 class GeneratorVideos(Dataset):
@@ -96,10 +88,9 @@ class GeneratorDataModule(ResumableDataModule):
     """Training videos (random-perturb sampling, shuffled), the test videos for validation and
     testing (the research code evaluates on them every ``val_every`` steps; nothing is selected
     on them), and :meth:`loader` over either subset for prediction (pseudo labels on ``train``,
-    detections on ``test``). Under DDP every loader is sharded by rank; ``batch_size`` is the
-    global training batch (each rank loads its share), ``eval_batch_size`` is per process. The
-    position inside an epoch is part of the state dict, so a mid-epoch checkpoint resumes
-    exactly."""
+    detections on ``test``)."""
+
+    batch_size_key = "generator.data.batch_size"
 
     def __init__(
         self,
@@ -110,33 +101,13 @@ class GeneratorDataModule(ResumableDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(data)
-        self.seed = seed
+        super().__init__(data, batch_size, eval_batch_size, num_workers, seed)
         self.num_segments = num_segments
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
         """A loader over the ``train``, ``val`` (held out) or ``test`` videos (``train=True``:
         training sampling)."""
         videos = self.videos[subset]
         dataset = GeneratorVideos(self.data, videos, self.num_segments, train, self.seed)
-        batch_size = (
-            rank_batch_size(self.batch_size, "generator.data.batch_size")
-            if train
-            else self.eval_batch_size
-        )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochSampler(
-                len(dataset), self.seed, shuffle=train, resume=self.resume, batch_size=batch_size
-            )
-            if train
-            else eval_sampler(subset, len(dataset), self.seed),
-            drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_videos,
-            persistent_workers=self.num_workers > 0,
-        )
+        drop_last = train and len(videos) > self.batch_size
+        return self.make_loader(dataset, subset, train, collate_videos, drop_last)

@@ -11,21 +11,13 @@ from rich.table import Table
 from fustal.data.dataset import StageData, SubsetSummary, validate_stage_data
 from fustal.data.views import load_pipeline_data
 
+COLUMNS = ("subset", "videos", "instances", "classes", "T min", "T mean", "T max", "dim", "skipped")
+
 
 def dataset_table(name: str, data: StageData, summaries: list[SubsetSummary]) -> Table:
     """A rich table: videos, instances, classes and feature statistics per subset."""
     table = Table(title=f"{name}: {data.annotations.source} + {data.features.layout} features")
-    for col in (
-        "subset",
-        "videos",
-        "instances",
-        "classes",
-        "T min",
-        "T mean",
-        "T max",
-        "dim",
-        "skipped",
-    ):
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col == "subset" else "right")
     for s in summaries:
         lengths = s.lengths if s.lengths.size else np.zeros(1, dtype=np.int64)

@@ -108,10 +108,10 @@ def read_durations(path: str | None) -> dict[str, float]:
     data = read_json(Path(path).expanduser(), "durations file")
     if not isinstance(data, Mapping):
         raise FustalError(f"{path}: expected a JSON object {{video_id: seconds}}")
-    out = {}
-    for vid, value in data.items():
-        out[str(vid)] = positive_number(f"{path}: video {vid}: duration", value)
-    return out
+    return {
+        str(vid): positive_number(f"{path}: video {vid}: duration", value)
+        for vid, value in data.items()
+    }
 
 
 def prediction_data(

@@ -18,8 +18,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Sampler
 
-from fustal.data.annotations import Video
-from fustal.data.dataset import StageData
 from fustal.errors import FustalError
 from fustal.training.distributed import world
 

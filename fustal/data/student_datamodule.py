@@ -5,25 +5,17 @@ and for evaluation each video's ground truth in seconds."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fustal.data.annotations import Video
+from fustal.data.datamodule import ResumableDataModule
 from fustal.data.dataset import StageData
 from fustal.data.features import seconds_to_grid
+from fustal.data.sampling import item_rng, split_key
 from fustal.errors import FustalError
-from fustal.data.datamodule import ResumableDataModule
-from fustal.data.sampling import (
-    EpochSampler,
-    eval_sampler,
-    item_rng,
-    rank_batch_size,
-    split_key,
-)
 from fustal.student.assign import pad_segments
 
 # the training targets: :data:`fustal.metrics.results.VideoDetections` rows per video
@@ -162,8 +154,7 @@ def make_collate(pad_to: int | None, stride: int):
 
     def collate(items: list[dict]) -> dict:
         lengths = [item["features"].shape[1] for item in items]
-        target = max(lengths)
-        target = max(target, pad_to) if pad_to is not None else target
+        target = max(lengths) if pad_to is None else max(*lengths, pad_to)
         target = int(np.ceil(target / stride) * stride)
         feats = torch.zeros(len(items), items[0]["features"].shape[0], target)
         mask = torch.zeros(len(items), target, dtype=torch.bool)
@@ -201,11 +192,11 @@ class PseudoLabelDataModule(ResumableDataModule):
     seconds; ``None`` means ground truth, i.e. supervision=full) and the test videos for
     validation and testing; :meth:`loader` serves either subset for prediction. ``max_seq_len``
     and ``max_stride`` come from the network (clips are cropped to and padded to at least
-    ``max_seq_len``, rounded up to a multiple of ``max_stride``). Under DDP every loader is
-    sharded by rank; ``batch_size`` is the global training batch (each rank loads its share),
-    ``eval_batch_size`` is per process. The position inside an epoch is part of the state dict,
-    so a mid-epoch checkpoint resumes exactly. ``video_scores`` (video-level class scores of the
-    evaluated videos) go into the evaluation batches as ``class_scores`` for fusion."""
+    ``max_seq_len``, rounded up to a multiple of ``max_stride``). ``video_scores`` (video-level
+    class scores of the evaluated videos) go into the evaluation batches as ``class_scores`` for
+    fusion."""
+
+    batch_size_key = "student.data.batch_size"
 
     def __init__(
         self,
@@ -220,15 +211,11 @@ class PseudoLabelDataModule(ResumableDataModule):
         seed: int = 0,
         video_scores: VideoScores | None = None,
     ) -> None:
-        super().__init__(data)
-        self.seed = seed
+        super().__init__(data, batch_size, eval_batch_size, num_workers, seed)
         self.targets = targets
         self.video_scores = video_scores
         self.max_seq_len = max_seq_len
         self.max_stride = max_stride
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
         self.augment = dict(augment or {})
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:
@@ -244,22 +231,5 @@ class PseudoLabelDataModule(ResumableDataModule):
             seed=self.seed,
             video_scores=None if train else self.video_scores,
         )
-        batch_size = (
-            rank_batch_size(self.batch_size, "student.data.batch_size")
-            if train
-            else self.eval_batch_size
-        )
-        sampler = (
-            EpochSampler(len(dataset), self.seed, True, self.resume, batch_size)
-            if train
-            else eval_sampler(subset, len(dataset), self.seed)
-        )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=False,
-            num_workers=self.num_workers,
-            collate_fn=make_collate(self.max_seq_len, self.max_stride),
-            persistent_workers=self.num_workers > 0,
-        )
+        collate = make_collate(self.max_seq_len, self.max_stride)
+        return self.make_loader(dataset, subset, train, collate)

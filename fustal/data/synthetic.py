@@ -1,90 +1,17 @@
-"""Deterministic synthetic THUMOS-like or ActivityNet-like dataset, in the real on-disk layouts.
+"""Deterministic synthetic THUMOS-like or ActivityNet-like dataset, in the real on-disk layouts
+(``layout="thumos"``: both THUMOS'14 layouts of METHOD.md section 1; ``layout="activitynet"``:
+ActivityNet v1.3 with resized features), so the real loaders read it.
 
-The default dataset of the project is synthetic because real I3D features cannot be shipped.
-With ``layout="thumos"`` (the default) it is written in exactly the two layouts of METHOD.md
-section 1, so the real loaders read it::
-
-    <root>/annotations/thumos14.json             ActivityNet/ActionFormer schema
-    <root>/gt.json, split_train.txt, split_test.txt  WTAL schema (segments as strings)
-    <root>/i3d_features/<vid>.npy                 overlapping layout [T_ov, D]: rgb | flow
-    <root>/features/{train,test}/{rgb,flow}/<vid>.npy  non-overlapping layout [T_no, D/2]
-    <root>/synthetic.json                         parameters + format version, written last
-
-With ``layout="activitynet"`` it is written as ActivityNet v1.3 (``conf/features/resized.yaml``)::
-
-    <root>/annotations/activitynet13.json        ActivityNet schema, subsets training/validation
-    <root>/features/v_<vid>.npy                   resized layout [T, D]: rgb | flow, T fixed
-    <root>/synthetic.json                         parameters + format version, written last
-
-Generative model
-----------------
-Every video has ONE latent timeline ``z(t)`` in ``R^D`` sampled every ``timeline_step`` seconds
-(bin ``k`` covers ``[k dt, (k+1) dt)`` and is evaluated at its centre). A feature step of either
-layout is the exact mean of the piecewise-constant timeline over its window, so both layouts
-agree in time:
-
-- overlapping: step ``i`` covers frames ``[s i, s i + w)`` at the video's fps
-  (``w = snippet_frames``, ``s = overlap_stride_frames``),
-  ``T_ov = floor((duration fps - w) / s) + 1``;
-- non-overlapping: step ``i`` covers ``[i w / f, (i + 1) w / f)`` seconds with
-  ``f = nonoverlap_fps``, ``T_no = floor(duration f / w)``;
-- resized (activitynet): step ``i`` covers ``[i h, (i + 1) h)`` seconds with
-  ``h = duration / T`` and ``T = resized_steps`` for every video.
-
-Directions (shared by all videos, drawn from ``(seed, 0)``): a unit prototype ``p_c`` per class
-whose energy is split ``prototype_rgb_share`` / rest between the rgb and flow halves; a unit
-class-agnostic motion direction ``m`` with ``motion_flow_share`` of its energy in the flow half;
-a bank of ``distractors_per_class * C`` random unit directions.
-
-Per video (drawn from ``(seed, split, index)``): fps from ``fps_choices``; duration uniform in
-``[min_duration, max_duration]``; 1..3 classes (``class_count_weights``; the first class cycles
-through all classes so small datasets cover them); one instance per present class plus
-``Poisson(instance_rate * duration)`` more, lengths log-normal (``action_length_median``,
-``action_length_sigma``, clipped), laid out in order with background gaps of at least
-``min_gap`` seconds. In the activitynet layout a video instead has ONE class (cycling through
-all classes) and one action, or two with probability ``second_action_prob``; together they cover
-a log-normal fraction of the video (median ``action_coverage_median``, log-std
-``action_coverage_sigma``, at least ``min_action_length`` each, capped so that the gaps fit),
-split between the two by a Dirichlet(2, 2) draw (real ActivityNet v1.3: 75% of the videos have
-one action, the median action covers ~1/3 of its video, the median video ~70% of its length).
-Then
-
-``z(t) = sum_instances a_i * env_i(t) * u_i``                 class signal
-``     + sum_present_classes presence_level * p_c``          weak video-level class signal
-``     + motion_strength * a_i * [t inside instance i] * m``   class-agnostic motion
-``     + sum_distractors b_j * [t in interval j] * v_j``      background distractors
-``     + scene + AR(1) noise + white noise``
-
-- ``a_i ~ class_strength * U[1 - amplitude_spread, 1 + amplitude_spread]``;
-  ``u_i = normalize(p_c + intra_class_spread * g / sqrt(D))`` varies each instance.
-- ``env_i`` is 1 in the middle of the instance and falls linearly to ``edge_level`` over the
-  outer ``edge_fraction`` of its length at both ends (a classifier under-covers); outside it is
-  the context ``context_level * exp(-d / context_decay)`` for a distance ``d <= context_span``
-  seconds (a classifier also over-covers).
-- Distractors: ``Poisson(distractor_rate * duration)`` intervals anywhere in the video, with
-  amplitude ``distractor_strength * U[1 - amplitude_spread, 1 + amplitude_spread]``; a fraction
-  ``confuser_prob`` point along ``confuser_similarity * p_c + sqrt(1 - s^2) * r`` (partial
-  resemblance to a class), the rest along a bank direction; a fraction
-  ``distractor_motion_prob`` also carries the motion direction.
-- ``scene ~ N(0, scene_std^2 I)`` is constant per video; the AR(1) noise has stationary
-  standard deviation ``ar_std`` per dimension and time constant ``ar_time_constant`` seconds;
-  the white noise has ``white_std`` per dimension and timeline bin (a window of ``n`` bins
-  averages it down by ``sqrt(n)``).
-
-With ``annotation_file`` the videos, durations, fps, segments and class names come from a real
-ActivityNet-schema file instead (the first ``train_videos`` "validation" and ``test_videos``
-"test" videos in sorted id order that keep a segment after clipping to the duration; "training"
-and "validation" videos in the activitynet layout); only the features are synthetic.
+Every video has one latent timeline sampled every ``timeline_step`` seconds; a feature step of
+any layout is the exact mean of that piecewise-constant timeline over its window, so the layouts
+agree in time. The timeline sums per-instance class signals (with under- and over-covering
+envelopes), a weak video-level class signal, class-agnostic motion, background distractors, a
+per-video scene offset, AR(1) and white noise. ``docs/synthetic.md`` states the model with every
+parameter of :class:`SyntheticConfig`, the files written and the layout presets.
 
 Everything is deterministic: the same config gives byte-identical files. The fields only the
 activitynet layout reads (:data:`ACTIVITYNET_FIELDS`) are left out of a thumos dataset's
 identity, so its hash and files are those of the versions before the layout existed.
-The defaults of :class:`SyntheticConfig` are the command line's dataset (5 classes, 160 training
-and 40 test videos of 30-70 s, as ``conf/dataset/synthetic.yaml`` lists them);
-:meth:`SyntheticConfig.for_layout` (and ``--layout`` on the command line) starts from a layout's
-preset sizes (:data:`LAYOUT_PRESETS`; activitynet: 20 classes, 200 training and 50 validation
-videos of 30-120 s, as ``conf/dataset/activitynet13_synthetic.yaml`` lists them). The tests check
-that every value these YAML files list is the default here.
 """
 
 from __future__ import annotations
@@ -145,7 +72,7 @@ PLAN_STREAM, RENDER_STREAM = 0, 1
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of the synthetic dataset (see the module docstring for the model)."""
+    """Parameters of the synthetic dataset (``docs/synthetic.md`` states the model)."""
 
     num_classes: int = 5
     train_videos: int = 160
@@ -254,15 +181,11 @@ class SyntheticConfig:
                 raise FustalError(f"SyntheticConfig: {what}")
         if self.annotation_file is not None:
             return
-        window = self.snippet_frames / min(self.fps_choices)
-        if self.layout == THUMOS and self.min_duration < max(
-            window, self.snippet_frames / self.nonoverlap_fps
-        ):
+        longest_window = self.snippet_frames / min(*self.fps_choices, self.nonoverlap_fps)
+        two_actions = 2 * (self.min_action_length + self.min_gap) + self.min_gap
+        if self.layout == THUMOS and self.min_duration < longest_window:
             raise FustalError("SyntheticConfig: min_duration shorter than one feature window")
-        if (
-            self.layout == ACTIVITYNET
-            and self.min_duration < 2 * (self.min_action_length + self.min_gap) + self.min_gap
-        ):
+        if self.layout == ACTIVITYNET and self.min_duration < two_actions:
             raise FustalError("SyntheticConfig: min_duration too short for two actions and gaps")
 
 
@@ -289,25 +212,11 @@ class VideoPlan:
     labels: np.ndarray  # [N] int64 class indices
 
 
-def num_overlapping_steps(
-    duration: float, fps: float, snippet_frames: int, stride_frames: int
-) -> int:
-    """Steps of the overlapping layout: ``floor((duration * fps - w) / s) + 1`` (at least 0)."""
-    steps = math.floor((duration * fps - snippet_frames) / stride_frames + STEP_EPS) + 1
-    return max(steps, 0)
-
-
-def num_nonoverlapping_steps(duration: float, snippet_frames: int, fps: float) -> int:
-    """Steps of the non-overlapping layout: ``floor(duration * fps / w)``."""
-    return max(math.floor(duration * fps / snippet_frames + STEP_EPS), 0)
-
-
 def synthetic_hash(cfg: SyntheticConfig) -> str:
     """Short hex hash of the parameters, the format version and the annotation file content: the
     generated dataset's folder name and annotation ``version`` (not a stage cache key)."""
-    return hashlib.sha256(json.dumps(_identity(cfg), sort_keys=True).encode()).hexdigest()[
-        :HASH_LENGTH
-    ]
+    identity = json.dumps(_identity(cfg), sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:HASH_LENGTH]
 
 
 def _identity(cfg: SyntheticConfig) -> dict[str, Any]:
@@ -589,27 +498,31 @@ def window_means(
 
 def video_features(
     cfg: SyntheticConfig, plan: VideoPlan, timeline: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Overlapping ``[T_ov, D]`` and non-overlapping ``[T_no, D]`` float32 features of a video."""
+) -> dict[str, np.ndarray]:
+    """A video's float32 feature files in the layout(s) of ``cfg.layout``, by path under the
+    root: overlapping ``[T_ov, D]`` and non-overlapping ``[T_no, D/2]`` rgb and flow, or resized
+    ``[resized_steps, D]``. Each step is the timeline's exact mean over its window."""
+
+    def means(starts: np.ndarray, window: float) -> np.ndarray:
+        return window_means(timeline, cfg.timeline_step, starts, starts + window).astype(np.float32)
+
+    if cfg.layout == ACTIVITYNET:
+        step = plan.duration / cfg.resized_steps
+        resized = means(np.arange(cfg.resized_steps) * step, step)
+        return {RESIZED_PATH.format(video=plan.video_id): resized}
     w, s = cfg.snippet_frames, cfg.overlap_stride_frames
-    t_ov = num_overlapping_steps(plan.duration, plan.fps, w, s)
-    t_no = num_nonoverlapping_steps(plan.duration, w, cfg.nonoverlap_fps)
+    t_ov = math.floor((plan.duration * plan.fps - w) / s + STEP_EPS) + 1
+    t_no = math.floor(plan.duration * cfg.nonoverlap_fps / w + STEP_EPS)
     if t_ov < 1 or t_no < 1:
         raise FustalError(f"{plan.video_id}: duration {plan.duration} s is shorter than a window")
-    ov_start = np.arange(t_ov) * s / plan.fps
-    overlapping = window_means(timeline, cfg.timeline_step, ov_start, ov_start + w / plan.fps)
     no_step = w / cfg.nonoverlap_fps
-    no_start = np.arange(t_no) * no_step
-    nonoverlapping = window_means(timeline, cfg.timeline_step, no_start, no_start + no_step)
-    return overlapping.astype(np.float32), nonoverlapping.astype(np.float32)
-
-
-def resized_features(cfg: SyntheticConfig, plan: VideoPlan, timeline: np.ndarray) -> np.ndarray:
-    """Resized ``[resized_steps, D]`` float32 features: step ``i`` is the timeline's mean over
-    ``[i h, (i + 1) h)`` with ``h = duration / resized_steps``."""
-    step = plan.duration / cfg.resized_steps
-    starts = np.arange(cfg.resized_steps) * step
-    return window_means(timeline, cfg.timeline_step, starts, starts + step).astype(np.float32)
+    nonoverlapping = means(np.arange(t_no) * no_step, no_step)
+    half = cfg.feature_dim // 2
+    return {
+        f"i3d_features/{plan.video_id}.npy": means(np.arange(t_ov) * s / plan.fps, w / plan.fps),
+        f"features/{plan.split}/rgb/{plan.video_id}.npy": nonoverlapping[:, :half],
+        f"features/{plan.split}/flow/{plan.video_id}.npy": nonoverlapping[:, half:],
+    }
 
 
 def _annotation_json(
@@ -625,8 +538,7 @@ def _annotation_json(
             start, end = float(plan.segments[i, 0]), float(plan.segments[i, 1])
             entry: dict[str, Any] = {"label": names[plan.labels[i]], "segment": [start, end]}
             if layout == THUMOS:
-                frames = [round(start * plan.fps, 4), round(end * plan.fps, 4)]
-                entry["segment(frames)"] = frames
+                entry["segment(frames)"] = [round(start * plan.fps, 4), round(end * plan.fps, 4)]
             entry["label_id"] = int(plan.labels[i])
             annotations.append(entry)
         database[plan.video_id] = {
@@ -656,22 +568,6 @@ def _wtal_json(names: list[str], plans: list[VideoPlan]) -> dict[str, Any]:
     return {"database": database}
 
 
-def _write_features(
-    cfg: SyntheticConfig, root: Path, plan: VideoPlan, timeline: np.ndarray
-) -> None:
-    """Write a video's feature files in the layout(s) of ``cfg.layout``."""
-    if cfg.layout == ACTIVITYNET:
-        path = root / RESIZED_PATH.format(video=plan.video_id)
-        write_npy(path, resized_features(cfg, plan, timeline))
-        return
-    overlapping, nonoverlapping = video_features(cfg, plan, timeline)
-    half = cfg.feature_dim // 2
-    write_npy(root / "i3d_features" / f"{plan.video_id}.npy", overlapping)
-    base = root / "features" / plan.split
-    write_npy(base / "rgb" / f"{plan.video_id}.npy", nonoverlapping[:, :half])
-    write_npy(base / "flow" / f"{plan.video_id}.npy", nonoverlapping[:, half:])
-
-
 def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
     """Write the whole dataset into ``root`` (created if needed); ``synthetic.json`` last.
 
@@ -686,7 +582,9 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Path:
     names, plans = plan_dataset(cfg)
     directions = make_directions(cfg, len(names))
     for plan in plans:
-        _write_features(cfg, root, plan, render_timeline(cfg, plan, directions))
+        timeline = render_timeline(cfg, plan, directions)
+        for path, features in video_features(cfg, plan, timeline).items():
+            write_npy(root / path, features)
     write_json(
         root / "annotations" / ANNOTATION_FILES[cfg.layout],
         _annotation_json(f"Synthetic-{digest}", names, plans, cfg.layout),

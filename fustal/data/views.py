@@ -11,7 +11,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fustal.config import to_plain
-
 from fustal.data.dataset import (
     StageData,
     align_skipped,
