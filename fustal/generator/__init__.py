@@ -5,7 +5,6 @@ from fustal.generator.losses import (
     contrast_matrix,
     cross_video_contrast,
     info_nce,
-    info_nce_per_sample,
     same_label_mask,
     snippet_contrast,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "cross_video_contrast",
     "hard_regions",
     "info_nce",
-    "info_nce_per_sample",
     "median_binarize",
     "mine_snippets",
     "same_label_mask",

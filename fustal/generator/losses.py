@@ -10,12 +10,11 @@ from fustal.errors import FustalError
 from fustal.generator.mining import Snippets
 
 
-def info_nce_per_sample(
-    q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07
-) -> Tensor:
-    """InfoNCE of each row: cross-entropy (target 0) of ``[q.k, q.n_1, ..., q.n_K] / T``.
+def info_nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07) -> Tensor:
+    """InfoNCE: cross-entropy (target 0) of ``[q.k, q.n_1, ..., q.n_K] / T`` per row, averaged
+    over the batch.
 
-    q, k: ``[B, H]``, negatives: ``[B, K, H]``, all L2-normalized along H -> ``[B]``.
+    q, k: ``[B, H]``, negatives: ``[B, K, H]``, all L2-normalized along H -> scalar.
     """
     q = F.normalize(q, dim=-1)
     k = F.normalize(k, dim=-1)
@@ -24,13 +23,7 @@ def info_nce_per_sample(
     negative = torch.einsum("bh,bkh->bk", q, negatives)
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target, reduction="none")
-
-
-def info_nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07) -> Tensor:
-    """Mean over the batch of :func:`info_nce_per_sample`; q, k ``[B, H]``, negatives
-    ``[B, K, H]`` -> scalar."""
-    return info_nce_per_sample(q, k, negatives, temperature).mean()
+    return F.cross_entropy(logits, target, reduction="none").mean()
 
 
 def contrast_matrix(s: Snippets, temperature: float = 0.07) -> Tensor:

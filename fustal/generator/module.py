@@ -80,11 +80,6 @@ class GeneratorModule(EvaluatedModule):
         self.setup_evaluation(num_classes, tiou_thresholds, ["generator"], validation)
         self.pool: ProposalPool | None = None
 
-    @property
-    def hp(self) -> Any:
-        """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
-        return self.hparams
-
     def forward(self, features: Tensor, valid: Tensor | None = None) -> GeneratorOutput:
         """features ``[B, N, D]`` (``valid [B]``: unpadded steps) -> :class:`GeneratorOutput`."""
         return self.net(features, valid)
@@ -138,9 +133,7 @@ class GeneratorModule(EvaluatedModule):
         ``actionness [T]``, ``video_scores [C]`` and ``seconds_per_step``."""
         valid = batch["valid"]
         pred = self(batch["features"], valid=valid)
-        cas, act, scores = pred.cas.float().cpu(), pred.actionness.float().cpu(), pred.video_scores
-        scores = scores.float().cpu()
-        lengths = valid.tolist()
+        cas, act, scores = (x.float().cpu() for x in (pred.cas, pred.actionness, pred.video_scores))
         return [
             {
                 "cas": cas[i, :n].numpy(),
@@ -148,16 +141,12 @@ class GeneratorModule(EvaluatedModule):
                 "video_scores": scores[i].numpy(),
                 "seconds_per_step": float(batch["seconds_per_step"][i]),
             }
-            for i, n in enumerate(lengths)
+            for i, n in enumerate(valid.tolist())
         ]
 
-    def detect(self, batch: dict) -> list[np.ndarray]:
-        """Proposals ``[K, 4]`` ``(class, score, start_s, end_s)`` of every video of ``batch``
-        (METHOD.md section 3), computed in the proposal worker processes."""
-        return self.proposals(self.cas(batch))
-
     def proposals(self, outputs: list[dict[str, Any]]) -> list[np.ndarray]:
-        """Proposals ``[K, 4]`` of each video's :meth:`cas` output."""
+        """Proposals ``[K, 4]`` ``(class, score, start_s, end_s)`` of each video's :meth:`cas`
+        output (METHOD.md section 3), computed in the proposal worker processes."""
         items = [
             (o["cas"], o["actionness"], o["video_scores"], o["seconds_per_step"]) for o in outputs
         ]
@@ -196,7 +185,7 @@ class GeneratorModule(EvaluatedModule):
 
     def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
         """What the evaluation's detection mAP scores: the proposals."""
-        return {"generator": self.detect(batch)}
+        return {"generator": self.proposals(self.cas(batch))}
 
     def evaluated_video_scores(
         self, batch: dict, detections: dict[str, list[np.ndarray]] | None

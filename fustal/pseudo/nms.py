@@ -33,6 +33,14 @@ def segments_and_scores(
     return seg, sc
 
 
+def ragged_arange(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``counts [N]``: ``(owner, offset)``, each ``[sum(counts)]``, enumerating
+    ``(n, j)`` for ``j in range(counts[n])`` in order of ``n`` then ``j``."""
+    owner = np.repeat(np.arange(counts.size), counts)
+    block_start = np.cumsum(counts) - counts
+    return owner, np.arange(owner.size) - block_start[owner]
+
+
 def overlapping_pairs(
     starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, thresh: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +58,7 @@ def overlapping_pairs(
     limit = position + (ends[by_start] - starts[by_start]) + 1.0 + 1e-9 * span
     first = np.arange(1, num + 1)
     counts = np.maximum(np.searchsorted(position, limit, side="right") - first, 0)
-    owner = np.repeat(np.arange(num), counts)
-    offset = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    owner, offset = ragged_arange(counts)
     a, b = by_start[owner], by_start[first[owner] + offset]
     lengths = ends - starts + 1.0
     inter = np.maximum(0.0, np.minimum(ends[a], ends[b]) - np.maximum(starts[a], starts[b]) + 1.0)

@@ -48,7 +48,6 @@ class ProposalPool:
 
     def __init__(self, params: Mapping[str, Any], workers: int = 0) -> None:
         self.params = dict(params)
-        self.workers = workers
         self.executor: ProcessPoolExecutor | None = None
         if workers > 0:
             self.executor = ProcessPoolExecutor(

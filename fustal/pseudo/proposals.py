@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from fustal.errors import FustalError
-from fustal.pseudo.nms import nms_research
+from fustal.pseudo.nms import nms_research, ragged_arange
 
 CAS_THRESHOLDS: tuple[float, ...] = tuple(np.arange(0.0, 0.25, 0.025).tolist())
 ACTIONNESS_THRESHOLDS: tuple[float, ...] = tuple(np.arange(0.1, 0.925, 0.025).tolist())
@@ -109,14 +109,6 @@ def upsample_linear(x: np.ndarray, upscale: int = 24) -> np.ndarray:
     return (x[upper] - x[lower]) * (grid - lower)[:, None] + x[lower]
 
 
-def _ragged_arange(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ``counts [N]``: ``(owner, offset)``, each ``[sum(counts)]``, enumerating
-    ``(n, j)`` for ``j in range(counts[n])`` in order of ``n`` then ``j``."""
-    owner = np.repeat(np.arange(counts.size), counts)
-    block_start = np.cumsum(counts) - counts
-    return owner, np.arange(owner.size) - block_start[owner]
-
-
 def threshold_runs(
     x: np.ndarray, thresholds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -139,8 +131,8 @@ def threshold_runs(
     passed = np.zeros((num_rows, length + 2), dtype=np.int64)
     passed[:, 1:-1] = np.searchsorted(effective[sort], x, side="right")
     inner = passed[:, 1:-1]
-    start_pos, start_k = _ragged_arange(np.maximum(inner - passed[:, :-2], 0).ravel())
-    end_pos, end_k = _ragged_arange(np.maximum(inner - passed[:, 2:], 0).ravel())
+    start_pos, start_k = ragged_arange(np.maximum(inner - passed[:, :-2], 0).ravel())
+    end_pos, end_k = ragged_arange(np.maximum(inner - passed[:, 2:], 0).ravel())
     start_key = (start_pos // length) * num_th + sort[passed[:, :-2].ravel()[start_pos] + start_k]
     end_key = (end_pos // length) * num_th + sort[passed[:, 2:].ravel()[end_pos] + end_k]
     start_order = np.argsort(start_key, kind="stable")

@@ -97,12 +97,6 @@ class AffineDropPath(nn.Module):
         return drop_path(x * self.scale[:, None], self.drop_prob, self.training)
 
 
-def sgp_long_kernel(window: int, k: float) -> int:
-    """Kernel of the SGP window-level long branch: ``round((w + 1) * k)`` made odd."""
-    size = round((window + 1) * k)
-    return size + 1 if size % 2 == 0 else size
-
-
 class SGPBlock(nn.Module):
     """Scalable-granularity perception block (TriDet), optionally downsampling first.
 
@@ -128,7 +122,7 @@ class SGPBlock(nn.Module):
     ):
         super().__init__()
         window = odd_kernel(window, "SGP window")
-        long_kernel = sgp_long_kernel(window, k)
+        long_kernel = round((window + 1) * k) | 1  # made odd: an even size grows by 1
         if dim % group_norm_groups != 0:
             raise FustalError(
                 f"SGPBlock: dim {dim} is not divisible by group_norm_groups {group_norm_groups}"
@@ -151,13 +145,11 @@ class SGPBlock(nn.Module):
         self.conv_kw = nn.Conv1d(dim, dim, long_kernel, padding=long_kernel // 2, groups=dim)
         self.global_fc = nn.Conv1d(dim, dim, 1, groups=dim)
         self.mlp = nn.Sequential(nn.Conv1d(dim, mlp_dim, 1), nn.GELU(), nn.Conv1d(mlp_dim, dim, 1))
-        if drop_path > 0.0:
-            self.drop_out: nn.Module = AffineDropPath(dim, drop_path, layer_scale_init)
-            self.drop_mlp: nn.Module = AffineDropPath(dim, drop_path, layer_scale_init)
-        else:
-            self.drop_out = nn.Identity()
-            self.drop_mlp = nn.Identity()
-        for conv in (self.psi, self.fc, self.conv_w, self.conv_kw, self.global_fc):
+        self.drop_out, self.drop_mlp = (
+            AffineDropPath(dim, drop_path, layer_scale_init) if drop_path > 0.0 else nn.Identity()
+            for _ in range(2)
+        )
+        for conv in self.branch_convs():
             nn.init.normal_(conv.weight, 0.0, init_conv_vars)
             nn.init.zeros_(cast(Tensor, conv.bias))
         for layer in (self.mlp[0], self.mlp[2]):

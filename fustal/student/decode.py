@@ -9,7 +9,7 @@ soft-NMS iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import Tensor
 from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
 from fustal.segments import segment_iou
+
+if TYPE_CHECKING:
+    from fustal.student.model import TriDetOutput
 
 # the decoding defaults (one statement of them: the config schema); every ``settings`` below is
 # such an InferenceSchema
@@ -63,19 +66,7 @@ class Levels(NamedTuple):
     masks: Sequence[Tensor]
 
 
-class HeadOutputs(Protocol):
-    """Anything with the per-level fields of :class:`Levels`."""
-
-    @property
-    def cls_logits(self) -> Sequence[Tensor]: ...
-    @property
-    def start_logits(self) -> Sequence[Tensor]: ...
-    @property
-    def end_logits(self) -> Sequence[Tensor]: ...
-    @property
-    def offsets(self) -> Sequence[Tensor]: ...
-    @property
-    def masks(self) -> Sequence[Tensor]: ...
+HeadOutputs: TypeAlias = "Levels | TriDetOutput"
 
 
 def boundary_windows(
@@ -372,16 +363,5 @@ def decode_video(
 ) -> np.ndarray:
     """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
     -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
-    batched = Levels(
-        *(
-            [x[None] for x in xs]
-            for xs in (
-                output.cls_logits,
-                output.start_logits,
-                output.end_logits,
-                output.offsets,
-                output.masks,
-            )
-        )
-    )
+    batched = Levels(*([x[None] for x in getattr(output, field)] for field in Levels._fields))
     return decode_batch(batched, strides, num_bins, settings).to_rows()[0]

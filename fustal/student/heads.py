@@ -94,8 +94,7 @@ class OffsetHead(nn.Module):
         """Per level ``[B, E, T_l]``, ``[B, T_l]`` -> ``[B, T_l, 2, num_bins + 1]`` (>= 0);
         ``levels``: the pyramid levels ``feats`` come from (default: all, in order)."""
         scales = self.scales if levels is None else [self.scales[i] for i in levels]
-        outs = []
-        for scale, f, m in zip(scales, feats, masks, strict=True):
-            off = torch.relu(scale(self.tower(f, m))).transpose(1, 2)
-            outs.append(off.reshape(off.shape[0], off.shape[1], 2, self.num_bins + 1))
-        return outs
+        return [
+            torch.relu(scale(self.tower(f, m))).transpose(1, 2).unflatten(2, (2, self.num_bins + 1))
+            for scale, f, m in zip(scales, feats, masks, strict=True)
+        ]

@@ -232,17 +232,11 @@ class TriDet(nn.Module):
         start, end, offsets = self.boundary_heads(feats, masks, levels)
         parts = []
         for level, s, e, o in zip(levels, start, end, offsets, strict=True):
-            (scores, flat), pick = tops[level], picks[level]
+            pick = picks[level]
             chosen = torch.argsort((~pick).to(torch.int8), dim=1, stable=True)[:, : counts[level]]
+            scores, flat = (x.gather(1, chosen) for x in tops[level])
             part = decode_points(
-                s,
-                e,
-                o,
-                scores.gather(1, chosen),
-                flat.gather(1, chosen),
-                self.strides[level],
-                self.num_bins,
-                settings,
+                s, e, o, scores, flat, self.strides[level], self.num_bins, settings
             )
             parts.append(part._replace(valid=part.valid & pick.gather(1, chosen)))
         if not parts:

@@ -112,20 +112,13 @@ class StudentModule(EvaluatedModule):
             net_cfg, feature_dim=feature_dim, num_classes=1 if class_agnostic else num_classes
         )
         self.decoding = InferenceSchema(**(inference or {}))
-        self.ema: ModelEMA | None = None
-        if ema_decay is not None:
-            self.ema = ModelEMA(self.model, ema_decay, ema_warmup)
+        self.ema = None if ema_decay is None else ModelEMA(self.model, ema_decay, ema_warmup)
         self.loss_normalizer: Tensor
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
         self.steps_per_epoch: int | None = None
         # whether the teacher's readiness was already warned about before training
         self.teacher_warned = False
         self.setup_evaluation(num_classes, tiou_thresholds, self.variants(), validation)
-
-    @property
-    def hp(self) -> Any:
-        """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
-        return self.hparams
 
     def variants(self) -> list[str]:
         """The weights evaluated: ``student`` and, with an EMA copy, ``student_ema``."""
@@ -215,10 +208,7 @@ class StudentModule(EvaluatedModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list]:
         """``{"video_id": [...], "student": [[K, 4], ...], "student_ema": [...]}`` (detections
         in seconds; ``student_ema`` with an EMA copy)."""
-        out: dict[str, list] = {"video_id": list(batch["video_id"])}
-        for variant in self.variants():
-            out[variant] = self.detections_in_seconds(batch, variant == "student_ema")
-        return out
+        return {"video_id": list(batch["video_id"]), **self.evaluated_detections(batch)}
 
     def evaluated_detections(self, batch: dict) -> dict[str, list[np.ndarray]]:
         """What the evaluation scores: the detections in seconds of the raw weights and the EMA
@@ -302,15 +292,16 @@ class StudentModule(EvaluatedModule):
 
     @rank_zero_only
     def _announce_switch(self, share: float) -> None:
+        assert self.ema is not None
         log.info(
             "student: epoch %d: distillation starts; the EMA teacher holds %.1f%% of its initial"
             " weights after %d updates",
             self.current_epoch,
             100 * share,
-            self.ema.num_updates if self.ema is not None else 0,
+            self.ema.num_updates,
         )
         if share > TEACHER_INIT_SHARE_WARN and not self.teacher_warned:
-            self._warn_teacher(share, self.ema.num_updates if self.ema else 0, "holds")
+            self._warn_teacher(share, self.ema.num_updates, "holds")
 
     @rank_zero_only
     def _warn_teacher(self, share: float, steps: int, verb: str) -> None:

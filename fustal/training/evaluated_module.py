@@ -5,7 +5,7 @@ training videos, video-level classification mAP."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -38,6 +38,11 @@ class EvaluatedModule(pl.LightningModule):
     maps: torch.nn.ModuleDict
     video_maps: torch.nn.ModuleDict
     validation: str
+
+    @property
+    def hp(self) -> Any:
+        """The saved hyperparameters, read by attribute (``self.hparams`` untyped)."""
+        return self.hparams
 
     def setup_evaluation(
         self,
