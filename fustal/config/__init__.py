@@ -27,7 +27,7 @@ def register_resolvers() -> None:
 
 def to_plain(cfg: Any) -> Any:
     """Resolved plain-Python copy of a config node (dicts, lists, scalars)."""
-    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+    if OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 

@@ -25,6 +25,7 @@ from fustal.config.schema import (
     GeneratorModuleSchema,
     TrainSchema,
 )
+from fustal.data.features import LAYOUTS
 from fustal.data.module_arguments import MODULE_ARGUMENTS
 from fustal.errors import FustalError
 from fustal.fusion import fusion_keywords
@@ -35,8 +36,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "cache": (True, False, "refresh"),
     "student.full_schedule": ("constant", "cosine"),
     "student.module.scheduler.schedule": ("constant", "cosine"),
-    "features.generator.layout": ("nonoverlap", "overlap", "resized"),
-    "features.student.layout": ("nonoverlap", "overlap", "resized"),
+    "features.generator.layout": LAYOUTS,
+    "features.student.layout": LAYOUTS,
     "fusion.source": (None, "generator", "file"),
     "fusion.rule": ("sqrt", "product"),
     "validation.mode": ("test", "heldout", "video_labels"),
@@ -69,14 +70,10 @@ MOVED_KEYS = {
 }
 
 
-def _unknown_key_message(plain: Mapping[str, Any], full_key: str, schema: Any) -> str:
+def _unknown_key_message(full_key: str, schema: Any) -> str:
     parent, _, key = full_key.rpartition(".")
-    known: list[str] = []
-    node = OmegaConf.structured(schema)
-    for part in parent.split(".") if parent else []:
-        node = node.get(part) if isinstance(node, DictConfig) else None
-    if isinstance(node, DictConfig):
-        known = [str(k) for k in node]
+    node = OmegaConf.select(structured(schema), parent)
+    known = [str(k) for k in node] if isinstance(node, DictConfig) else []
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
     return f"{full_key}: unknown key, nothing reads it{hint}"
@@ -93,7 +90,7 @@ def check_against_schema(plain: Mapping[str, Any], schema: Any = TrainSchema) ->
     try:
         OmegaConf.merge(structured(schema), plain)
     except ConfigKeyError as err:
-        raise FustalError(_unknown_key_message(plain, str(err.full_key), schema)) from None
+        raise FustalError(_unknown_key_message(str(err.full_key), schema)) from None
     except ValidationError as err:
         reason = str(err.msg).splitlines()[0]
         raise FustalError(f"{err.full_key}: {reason}") from None
@@ -139,22 +136,16 @@ def check_choices(plain: Mapping[str, Any]) -> None:
 
 def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     """Validate a composed ``conf/train.yaml`` (or a config extending it with ``schema``)."""
-    from fustal.config import register_resolvers
+    from fustal.config import register_resolvers, to_plain
     from fustal.training.trainer import check_trainer_config
 
     register_resolvers()
     try:
-        plain = {
-            str(key): OmegaConf.to_container(value, resolve=True)
-            if OmegaConf.is_config(value)
-            else value
-            for key, value in ((k, cfg[k]) for k in cfg if k != "hydra")
-        }
+        plain = {str(key): to_plain(cfg[key]) for key in cfg if key != "hydra"}
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         reason = str(getattr(err, "msg", err)).splitlines()[0]
         raise FustalError(f"{key}: {reason}" if key else reason) from None
-    assert isinstance(plain, dict)
     check_moved_keys(plain)
     check_against_schema(check_plug_ins(plain), schema)
     check_choices(plain)
@@ -164,13 +155,20 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     check_trainer_config(plain.get("trainer") or {})
 
 
+def holder_of(plain: Mapping[str, Any], key: str) -> tuple[Any, str]:
+    """The node of nested ``plain`` that holds the dotted ``key`` (None where a parent is
+    missing), and the key's last part."""
+    *parents, leaf = key.split(".")
+    node: Any = plain
+    for part in parents:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node, leaf
+
+
 def check_moved_keys(plain: Mapping[str, Any]) -> None:
     """A key of :data:`MOVED_KEYS` is a one-line error naming where its setting lives now."""
     for key, now in MOVED_KEYS.items():
-        *parents, leaf = key.split(".")
-        node: Any = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, Mapping) else None
+        node, leaf = holder_of(plain, key)
         if isinstance(node, Mapping) and leaf in node:
             raise FustalError(f"{key}: no longer a key; its setting is {now}")
 
@@ -245,19 +243,14 @@ def check_plug_ins(plain: dict[str, Any]) -> dict[str, Any]:
     plug-in is fustal's own)."""
     checked = plain
     for key, (schema, passed) in PLUG_INS.items():
-        *parents, leaf = key.split(".")
-        holder: Any = plain
-        for part in parents:
-            holder = holder.get(part) if isinstance(holder, dict) else None
+        holder, leaf = holder_of(plain, key)
         node = holder.get(leaf) if isinstance(holder, dict) else None
         if not isinstance(node, dict) or node.get("_target_", schema._target_) == schema._target_:
             continue
         check_target_arguments(key, node, (*passed, *MODULE_ARGUMENTS))
         if checked is plain:
             checked = copy.deepcopy(plain)
-        holder = checked
-        for part in parents:
-            holder = holder[part]
+        holder, _ = holder_of(checked, key)
         del holder[leaf]
     return checked
 

@@ -168,14 +168,13 @@ def user_target_files(node: Any) -> list[Path]:
 def code_fingerprint(
     roots: Iterable[str],
     package_dir: Path | None = None,
-    excluded: Iterable[str] = COSMETIC_MODULES,
     user_files: Iterable[Path] = (),
 ) -> str:
     """sha256 of the package version and the source of every module of :func:`import_closure`
     of ``roots`` and of ``user_files``: what a stage's artifacts depend on besides its
     config."""
     digest = hashlib.sha256(fustal.__version__.encode())
-    for module in import_closure(roots, package_dir, excluded):
+    for module in import_closure(roots, package_dir):
         digest.update(f"{module}\n".encode() + source_file(module, package_dir).read_bytes())
     for path in sorted(set(user_files)):
         digest.update(f"{path}\n".encode() + path.read_bytes())
@@ -198,9 +197,6 @@ class StageDir:
         self.stage = stage
         self.key = key
         self.reusable = reusable
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
 
     @contextmanager
     def lock(self, waiting: Callable[[], None] | None = None) -> Iterator[None]:
@@ -229,8 +225,7 @@ class StageDir:
         if not (self.reusable and manifest.is_file()):
             return False
         try:
-            record = read_json(manifest)
-            files = record["files"]
+            files = read_json(manifest)["files"]
         except Exception:  # noqa: BLE001 - any unreadable manifest means "recompute"
             files = None
         bad = (

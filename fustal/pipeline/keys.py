@@ -18,7 +18,6 @@ A stage's key (:meth:`fustal.pipeline.stage.Stage.key`) hashes three things:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig
@@ -56,11 +55,6 @@ COSMETIC_MODULES = (
 )
 
 
-def trainer_identity(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``trainer`` settings that can change what a stage computes."""
-    return {k: v for k, v in trainer_cfg.items() if k not in COSMETIC_TRAINER_KEYS}
-
-
 def features_identity(node: DictConfig, spec: FeatureSpec) -> dict[str, Any]:
     """A stage's feature view: its config node, with the timing and extractor that the view
     took from its sidecar (``features.json``) when it read one."""
@@ -83,7 +77,9 @@ def stage_identity(
         "dataset": to_plain(cfg.dataset),
         "features": features_identity(cfg.features[stage], features),
         "seed": cfg.seed,
-        "trainer": trainer_identity(to_plain(cfg.trainer)),
+        "trainer": {
+            k: v for k, v in to_plain(cfg.trainer).items() if k not in COSMETIC_TRAINER_KEYS
+        },
     }
     if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
         # the split only: heldout and video_labels train on the same videos and share the entry

@@ -48,8 +48,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
     ctx = RunContext(cfg, ensure_writable_dir(run_dir(cfg)), console, load_pipeline_data(cfg))
     if is_global_zero():
         write_with(ctx.output_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
-    data = ctx.data.student
-    for line in header(cfg, ctx.output_dir, data):
+    for line in header(cfg, ctx.output_dir, ctx.data.student):
         ctx.say(line)
     log_scale(cfg)
     with distributed_run(cfg):

@@ -68,14 +68,6 @@ class RunContext:
     # what the run's pictures show, added by each stage (Stage.show)
     shown: RunPictures = field(default_factory=RunPictures)
 
-    def record(self, metrics: dict[str, Any]) -> None:
-        """Merge a stage's metrics into the run's (``metrics.json`` groups them by model)."""
-        self.metrics.update(metrics)
-
-    def write_metrics(self) -> None:
-        if is_global_zero():
-            write_json(self.output_dir / "metrics.json", nest(self.metrics))
-
     def say(self, message: str) -> None:
         """A stage message on the console (rank 0) and in the run's log."""
         if is_global_zero():
@@ -211,8 +203,9 @@ def recorded(stage: Stage[Outputs], result: StageResult[Outputs]) -> StageResult
     and what the pictures show of it into ``ctx.shown``."""
     stage.show(result.outputs, stage.ctx.shown)
     if result.outputs.metrics:
-        stage.ctx.record(result.outputs.metrics)
-        stage.ctx.write_metrics()
+        stage.ctx.metrics.update(result.outputs.metrics)
+        if is_global_zero():
+            write_json(stage.ctx.output_dir / "metrics.json", nest(stage.ctx.metrics))
     return result
 
 

@@ -32,10 +32,9 @@ def log_run_summary(cfg: DictConfig, metrics: dict, pictures: list[Path]) -> Non
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"tables/{name}", columns=columns, data=rows)
             else:
-                header = " | ".join(columns)
-                lines = [header, " | ".join("---" for _ in columns)]
-                lines += [" | ".join(str(cell) for cell in row) for row in rows]
-                logger.experiment.add_text(f"tables/{name}", "\n".join(lines))
+                markdown = [columns, ["---"] * len(columns), *rows]
+                text = "\n".join(" | ".join(str(cell) for cell in row) for row in markdown)
+                logger.experiment.add_text(f"tables/{name}", text)
         log_pictures(logger, pictures)
         logger.finalize("success")
         if isinstance(logger, WandbLogger):

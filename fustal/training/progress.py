@@ -81,10 +81,6 @@ class StageProgress(ProgressBar):
     def is_enabled(self) -> bool:
         return self._enabled
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not trainer.is_global_zero:  # one process reports
-            self.disable()
-
     # ---------------------------------------------------------------- display
     def _start(self, label: str, total: int) -> None:
         self._stop()
@@ -130,11 +126,9 @@ class StageProgress(ProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.is_enabled:
             return
-        if trainer.max_steps > 0:
-            label, total = f"{stage_name(pl_module)}: step", trainer.max_steps
-        else:
-            label, total = f"{stage_name(pl_module)}: step", int(trainer.estimated_stepping_batches)
-        self._start(label, total)
+        steps = trainer.max_steps
+        total = steps if steps > 0 else int(trainer.estimated_stepping_batches)
+        self._start(f"{stage_name(pl_module)}: step", total)
         self.tested_at = None
         self._advance(trainer.global_step, force=True)
 

@@ -32,12 +32,11 @@ LIGHTNING_LOGGERS = (
 )
 
 
-class DropNotices(logging.Filter):
-    """Drops the records whose message contains one of :data:`LIGHTNING_NOTICES`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(notice in message for notice in LIGHTNING_NOTICES)
+def drop_notices(record: logging.LogRecord) -> bool:
+    """A logging filter: drops the records whose message contains one of
+    :data:`LIGHTNING_NOTICES`."""
+    message = record.getMessage()
+    return not any(notice in message for notice in LIGHTNING_NOTICES)
 
 
 def quiet_libraries() -> None:
@@ -46,6 +45,4 @@ def quiet_libraries() -> None:
     for message, category in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in LIGHTNING_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, DropNotices) for f in logger.filters):
-            logger.addFilter(DropNotices())
+        logging.getLogger(name).addFilter(drop_notices)  # added once: addFilter skips a repeat

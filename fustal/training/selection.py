@@ -90,7 +90,6 @@ class Choice:
     """The weights a :class:`BestCheckpoint` kept: its ``state_dict``, the training ``step``
     and ``epoch`` (0-based) they were evaluated at, and their held-out ``value``."""
 
-    variant: str
     state_dict: dict[str, torch.Tensor]
     step: int
     epoch: int
@@ -109,7 +108,6 @@ def chosen(trainer: pl.Trainer) -> dict[str, Choice]:
         )
         score = callback.best_model_score
         out[callback.variant] = Choice(
-            callback.variant,
             saved["state_dict"],
             int(saved["global_step"]),
             int(saved["epoch"]),

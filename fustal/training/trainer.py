@@ -36,15 +36,10 @@ STAGE_OWNED = {
 }
 
 
-def trainer_arguments() -> set[str]:
-    """The keyword arguments of Lightning's ``Trainer``."""
-    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-
-
 def check_trainer_config(trainer_cfg: Mapping[str, Any]) -> None:
     """One-line :class:`FustalError` for a ``trainer`` key that is no Trainer argument or that
     a stage sets itself (naming the fustal key to use)."""
-    accepted = trainer_arguments()
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
     for key in trainer_cfg:
         if key == "_target_":
             continue
