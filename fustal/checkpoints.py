@@ -151,7 +151,8 @@ def load_checkpoint(
             f"{path}: not a fustal student or generator checkpoint (its weights belong to"
             " another model)"
         )
-    kwargs = {**(ckpt.get("hyper_parameters") or {}), **(overrides or {}).get(kind, {})}
+    kind_overrides = (overrides or {}).get(kind, {})
+    kwargs = {**(ckpt.get("hyper_parameters") or {}), **kind_overrides}
     missing = [k for k in ("feature_dim", "num_classes") if k not in kwargs]
     if missing:
         raise FustalError(f"{path}: {kind} checkpoint without the hyperparameters {missing}")
@@ -163,11 +164,7 @@ def load_checkpoint(
         )
     try:
         module = MODULES[kind].load_from_checkpoint(
-            path,
-            map_location="cpu",
-            strict=True,
-            weights_only=True,
-            **(overrides or {}).get(kind, {}),
+            path, map_location="cpu", strict=True, weights_only=True, **kind_overrides
         )
     except RuntimeError as err:  # load_state_dict: missing, unexpected or misshapen weights
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]

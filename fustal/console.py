@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fustal.config import CONFIG_DIR, chosen_option
 from fustal.data.dataset import StageData
+from fustal.metrics.shape import flatten
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,8 @@ def scale_overrides(cfg: DictConfig) -> tuple[str, list[str]]:
     path = CONFIG_DIR / "scale" / f"{choice}.yaml"
     if not choice or not path.is_file():
         return "", []
-
-    def leaves(node: Any, prefix: str) -> list[str]:
-        if isinstance(node, dict):
-            return [line for k, v in node.items() for line in leaves(v, f"{prefix}{k}.")]
-        key = prefix[:-1]
-        return [f"{key}={OmegaConf.select(cfg, key)}"]
-
-    return str(choice), leaves(OmegaConf.to_container(OmegaConf.load(path)), "")
+    values = flatten(cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path))))
+    return str(choice), [f"{key}={OmegaConf.select(cfg, key)}" for key in values]
 
 
 def header(cfg: DictConfig, output_dir: Path, data: StageData) -> list[str]:

@@ -116,11 +116,10 @@ def read_score_file(
             f"{path}: no video-level class scores for video {shown}{more}"
             f" ({len(missing)} of {len(videos)} videos missing)"
         )
-    out = {}
-    for vid in [*videos, *(v for v in optional if v in results)]:
-        values = _score_row(path, vid, results[vid], width)
-        out[vid] = values[columns]
-    return out
+    return {
+        vid: _score_row(path, vid, results[vid], width)[columns]
+        for vid in [*videos, *(v for v in optional if v in results)]
+    }
 
 
 def _columns(path: Any, names: Any, classes: Sequence[str]) -> np.ndarray:

@@ -66,27 +66,31 @@ def _default_mode() -> int:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on success fsync and rename it over ``path``.
-
-    On any exception the temp file is removed, so ``path`` is either the old file or the
-    complete new one, never a half-written one.
-    """
-    path = Path(path)
+def _replacing(path: Path, suffix: str) -> Iterator[tuple[int, str]]:
+    """A temp file beside ``path`` (its descriptor and name) that replaces ``path`` when the
+    block succeeds; on any exception it is removed, so ``path`` is either the old file or the
+    complete new one, never a half-written one."""
     with reported_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         try:
             os.fchmod(fd, _default_mode())
-            with os.fdopen(fd, mode) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
+            yield fd, tmp
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success fsync and rename it over ``path``
+    (see :func:`_replacing`)."""
+    with _replacing(Path(path), ".tmp") as (fd, _), os.fdopen(fd, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _to_builtin(obj: Any) -> Any:
@@ -109,18 +113,9 @@ def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> No
 def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """Atomically produce ``path`` with a writer that takes a temp file name (e.g. ``np.save``)."""
     path = Path(path)
-    with reported_writes(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        try:
-            os.fchmod(fd, _default_mode())
-            os.close(fd)
-            writer(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    with _replacing(path, path.suffix) as (fd, tmp):
+        os.close(fd)
+        writer(tmp)
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:

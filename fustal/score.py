@@ -19,11 +19,8 @@ from pathlib import Path
 from fustal.config import make_console
 from fustal.data.annotations import load_annotations
 from fustal.errors import FustalError, exit_on_error
-from fustal.metrics.detection import check_thresholds, detection_map
+from fustal.metrics.detection import THUMOS_TIOU, check_thresholds, detection_map
 from fustal.metrics.results import gt_to_detections, read_results, results_to_detections
-
-DEFAULT_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-DEFAULT_SUBSET = "test"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -33,9 +30,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("gt", help="ground-truth annotations (ActivityNet schema or WTAL gt.json)")
     parser.add_argument("pred", help='results file {"results": {vid: [{label, score, segment}]}}')
-    parser.add_argument("--subset", default=DEFAULT_SUBSET, help="GT subset to evaluate on")
+    parser.add_argument("--subset", default="test", help="GT subset to evaluate on")
     parser.add_argument(
-        "--tiou", type=float, nargs="+", default=list(DEFAULT_TIOU), help="tIoU thresholds"
+        "--tiou", type=float, nargs="+", default=list(THUMOS_TIOU), help="tIoU thresholds"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser.parse_args(argv)

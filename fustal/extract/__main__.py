@@ -8,7 +8,6 @@ from ``conf/`` and writes only into ``OUT_DIR`` (no run dir); its options are th
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
 from fustal.config import make_console
@@ -79,7 +78,7 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> None:
     args = vars(parser().parse_args(argv))
     video_dir, out_dir = args.pop("video_dir"), args.pop("out_dir")
-    cfg = ExtractConfig(**{f.name: args[f.name] for f in fields(ExtractConfig)})
+    cfg = ExtractConfig(**args)
     console = make_console()
     infos = extract_folder(video_dir.expanduser(), out_dir.expanduser(), cfg, console)
     console.print(f"extract: features of {len(infos)} videos in {out_dir}")

@@ -220,9 +220,7 @@ def from_torchvision(backbone: Backbone, pretrained: bool) -> nn.Module:
 
 BUILDERS: dict[str, Callable[[Backbone, bool], nn.Module]] = {
     **dict.fromkeys(VARIANTS, resnet18),
-    "s3d": from_torchvision,
-    "mvit_v2_s": from_torchvision,
-    "swin3d_t": from_torchvision,
+    **dict.fromkeys(("s3d", "mvit_v2_s", "swin3d_t"), from_torchvision),
 }
 
 

@@ -5,10 +5,11 @@ through a video backbone, one ``[T, D]`` float32 array per video, written beside
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -190,13 +191,9 @@ class Extractor:
         """The features ``[T, D]`` float32 of one video file."""
         cfg = self.cfg
         frames = sample_frames(path, cfg.fps, self.backbone.resize_for(cfg.crop), cfg.crop)
-        rows, batch = [], []
-        for clip in prefetch(clips(frames, cfg.window, cfg.stride), PREFETCH):
-            batch.append(clip)
-            if len(batch) == cfg.batch_size:
-                rows.append(self.embed(np.stack(batch)))
-                batch = []
-        if batch:
+        batches = prefetch(clips(frames, cfg.window, cfg.stride), PREFETCH)
+        rows = []
+        while batch := list(itertools.islice(batches, cfg.batch_size)):
             rows.append(self.embed(np.stack(batch)))
         if not rows:
             raise FustalError(f"{path}: no frames decoded")
@@ -218,13 +215,7 @@ def claim_folder(out_dir: Path, record: Mapping[str, Any]) -> None:
     ensure_writable_dir(out_dir)
     path = out_dir / SIDECAR
     if path.exists():
-        old = read_sidecar(path)
-        theirs = {
-            "fps": old.fps,
-            "window_frames": old.window_frames,
-            "stride_frames": old.stride_frames,
-            "extractor": old.extractor,
-        }
+        theirs = {k: v for k, v in asdict(read_sidecar(path)).items() if k != "path"}
         if theirs != dict(record):
             raise FustalError(
                 f"{path}: {out_dir} holds features {describe_features(theirs)}; this run makes"

@@ -207,12 +207,7 @@ def _match_ranked(
 
     # Pairs ordered by depth, prediction, tIoU descending, GT index descending.
     pair_order = np.lexsort((-gt_idx, -tiou, pos, depth))
-    pos, gt_idx, tiou, depth = (
-        pos[pair_order],
-        gt_idx[pair_order],
-        tiou[pair_order],
-        depth[pair_order],
-    )
+    pos, gt_idx, tiou, depth = (a[pair_order] for a in (pos, gt_idx, tiou, depth))
     seg_start = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
     seg_depth = depth[seg_start]
     num_depths = int(seg_depth[-1]) + 1
@@ -277,8 +272,7 @@ def average_precision(
     ap[:, num_positives > 0] = 0.0
     if pred.score is None:
         raise FustalError("predictions: scores are missing")
-    in_range = (pred.label >= 0) & (pred.label < num_classes)
-    keep = np.flatnonzero(in_range)
+    keep = np.flatnonzero((pred.label >= 0) & (pred.label < num_classes))
     keep = keep[num_positives[pred.label[keep]] > 0]
     sub = Detections(pred.video[keep], pred.label[keep], pred.segment[keep], pred.score[keep])
     order, tp = _match_ranked(gt, sub, thr, num_classes)

@@ -12,13 +12,16 @@ from fustal.metrics.results import gt_to_detections, rows_to_detections
 
 
 def precision_recall(
-    gt: Detections, pred: Detections, num_classes: int, match_tiou: float = 0.5
-) -> tuple[float, float]:
-    """Precision (matched predictions / all predictions, 0 without any) and recall (matched GT /
-    all GT) of the class-aware greedy one-to-one matching of
-    :func:`~fustal.metrics.detection.match_predictions` at ``match_tiou``."""
-    matched = float(match_predictions(gt, pred, [match_tiou], num_classes).sum())
-    return (matched / len(pred) if len(pred) else 0.0), matched / len(gt)
+    gt: Detections, pred: Detections, tiou_thresholds: Sequence[float], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision (matched predictions / all predictions) and recall (matched GT / all GT)
+    ``[K]`` at each threshold, of the class-aware greedy one-to-one matching of
+    :func:`~fustal.metrics.detection.match_predictions`; 0 when there are no predictions or no
+    ground truth."""
+    matched = match_predictions(gt, pred, tiou_thresholds, num_classes).sum(axis=1)
+    precision = matched / len(pred) if len(pred) else np.zeros(matched.shape)
+    recall = matched / len(gt) if len(gt) else np.zeros(matched.shape)
+    return precision.astype(np.float64), recall.astype(np.float64)
 
 
 def pseudo_label_quality(
@@ -30,21 +33,19 @@ def pseudo_label_quality(
 ) -> dict:
     """Count, precision, recall and detection mAP of pseudo labels ``pred``.
 
-    Precision and recall come from the class-aware greedy one-to-one matching of
-    :func:`~fustal.metrics.detection.match_predictions` at ``match_tiou``: precision = matched
-    predictions / all predictions (any class), recall = matched GT / all GT.
+    Precision and recall: :func:`precision_recall` at ``match_tiou``.
     Raises :class:`FustalError` when ``gt`` is empty.
 
     Returns ``{"count": int, f"precision@{match_tiou:g}": float, f"recall@{match_tiou:g}": float,
     "avg": float, "mAP@t": float for each threshold}``.
     """
     maps = detection_map(gt, pred, tiou_thresholds, num_classes)
-    precision, recall = precision_recall(gt, pred, num_classes, match_tiou)
+    precision, recall = precision_recall(gt, pred, [match_tiou], num_classes)
     key = f"{round(float(match_tiou), 4):g}"
     out: dict = {
         "count": len(pred),
-        f"precision@{key}": precision,
-        f"recall@{key}": recall,
+        f"precision@{key}": float(precision[0]),
+        f"recall@{key}": float(recall[0]),
         "avg": maps.pop("avg"),
     }
     out.update(maps)
@@ -78,7 +79,7 @@ def filter_choice(
     scores = []
     for rows in candidates:
         pred = rows_to_detections(rows, video_ids)
-        precision, recall = precision_recall(gt, pred, num_classes, 0.5)
+        precision, recall = (float(x[0]) for x in precision_recall(gt, pred, [0.5], num_classes))
         total = precision + recall
         scores.append(2 * precision * recall / total if total else 0.0)
     return int(np.argmax(scores)), scores

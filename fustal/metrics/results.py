@@ -130,32 +130,31 @@ def gt_to_detections(videos: Sequence[Video]) -> tuple[Detections, list[str]]:
     return gt, video_ids
 
 
+def row_entries(rows: np.ndarray, classes: list[str], vid: str) -> list[dict]:
+    """One video's ``[K, 4]`` rows (of :data:`VideoDetections`) -> ``[{"label", "score",
+    "segment"}]``; rows that are not ``[K, 4]`` or name no class are a :class:`FustalError`
+    naming ``vid``."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.size == 0:
+        return []
+    if rows.ndim != 2 or rows.shape[1] != 4:
+        raise FustalError(f"proposals: video {vid}: expected [K, 4] rows, got {rows.shape}")
+    cls = rows[:, 0].astype(np.int64)
+    if (cls != rows[:, 0]).any() or (cls < 0).any() or (cls >= len(classes)).any():
+        raise FustalError(
+            f"proposals: video {vid}: class index outside [0, {len(classes)}) or not integral"
+        )
+    return [
+        {"label": classes[c], "score": score, "segment": [start, end]}
+        for c, (score, start, end) in zip(cls.tolist(), rows[:, 1:].tolist(), strict=True)
+    ]
+
+
 def rows_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> dict:
     """:data:`VideoDetections` -> ``{"results": {vid: [{"label", "score", "segment"}]}}``."""
-    out: dict[str, list[dict]] = {}
-    for vid, rows in per_video.items():
-        rows = np.asarray(rows, dtype=np.float64)
-        if rows.size == 0:
-            out[str(vid)] = []
-            continue
-        if rows.ndim != 2 or rows.shape[1] != 4:
-            raise FustalError(f"proposals: video {vid}: expected [K, 4] rows, got {rows.shape}")
-        cls = rows[:, 0].astype(np.int64)
-        if (cls != rows[:, 0]).any() or (cls < 0).any() or (cls >= len(classes)).any():
-            raise FustalError(
-                f"proposals: video {vid}: class index outside [0, {len(classes)}) or not integral"
-            )
-        out[str(vid)] = [
-            {"label": classes[c], "score": score, "segment": [start, end]}
-            for c, score, start, end in zip(
-                cls.tolist(),
-                rows[:, 1].tolist(),
-                rows[:, 2].tolist(),
-                rows[:, 3].tolist(),
-                strict=True,
-            )
-        ]
-    return {"results": out}
+    return {
+        "results": {str(vid): row_entries(rows, classes, vid) for vid, rows in per_video.items()}
+    }
 
 
 def results_to_rows(

@@ -27,26 +27,19 @@ def _numpy(state: list[Tensor] | Tensor) -> np.ndarray:
     return state.detach().cpu().to(torch.float64).numpy()
 
 
-class DetectionMAP(torchmetrics.Metric):
-    """ActivityNet detection mAP over the videos seen in an epoch.
-
-    :meth:`update` takes, per video of a batch, its index (unique within the evaluated subset,
-    e.g. the dataset index), its detections ``[K, 4]`` ``(class, score, start_s, end_s)`` and its
-    ground truth (``segments [M, 2]`` seconds, ``labels [M]``). All states are 1-D float64
-    lists with ``dist_reduce_fx="cat"``, so each rank may see a different share of the videos
-    (a rank with none syncs empty tensors). :meth:`compute` returns ``{"mAP@t": ..., "avg":
-    ...}`` as float64 scalar tensors.
-    """
+class _ColumnMetric(torchmetrics.Metric):
+    """A metric over ``num_classes`` classes whose states ``names`` are 1-D float64 lists with
+    ``dist_reduce_fx="cat"``, so each rank may see a different share of the videos (a rank with
+    none syncs empty tensors)."""
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_classes: int, tiou_thresholds: Sequence[float]) -> None:
+    def __init__(self, num_classes: int, names: Sequence[str]) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
-        self.tiou_thresholds = [float(t) for t in check_thresholds(tiou_thresholds)]
-        for name in (*_PRED, *_GT):
+        for name in names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.set_dtype(torch.float64)
 
@@ -54,6 +47,21 @@ class DetectionMAP(torchmetrics.Metric):
         for name, column in zip(names, columns, strict=True):
             value = torch.as_tensor(np.asarray(column, np.float64).reshape(-1), device=self.device)
             getattr(self, name).append(value.to(self.dtype))
+
+
+class DetectionMAP(_ColumnMetric):
+    """ActivityNet detection mAP over the videos seen in an epoch.
+
+    :meth:`update` takes, per video of a batch, its index (unique within the evaluated subset,
+    e.g. the dataset index), its detections ``[K, 4]`` ``(class, score, start_s, end_s)`` and its
+    ground truth (``segments [M, 2]`` seconds, ``labels [M]``), kept as the float64 list states
+    of :class:`_ColumnMetric`. :meth:`compute` returns ``{"mAP@t": ..., "avg": ...}`` as float64
+    scalar tensors.
+    """
+
+    def __init__(self, num_classes: int, tiou_thresholds: Sequence[float]) -> None:
+        super().__init__(num_classes, (*_PRED, *_GT))
+        self.tiou_thresholds = [float(t) for t in check_thresholds(tiou_thresholds)]
 
     def update(
         self,
@@ -67,24 +75,14 @@ class DetectionMAP(torchmetrics.Metric):
         segs = [np.asarray(s, np.float64).reshape(-1, 2) for s in gt_segments]
         pred = np.concatenate(rows) if rows else np.zeros((0, 4))
         truth = np.concatenate(segs) if segs else np.zeros((0, 2))
-        self._append(
-            _PRED,
-            (
-                np.repeat(videos, [len(r) for r in rows]),
-                pred[:, 0],
-                pred[:, 1],
-                pred[:, 2],
-                pred[:, 3],
-            ),
-        )
         labels = [np.asarray(lab, np.float64).reshape(-1) for lab in gt_labels]
+        self._append(_PRED, (np.repeat(videos, [len(r) for r in rows]), *pred.T))
         self._append(
             _GT,
             (
                 np.repeat(videos, [len(s) for s in segs]),
                 np.concatenate(labels) if labels else np.zeros(0),
-                truth[:, 0],
-                truth[:, 1],
+                *truth.T,
             ),
         )
 
@@ -106,23 +104,15 @@ class DetectionMAP(torchmetrics.Metric):
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.items()}
 
 
-class VideoMAP(torchmetrics.Metric):
+class VideoMAP(_ColumnMetric):
     """Video-level classification mAP (:func:`fustal.metrics.validation.classes_map`) over the
     videos seen in an epoch: :meth:`update` takes, per video of a batch, its class scores ``[C]``
     and its ground-truth class indices (the classes of its segments; only which classes occur is
-    used). The states are flat float64 lists with ``dist_reduce_fx="cat"``, as in
-    :class:`DetectionMAP`. :meth:`compute` returns the mAP as a float64 scalar tensor."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
+    used). The states are flat float64 lists, as in :class:`DetectionMAP`. :meth:`compute`
+    returns the mAP as a float64 scalar tensor."""
 
     def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = int(num_classes)
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.set_dtype(torch.float64)
+        super().__init__(num_classes, ("scores", "labels"))
 
     def update(self, scores: Sequence[np.ndarray], gt_labels: Sequence[np.ndarray]) -> None:
         """Add one batch: per video its class scores and the classes of its segments."""
@@ -132,8 +122,7 @@ class VideoMAP(torchmetrics.Metric):
         for i, classes in enumerate(gt_labels):
             hot[i, np.asarray(classes, np.int64).reshape(-1)] = 1.0
         flat_scores = np.stack([np.asarray(s, np.float64).reshape(-1) for s in scores]).reshape(-1)
-        for name, values in (("scores", flat_scores), ("labels", hot.reshape(-1))):
-            getattr(self, name).append(torch.as_tensor(values, device=self.device).to(self.dtype))
+        self._append(("scores", "labels"), (flat_scores, hot.reshape(-1)))
 
     def compute(self) -> Tensor:
         scores, labels = (

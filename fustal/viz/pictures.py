@@ -13,17 +13,14 @@ import numpy as np
 
 from fustal.data.annotations import Video
 from fustal.data.dataset import StageData
-from fustal.metrics.results import VideoDetections, gt_to_detections, rows_to_detections
+from fustal.metrics.results import (
+    VideoDetections,
+    gt_to_detections,
+    row_entries,
+    rows_to_detections,
+)
 from fustal.viz.pr import pr_summary
 from fustal.viz.rundir import draw_run, segment_entries, write_inputs
-
-
-def rows_entries(rows: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
-    """``[K, 4]`` rows -> ``[{"label", "score", "segment"}]``."""
-    return [
-        {"label": classes[int(c)], "score": float(s), "segment": [float(a), float(b)]}
-        for c, s, a, b in np.asarray(rows, np.float64).reshape(-1, 4)
-    ]
 
 
 def video_entry(
@@ -36,7 +33,7 @@ def video_entry(
         "tracks": {
             "ground truth": segment_entries(video.segments, video.labels, classes),
             **{
-                name: rows_entries(per_video.get(video.id, np.zeros((0, 4))), classes)
+                name: row_entries(per_video.get(video.id, np.zeros((0, 4))), classes, video.id)
                 for name, per_video in tracks.items()
             },
         },

@@ -9,23 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fustal.metrics.detection import Detections, match_predictions
+from fustal.metrics.detection import Detections
+from fustal.metrics.quality import precision_recall
 from fustal.viz.save import new_figure, save_png
 
 # 0.1, 0.15, ..., 0.9
 PR_TIOU = tuple(round(0.05 * k, 2) for k in range(2, 19))
-
-
-def precision_recall(
-    gt: Detections, pred: Detections, tiou_thresholds: Sequence[float], num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Precision (matched predictions / predictions) and recall (matched GT / GT) ``[K]`` at
-    each threshold, as in :func:`~fustal.metrics.quality.pseudo_label_quality`; 0 when there
-    are no predictions or no ground truth."""
-    matched = match_predictions(gt, pred, tiou_thresholds, num_classes).sum(axis=1)
-    precision = matched / len(pred) if len(pred) else np.zeros(matched.shape)
-    recall = matched / len(gt) if len(gt) else np.zeros(matched.shape)
-    return precision.astype(np.float64), recall.astype(np.float64)
 
 
 def plot_precision_recall(

@@ -89,16 +89,14 @@ def write_inputs(
     run_dir: str | os.PathLike,
     inputs: Mapping[str, Any],
     cas: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Path:
-    """Write ``inputs.json`` (and ``cas.npz`` when given, else remove a stale one); return the
-    pictures folder."""
+) -> None:
+    """Write ``inputs.json`` (and ``cas.npz`` when given, else remove a stale one)."""
     folder = Path(run_dir) / PICTURES
     write_json(folder / INPUTS, inputs)
     if cas:
         write_cas(folder / CAS, cas)
     else:
         (folder / CAS).unlink(missing_ok=True)
-    return folder
 
 
 def draw_run(run_dir: str | os.PathLike) -> list[Path]:
