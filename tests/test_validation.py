@@ -262,14 +262,14 @@ def test_a_search_over_a_test_metric_warns_in_one_line(
     assert lines[0].startswith("WARNING: optimized_metric=student_ema.test.avg is a test metric")
 
 
-def test_hparams_search_runs_three_trials_and_reports_the_best(
+def test_hparams_search_runs_two_trials_and_reports_the_best(
     tmp_path: Path, forked: Forkserver
 ) -> None:
     sweep = tmp_path / "sweep"
     proc = forked(
         "train",
         "hparams_search=filter_ema",
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=2",
         "debug=default",
         "plot_videos=0",
         f"paths.data_dir={tmp_path / 'data'}",
@@ -280,12 +280,12 @@ def test_hparams_search_runs_three_trials_and_reports_the_best(
     assert "is a test metric" not in proc.stderr
     values = [
         json.loads((sweep / str(n) / "metrics.json").read_text())["student_ema"]["val"]["avg"]
-        for n in range(3)
+        for n in range(2)
     ]
     trials = [
-        yaml.safe_load((sweep / str(n) / ".hydra" / "overrides.yaml").read_text()) for n in range(3)
+        yaml.safe_load((sweep / str(n) / ".hydra" / "overrides.yaml").read_text()) for n in range(2)
     ]
-    assert len({tuple(t) for t in trials}) == 3  # three settings of filter and EMA
+    assert len({tuple(t) for t in trials}) == 2  # two settings of filter and EMA
     assert all(any(o.startswith("ema.decay=") for o in t) for t in trials)
     # what the Optuna sweeper optimized is what each run returned: its metrics.json value
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -296,7 +296,7 @@ def test_hparams_search_runs_three_trials_and_reports_the_best(
     summary = (sweep / "summary.txt").read_text()
     assert "student_ema.val (optimized)" in summary
     assert f"best student_ema.val.avg: {100 * max(values):.2f}" in summary
-    assert summary.count("ema.decay=") >= 4  # three trial rows and the best one
+    assert summary.count("ema.decay=") >= 3  # two trial rows and the best one
 
 
 # a generator of 40 steps evaluated every 10, a student of 2 + 2 epochs evaluated every epoch

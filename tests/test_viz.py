@@ -25,7 +25,7 @@ from fustal.viz.rundir import (
 )
 from fustal.viz.save import PNG_SIGNATURE
 from fustal.viz.timeline import Track, plot_timeline, shown_classes
-from tests.conftest import train
+from tests.conftest import DebugRun, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["jump", "run", "swim", "throw", "walk"]
@@ -126,14 +126,17 @@ def plot_run(run_dir: Path) -> int:
     return 0
 
 
-def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path) -> None:
+def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path, debug_run: DebugRun) -> None:
+    """Pictures of a run whose stages come from the cache (what they show is stored with the
+    stages, whatever ``plot_videos`` is)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(tmp_path, "plot_videos=2", "logger=tensorboard")
+    data = debug_run.seed(tmp_path)
+    train(tmp_path, "plot_videos=2", "logger=tensorboard", data)
     run = tmp_path / "run"
     pictures = run / PICTURES
     inputs = json.loads((pictures / "inputs.json").read_text())
-    root = next((tmp_path / "data" / "synthetic").iterdir())
+    root = next((debug_run.data / "synthetic").iterdir())
     train_ids = sorted((root / "split_train.txt").read_text().split())[:2]
     test_ids = sorted((root / "split_test.txt").read_text().split())[:2]
     assert [v["id"] for v in inputs["videos"]] == train_ids + test_ids
@@ -168,12 +171,15 @@ def test_train_run_draws_logs_and_redraws_pictures(tmp_path: Path) -> None:
     assert {name: (pictures / name).read_bytes() for name in names} == drawn
     assert plot_run(tmp_path / "missing") == 2
 
-    train(tmp_path, "stage=generator", "plot_videos=1", f"paths.output_dir={tmp_path / 'gen'}")
-    inputs = json.loads((tmp_path / "gen" / PICTURES / "inputs.json").read_text())
+    gen = tmp_path / "gen"
+    train(tmp_path, "stage=generator", "plot_videos=1", data, f"paths.output_dir={gen}")
+    inputs = json.loads((gen / PICTURES / "inputs.json").read_text())
     assert list(inputs["videos"][0]["tracks"]) == ["ground truth", "pseudo labels (raw)"]
     assert list(inputs["videos"][1]["tracks"]) == ["ground truth", "generator"]
     assert list(inputs["pseudo_label_pr"]["curves"]) == ["raw"]
-    check_png(tmp_path / "gen" / PICTURES / timeline_name(train_ids[0]))
+    check_png(gen / PICTURES / timeline_name(train_ids[0]))
 
-    train(tmp_path, "stage=generator", "plot_videos=0", f"paths.output_dir={tmp_path / 'off'}")
+    train(
+        tmp_path, "stage=generator", "plot_videos=0", data, f"paths.output_dir={tmp_path / 'off'}"
+    )
     assert not (tmp_path / "off" / PICTURES).exists()
