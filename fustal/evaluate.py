@@ -127,9 +127,18 @@ def datamodule(
 
 @exit_on_error
 def run(cfg: DictConfig) -> dict:
-    """Load the checkpoint, check it against the dataset, evaluate it; return the metrics."""
-    from fustal.checkpoints import load_checkpoint
+    """Check the config (before torch is imported: a mistake in it is reported within about a
+    second), load the checkpoint, check it against the dataset, evaluate it; return the
+    metrics."""
     from fustal.config.checks import check_config
+
+    if OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path is None:
+        raise FustalError(
+            "ckpt_path: not set (python -m fustal.evaluate ckpt_path=PATH/student.ckpt"
+            " [+experiment=NAME])"
+        )
+    check_config(cfg, EvaluateSchema)
+    from fustal.checkpoints import load_checkpoint
     from fustal.fusion import SCORE_FILE, score_file_payload
     from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
@@ -140,12 +149,6 @@ def run(cfg: DictConfig) -> dict:
     from fustal.training.quiet import quiet_libraries
     from fustal.training.trainer import make_trainer
 
-    if OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path is None:
-        raise FustalError(
-            "ckpt_path: not set (python -m fustal.evaluate ckpt_path=PATH/student.ckpt"
-            " [+experiment=NAME])"
-        )
-    check_config(cfg, EvaluateSchema)
     quiet_libraries()
     console = make_console()
     ckpt = load_checkpoint(str(cfg.ckpt_path), evaluation_overrides(cfg))

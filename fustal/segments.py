@@ -3,9 +3,12 @@ the numpy code (metrics, filters) and once for the torch code (decoding)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def tiou(s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray) -> np.ndarray:
@@ -26,6 +29,8 @@ def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def segment_iou(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """Broadcast tIoU of ``a [..., 2]`` and ``b [..., 2]`` -> ``[...]``, the union clamped at
     ``eps`` (the torch twin of :func:`tiou`, for batched decoding)."""
+    import torch  # here: the numpy users of this module (fustal.score) need not import torch
+
     inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
     return inter / union.clamp(min=eps)

@@ -34,7 +34,12 @@ class OutputDirCheck(Callback):
 
 @exit_on_error
 def run(cfg: DictConfig) -> float | None:
-    """Run the pipeline; return its ``optimized_metric`` (fustal.pipeline.objective)."""
+    """Run the pipeline; return its ``optimized_metric`` (fustal.pipeline.objective). The config
+    is checked before the pipeline imports torch and Lightning, so that a mistake in it is
+    reported within about a second."""
+    from fustal.config.checks import check_config
+
+    check_config(cfg)
     from fustal.pipeline.objective import optimized_value
     from fustal.pipeline.run import run_pipeline
 

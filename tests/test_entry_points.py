@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize
 
-from tests.conftest import DEBUG, DebugRun, Forkserver, compose_train
+from tests.conftest import DEBUG, DebugRun, Forkserver, compose_train, user_env
 
 MAX_SEQ_LEN = 320  # student.module.net.max_seq_len of conf/debug/default.yaml
 
@@ -242,6 +243,38 @@ def test_help(forked: Forkserver) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
         for needle in needles:
             assert needle in proc.stdout, (module, needle)
+
+
+# ``python -m MODULE ARGS`` in a new interpreter, then whether it imported torch
+RUN_THEN_LIST_TORCH = """
+import runpy, sys
+sys.argv = [{module!r}, *{args!r}]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+except SystemExit as stop:
+    print("exit", stop.code)
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "exit_code"),
+    [("fustal.train", ["+nonsense_key=1"], 2), ("fustal.score", ["--help"], 0)],
+)
+def test_config_mistakes_and_the_scorer_need_no_torch(
+    tmp_path: Path, module: str, args: list[str], exit_code: int
+) -> None:
+    """A mistake in the config is reported before torch and Lightning are imported (which takes
+    several seconds), and ``fustal.score`` is numpy-only."""
+    args = [*args, f"hydra.run.dir={tmp_path / 'run'}"] if module == "fustal.train" else args
+    code = RUN_THEN_LIST_TORCH.format(module=module, args=args)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=user_env(), timeout=120
+    )
+    assert f"exit {exit_code}" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "torch imported: False" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    if exit_code:
+        assert "nonsense_key: unknown key" in proc.stderr
 
 
 def write_text_ckpt(tmp: Path) -> Path:

@@ -137,7 +137,6 @@ def check_choices(plain: Mapping[str, Any]) -> None:
 def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     """Validate a composed ``conf/train.yaml`` (or a config extending it with ``schema``)."""
     from fustal.config import register_resolvers, to_plain
-    from fustal.training.trainer import check_trainer_config
 
     register_resolvers()
     try:
@@ -152,6 +151,10 @@ def check_config(cfg: DictConfig, schema: Any = TrainSchema) -> None:
     check_fusion(plain)
     check_filter(plain)
     check_objective(plain)
+    # last: the trainer's arguments are checked against Lightning's Trainer, whose import takes
+    # seconds; every other mistake is reported without it
+    from fustal.training.trainer import check_trainer_config
+
     check_trainer_config(plain.get("trainer") or {})
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# the name of the video-level classification mAP in a val section (fustal.metrics.validation)
+VIDEO_MAP = "video_map"
+
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": {"c": 1}}}`` or ``{"a.b": {"c": 1}}`` -> ``{"a.b.c": 1}``."""

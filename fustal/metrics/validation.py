@@ -13,10 +13,7 @@ from torchmetrics.functional.classification import binary_average_precision
 
 from fustal.data.annotations import Video
 from fustal.metrics.results import VideoDetections, score_rows
-from fustal.metrics.shape import sections
-
-# the val key of the video-level classification mAP
-VIDEO_MAP = "video_map"
+from fustal.metrics.shape import VIDEO_MAP, sections
 
 
 def video_map(scores: Mapping[str, np.ndarray], videos: Sequence[Video], num_classes: int) -> float:

@@ -11,8 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fustal.errors import FustalError
-from fustal.metrics.shape import flatten, numbers, sections
-from fustal.metrics.validation import VIDEO_MAP
+from fustal.metrics.shape import VIDEO_MAP, flatten, numbers, sections
 
 # the models of a run, the final one first
 MODELS = ("student_ema", "student", "generator")

@@ -11,8 +11,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from fustal.metrics.shape import VIDEO_MAP
 from fustal.metrics.torchmetric import DetectionMAP, VideoMAP
-from fustal.metrics.validation import VIDEO_MAP, best_class_scores
+from fustal.metrics.validation import best_class_scores
 
 # what Lightning's validation loop scores (``validation.mode``): the test videos (the research
 # code's practice, logged as ``<variant>/test/*``), or the held-out training videos with their

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from fustal.metrics.validation import VIDEO_MAP
+from fustal.metrics.shape import VIDEO_MAP
 
 
 def selects_best(select: str, mode: str) -> bool:
