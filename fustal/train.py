@@ -41,9 +41,9 @@ def run(cfg: DictConfig) -> float | None:
 
     check_config(cfg)
     from fustal.pipeline.objective import optimized_value
-    from fustal.pipeline.run import run_pipeline
+    from fustal.pipeline.run import run_checked
 
-    return optimized_value(cfg, run_pipeline(cfg))
+    return optimized_value(cfg, run_checked(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -36,9 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def run_pipeline(cfg: DictConfig) -> dict:
-    """Run the stage(s) selected by ``cfg.stage``; draw the pictures; return the run's metrics
-    (as ``metrics.json`` nests them)."""
+    """:func:`~fustal.config.checks.check_config`, then :func:`run_checked`."""
     check_config(cfg)
+    return run_checked(cfg)
+
+
+def run_checked(cfg: DictConfig) -> dict:
+    """Run the stage(s) selected by ``cfg.stage`` of a config that passed
+    :func:`~fustal.config.checks.check_config`; draw the pictures; return the run's metrics (as
+    ``metrics.json`` nests them)."""
     quiet_libraries()
     separate_rank_log()
     console = make_console()
