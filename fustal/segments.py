@@ -1,5 +1,7 @@
 """Temporal IoU of segments ``[start, end]`` (intersection over union, no +1), written once for
-the numpy code (metrics, filters) and once for the torch code (decoding)."""
+the numpy code (metrics, filters) and once for the torch code (decoding). The torch twin uses
+tensor methods only, so that importing this module imports no torch (``fustal.score`` is
+numpy-only)."""
 
 from __future__ import annotations
 
@@ -29,8 +31,6 @@ def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def segment_iou(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """Broadcast tIoU of ``a [..., 2]`` and ``b [..., 2]`` -> ``[...]``, the union clamped at
     ``eps`` (the torch twin of :func:`tiou`, for batched decoding)."""
-    import torch  # here: the numpy users of this module (fustal.score) need not import torch
-
-    inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    inter = (a[..., 1].minimum(b[..., 1]) - a[..., 0].maximum(b[..., 0])).clamp(min=0)
     union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
     return inter / union.clamp(min=eps)
