@@ -1,9 +1,10 @@
 """Shared fixtures and helpers: paths of the bundled annotations, a small synthetic dataset,
 offline W&B, the composed train config at the ``debug`` scale and in-process runs of it, and the
 two runners of the command line: :func:`run_fustal` (a new interpreter, for tests whose subject
-is the process: signals, DDP, kill-and-resume, a real ``--help``) and the :func:`forked`
-fixture (a process forked from a forkserver that has imported fustal once, for every other CLI
-run: a cold start importing torch and Lightning costs seconds)."""
+is a fresh process: a run with its own hash seed, the real command that the shortcuts are
+compared with) and the :func:`forked` fixture (a process forked from a forkserver that has
+imported fustal once, for every other CLI run: a cold start importing torch and Lightning costs
+seconds; the processes such a run starts, DDP ranks and joblib workers, are new interpreters)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +63,21 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 LONG_FIRST = (
     "test_resume",
     "test_validation",
-    "test_bad_inputs",
     "test_config",
+    "test_bad_inputs",
     "test_framework",
-    "test_ddp",
     "test_pipeline",
+    "test_ddp",
     "test_entry_points",
     "test_learning",
     "test_extract",
     "test_extending",
+    "test_console",
     "test_fusion",
     "test_cache",
-    "test_console",
     "test_viz",
     "test_custom_dataset",
+    "test_student_module",
     "test_data",
 )
 
@@ -248,7 +251,13 @@ def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, std
         os.close(handle)
     sys.argv = [f"fustal.{module}", *args]
     sys.modules.pop(f"fustal.{module}", None)  # preloaded: run its code afresh as __main__
-    runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
+    finally:
+        # end as an interpreter ends (a forked child leaves through os._exit after joining its
+        # child processes): threading's exit hooks stop pools such as the joblib launcher's
+        # idle workers, which the join would otherwise wait for (their idle timeout, 300 s)
+        threading._shutdown()  # type: ignore[attr-defined]
 
 
 @dataclass

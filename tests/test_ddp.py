@@ -1,5 +1,6 @@
 """DDP on the CPU (``trainer=ddp_cpu``: 2 processes, gloo) against a single process on the same
-seed, as a user runs it (subprocess, real Hydra, real files), at the debug scale."""
+seed, as a user runs it (the command, real Hydra, real files; the DDP worker a new
+interpreter), at the debug scale."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader
 from fustal.data import sampling
 from fustal.data.sampling import EpochSampler, rank_batch_size
 from fustal.errors import FustalError
-from tests.conftest import DEBUG, run_fustal
+from tests.conftest import DEBUG, Forkserver
 from tests.test_pipeline import check_map
 
 # A generator whose loss is a mean of per-video terms and that draws no random numbers: sharded
@@ -35,11 +36,12 @@ HEADLINE = {
 WORKER_LOG = "train_rank1.log"
 
 
-def fustal_train(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+def fustal_train(forked: Forkserver, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     """``python -m fustal.train`` at the debug scale with every path under ``tmp`` (default run
-    dirs under ``tmp/logs``, working dir ``tmp/cwd``): a process writing anywhere else shows."""
+    dirs under ``tmp/logs``, working dir ``tmp/cwd``): a process writing anywhere else shows.
+    Forked: the DDP worker that it starts is a new interpreter, as a user's is."""
     (tmp / "cwd").mkdir(parents=True, exist_ok=True)
-    return run_fustal(
+    return forked(
         "train",
         *args,
         *DEBUG,
@@ -67,7 +69,9 @@ def files(run_dir: Path) -> set[str]:
     return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
 
 
-def test_ddp_cpu_trains_and_infers_like_a_single_process_in_one_sweep(tmp_path: Path) -> None:
+def test_ddp_cpu_trains_and_infers_like_a_single_process_in_one_sweep(
+    tmp_path: Path, forked: Forkserver
+) -> None:
     """``-m trainer=cpu,ddp_cpu``: a single-process and a DDP job follow each other in one
     process, the DDP job's worker runs in that job's dir (one writer per file, nothing written
     elsewhere), the sweep summary is written once; the same pseudo labels up to float rounding
@@ -76,7 +80,12 @@ def test_ddp_cpu_trains_and_infers_like_a_single_process_in_one_sweep(tmp_path: 
     differ)."""
     sweep = tmp_path / "sweep"
     proc = fustal_train(
-        tmp_path, "-m", "trainer=cpu,ddp_cpu", *DECOMPOSABLE_GENERATOR, f"hydra.sweep.dir={sweep}"
+        forked,
+        tmp_path,
+        "-m",
+        "trainer=cpu,ddp_cpu",
+        *DECOMPOSABLE_GENERATOR,
+        f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("fustal results") == 2 and proc.stdout.count("sweep summary") == 1

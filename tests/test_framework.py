@@ -8,13 +8,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import DEBUG, Forkserver, run_fustal, train
+from tests.conftest import DEBUG, Forkserver, train
 
 
-def run_sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python -m fustal.train -m`` at the debug scale, sweep dir ``tmp/sweep`` (a new
-    interpreter: the joblib launcher's worker processes are the subject)."""
-    return run_fustal(
+def run_sweep(forked: Forkserver, tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m fustal.train -m`` at the debug scale, sweep dir ``tmp/sweep`` (forked; the
+    joblib launcher's workers, the subject, are new interpreters as a user's are)."""
+    return forked(
         "train",
         "-m",
         *DEBUG,
@@ -33,6 +33,7 @@ def test_joblib_sweep_trains_the_generator_once_and_writes_the_summary(
     """Two filter settings run as parallel joblib jobs: the stage lock makes one job train the
     generator while the other waits and reuses it; the sweep ends with ``summary.csv``."""
     proc = run_sweep(
+        forked,
         tmp_path,
         "+experiment=synthetic",
         "filter=fustal,none",
