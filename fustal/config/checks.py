@@ -98,9 +98,9 @@ def check_against_schema(plain: Mapping[str, Any], schema: Any = TrainSchema) ->
 
 def check_choices(plain: Mapping[str, Any]) -> None:
     """Values that must be one of a few."""
-    node = OmegaConf.create(dict(plain))
     for key, choices in CHOICES.items():
-        value = OmegaConf.select(node, key, default=None)
+        node, leaf = holder_of(plain, key)
+        value = node.get(leaf) if isinstance(node, Mapping) else None
         if value is not None and value not in choices:
             shown = ", ".join(
                 "null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
