@@ -254,9 +254,9 @@ def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, std
     try:
         runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
     finally:
-        # end as an interpreter ends (a forked child leaves through os._exit after joining its
-        # child processes): threading's exit hooks stop pools such as the joblib launcher's
-        # idle workers, which the join would otherwise wait for (their idle timeout, 300 s)
+        # end as an interpreter ends: threading's exit hooks first (they stop pools such as
+        # the joblib launcher's idle workers), then the join of child processes; a
+        # multiprocessing child joins first and would wait out the workers' 300 s idle timeout
         threading._shutdown()  # type: ignore[attr-defined]
 
 
