@@ -143,7 +143,7 @@ def run(cfg: DictConfig) -> dict:
     from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
     from fustal.io import ensure_writable_dir, write_json
-    from fustal.metrics.results import rows_to_results, score_rows
+    from fustal.metrics.results import score_rows, write_results
     from fustal.metrics.shape import nest
     from fustal.metrics.table import results_table
     from fustal.training.quiet import quiet_libraries
@@ -164,7 +164,7 @@ def run(cfg: DictConfig) -> dict:
         if variant == VIDEO_SCORES:
             write_json(out / SCORE_FILE, score_file_payload(rows, data.classes))
             continue
-        write_json(out / f"{variant}_test.json", rows_to_results(rows, data.classes))
+        write_results(out / f"{variant}_test.json", rows, data.classes)
         scores = score_rows(rows, dm.videos["test"], data.num_classes, tiou)
         metrics.update({f"{variant}.test.{name}": value for name, value in scores.items()})
     nested = nest(metrics)

@@ -104,10 +104,11 @@ def _to_builtin(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
-    """Write ``data`` as JSON atomically (numpy scalars and arrays are converted)."""
+    """Write ``data`` as JSON atomically (numpy scalars and arrays are converted). Encoded with
+    ``json.dumps``: only it uses the C encoder (``indent=None``); ``json.dump`` never does."""
+    text = json.dumps(data, indent=indent, default=_to_builtin)
     with atomic_open(path, "w") as handle:
-        json.dump(data, handle, indent=indent, default=_to_builtin, sort_keys=False)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:

@@ -244,8 +244,7 @@ def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
     from fustal.checkpoints import load_checkpoint
     from fustal.fusion import fusion_keywords
-    from fustal.io import write_json
-    from fustal.metrics.results import rows_to_results
+    from fustal.metrics.results import write_results
     from fustal.student.module import StudentModule
     from fustal.training.quiet import quiet_libraries
 
@@ -281,8 +280,7 @@ def run(cfg: DictConfig) -> dict:
                 f" (top {fusion['topk']}, {fusion['rule']})"
             )
         detections = predict_detections(cfg, ckpt, data, scores)[DETECTIONS]
-    results = rows_to_results(detections, classes)
-    write_json(out, results)
+    results = write_results(out, detections, classes)
     console.print(detections_table(data, detections, out))
     total = sum(len(d) for d in detections.values())
     console.print(f"predict: {total} detections on {len(files)} videos written to {out}")

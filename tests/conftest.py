@@ -8,6 +8,8 @@ seconds; the processes such a run starts, DDP ranks and joblib workers, are new 
 
 from __future__ import annotations
 
+import copy
+import io
 import multiprocessing
 import os
 import runpy
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fustal.config import CONFIG_DIR, register_resolvers
 from fustal.data.synthetic import SyntheticConfig, ensure_synthetic
@@ -90,12 +92,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(module(item), len(rank)))
 
 
+class ParsedYaml:
+    """``OmegaConf.load`` of a file object, each text parsed once per test process: every Hydra
+    compose reads and parses the same few dozen YAML files with PyYAML's pure-Python parser
+    (about a tenth of a compose), and the suite composes hundreds of times. A load returns a
+    copy of the config parsed from exactly this text, as a fresh load does."""
+
+    def __init__(self) -> None:
+        self.load = OmegaConf.load
+        self.parsed: dict[str, DictConfig | ListConfig] = {}
+
+    def __call__(self, file_: object) -> DictConfig | ListConfig:
+        read = getattr(file_, "read", None)
+        if read is None:  # a path: OmegaConf opens it
+            return self.load(file_)  # type: ignore[arg-type]
+        text = read()
+        if text not in self.parsed:
+            self.parsed[text] = self.load(io.StringIO(text))
+        return copy.deepcopy(self.parsed[text])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Filter the library warnings that fustal filters for its users: pytest records warnings
     per test with its own filters, which the ``warnings`` filters set by
-    :func:`fustal.training.quiet.quiet_libraries` do not reach."""
+    :func:`fustal.training.quiet.quiet_libraries` do not reach. Parse each config file once
+    (:class:`ParsedYaml`; in this process only, not in the commands it starts)."""
     for message, category in IGNORED_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
+    OmegaConf.load = ParsedYaml()  # type: ignore[method-assign]
 
 
 # the debug configuration on the command line (subprocess runs)

@@ -18,7 +18,7 @@ import numpy as np
 
 from fustal.data.annotations import Video
 from fustal.errors import FustalError
-from fustal.io import read_json
+from fustal.io import read_json, write_json
 from fustal.metrics.detection import Detections, detection_map
 
 RESULT_KEYS = ("label", "score", "segment")
@@ -155,6 +155,17 @@ def rows_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> 
     return {
         "results": {str(vid): row_entries(rows, classes, vid) for vid, rows in per_video.items()}
     }
+
+
+def write_results(
+    path: str | os.PathLike, per_video: Mapping[str, np.ndarray], classes: list[str]
+) -> dict:
+    """Write :func:`rows_to_results` of ``per_video`` to the results file ``path`` on one line
+    (it holds every detection, and ``json`` indents in pure Python, several times slower than
+    its compact encoder); returns what it wrote."""
+    results = rows_to_results(per_video, classes)
+    write_json(path, results, indent=None)
+    return results
 
 
 def results_to_rows(

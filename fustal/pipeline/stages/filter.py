@@ -14,9 +14,8 @@ from omegaconf import DictConfig
 
 from fustal.config import chosen_option, to_plain
 from fustal.errors import FustalError
-from fustal.io import write_json
 from fustal.metrics.quality import CHOICE_METRIC, filter_choice, rows_quality
-from fustal.metrics.results import VideoDetections, count_rows, rows_to_results
+from fustal.metrics.results import VideoDetections, count_rows, write_results
 from fustal.metrics.shape import flatten, sections
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, PseudoLabelSource
@@ -152,5 +151,5 @@ class FilterStage(Stage[FilterOutputs]):
         shown.pseudo["filtered"] = shown.train_tracks["pseudo labels (filtered)"] = outputs.filtered
 
     def save(self, outputs: FilterOutputs, folder: Path) -> None:
-        results = rows_to_results(outputs.filtered, self.ctx.data.student.classes)
-        write_json(folder / "pseudo_labels.filtered.json", results)
+        classes = self.ctx.data.student.classes
+        write_results(folder / "pseudo_labels.filtered.json", outputs.filtered, classes)

@@ -24,8 +24,8 @@ from fustal.metrics.results import (
     VideoDetections,
     read_results,
     results_to_rows,
-    rows_to_results,
     score_rows,
+    write_results,
 )
 from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
@@ -214,10 +214,10 @@ class GeneratorStage(Stage[GeneratorOutputs]):
 
     def save(self, outputs: GeneratorOutputs, folder: Path) -> None:
         classes = self.ctx.data.generator.classes
-        write_json(folder / "pseudo_labels.json", rows_to_results(outputs.pseudo_labels, classes))
-        write_json(folder / "generator_test.json", rows_to_results(outputs.test, classes))
+        write_results(folder / "pseudo_labels.json", outputs.pseudo_labels, classes)
+        write_results(folder / "generator_test.json", outputs.test, classes)
         write_json(folder / SCORE_FILE, score_file_payload(outputs.video_scores, classes))
-        write_json(folder / VAL_FILE, rows_to_results(outputs.val, classes))
+        write_results(folder / VAL_FILE, outputs.val, classes)
         write_json(folder / "metrics.json", without_val(outputs.metrics))
         write_cas(folder / CAS_FILE, outputs.cas)
 

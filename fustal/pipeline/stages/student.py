@@ -21,8 +21,8 @@ from fustal.metrics.results import (
     VideoDetections,
     read_results,
     results_to_rows,
-    rows_to_results,
     score_rows,
+    write_results,
 )
 from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
@@ -279,12 +279,10 @@ class StudentStage(Stage[StudentOutputs]):
     def save(self, outputs: StudentOutputs, folder: Path) -> None:
         classes = self.ctx.data.student.classes
         for variant in VARIANTS:
-            results = rows_to_results(outputs.test.get(variant, {}), classes)
-            write_json(folder / f"{variant}_test.json", results)
-            val = rows_to_results(outputs.val.get(variant, {}), classes)
-            write_json(folder / f"{variant}_val.json", val)
+            write_results(folder / f"{variant}_test.json", outputs.test.get(variant, {}), classes)
+            write_results(folder / f"{variant}_val.json", outputs.val.get(variant, {}), classes)
         write_json(folder / "metrics.json", without_val(outputs.metrics))
-        write_json(folder / PICTURES_FILE, rows_to_results(outputs.pictures, classes))
+        write_results(folder / PICTURES_FILE, outputs.pictures, classes)
 
     def picture_detections(
         self, trainer: Any, module: StudentModule, dm: PseudoLabelDataModule
