@@ -2,25 +2,34 @@
 offline W&B, the composed train config at the ``debug`` scale and in-process runs of it, and the
 two runners of the command line: :func:`run_fustal` (a new interpreter, for tests whose subject
 is a fresh process: a run with its own hash seed, the real command that the shortcuts are
-compared with) and the :func:`forked` fixture (a process forked from a forkserver that has
-imported fustal once, for every other CLI run: a cold start importing torch and Lightning costs
-seconds; the processes such a run starts, DDP ranks and joblib workers, are new interpreters)."""
+compared with) and the :func:`forked` fixture (a process forked from a server forked from the
+test process before any test ran, with fustal imported, for every other CLI run: a cold start
+importing torch and Lightning costs seconds; the processes such a run starts, DDP ranks and
+joblib workers, are new interpreters)."""
 
 from __future__ import annotations
 
 import copy
+import faulthandler
+import importlib
 import io
 import multiprocessing
+import multiprocessing.util
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
@@ -119,6 +128,8 @@ def pytest_configure(config: pytest.Config) -> None:
     (:class:`ParsedYaml`; in this process only, not in the commands it starts)."""
     for message, category in IGNORED_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        FORKSERVER.append(Forkserver())  # before any test (not in xdist's controller)
     OmegaConf.load = ParsedYaml()  # type: ignore[method-assign]
 
 
@@ -261,9 +272,12 @@ FORKED_MODULES = [
 ]
 
 
-def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, stderr: str) -> None:
+def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, stderr: str) -> int:
     """Forked child: ``python -m fustal.<module> ARGS`` (the module run as ``__main__``) in the
-    user's environment, output to the files ``stdout`` and ``stderr``."""
+    user's environment, output to the files ``stdout`` and ``stderr``; returns its exit code as
+    an interpreter would (an uncaught exception: its traceback and 1)."""
+    for sig, handler in SIGNAL_DEFAULTS.items():
+        signal.signal(sig, handler)
     os.environ.clear()
     os.environ.update(user_env())
     torch.set_num_threads(1)
@@ -273,23 +287,102 @@ def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, std
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(handle, fd)
         os.close(handle)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), errors="backslashreplace", line_buffering=True
+    )
     sys.argv = [f"fustal.{module}", *args]
     sys.modules.pop(f"fustal.{module}", None)  # preloaded: run its code afresh as __main__
+    code = 1
     try:
         runpy.run_module(f"fustal.{module}", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            code = exit.code or 0
+        else:
+            print(exit.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
     finally:
-        # end as an interpreter ends: threading's exit hooks first (they stop pools such as
-        # the joblib launcher's idle workers), then the join of child processes; a
-        # multiprocessing child joins first and would wait out the workers' 300 s idle timeout
+        # end as an interpreter ends: threading's exit hooks (they stop pools such as the
+        # joblib launcher's idle workers), then multiprocessing's (the join of child processes)
         threading._shutdown()  # type: ignore[attr-defined]
+        multiprocessing.util._exit_function()  # type: ignore[attr-defined]
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+# the signal dispositions of a new interpreter, which a forked command starts with
+SIGNAL_DEFAULTS = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGCHLD: signal.SIG_DFL,
+    signal.SIGPIPE: signal.SIG_IGN,
+}
+
+
+def _serve(requests: Connection, replies: Connection) -> NoReturn:
+    """The forkserver's loop: import fustal's entry points, then fork a child per command
+    received (``(module, args, cwd, stdout, stderr)``), replying ``("started", pid)``, and
+    reply ``("exited", pid, code)`` when a child ends (``-N``: killed by signal N); exit when
+    the test process closes its end."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        faulthandler.disable()
+        for name in FORKED_MODULES:
+            importlib.import_module(name)
+        children: dict[int, int] = {}  # pidfd -> pid
+        while True:
+            for ready in wait([requests, *children]):
+                if ready is requests:
+                    try:
+                        command = requests.recv()
+                    except EOFError:
+                        os._exit(0)
+                    pid = os.fork()
+                    if pid == 0:
+                        os._exit(_forked_main(*command))
+                    children[os.pidfd_open(pid)] = pid
+                    replies.send(("started", pid))
+                else:
+                    pid = children.pop(ready)
+                    os.close(ready)
+                    status = os.waitpid(pid, 0)[1]
+                    replies.send(("exited", pid, os.waitstatus_to_exitcode(status)))
+    finally:
+        os._exit(1)
+
+
+@dataclass
+class Command:
+    """A command forked by a :class:`Forkserver`: its ``pid``, and ``exitcode`` once it ended
+    (``-N``: killed by signal N), the methods of a ``multiprocessing.Process`` that tests use."""
+
+    server: Forkserver
+    pid: int
+    exitcode: int | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.exitcode is None:
+            self.exitcode = self.server.exit_code(self.pid, timeout)
+
+    def is_alive(self) -> bool:
+        self.join(0)
+        return self.exitcode is None
+
+    def kill(self) -> None:
+        if self.is_alive():
+            os.kill(self.pid, signal.SIGKILL)
 
 
 @dataclass
 class Started:
     """A forked ``python -m fustal.<module> ARGS`` that is running: its ``process`` (``pid``,
-    ``kill()``), and :meth:`finish`."""
+    ``is_alive()``, ``kill()``), and :meth:`finish`."""
 
-    process: multiprocessing.process.BaseProcess
+    process: Command
     args: list[str]
     scratch: tempfile.TemporaryDirectory
 
@@ -307,22 +400,51 @@ class Started:
 
 
 class Forkserver:
-    """Runs ``python -m fustal.<module> ARGS`` as a process forked from a forkserver that has
-    imported fustal's entry points: each run a process of its own, without the seconds a new
+    """Runs ``python -m fustal.<module> ARGS`` as a process forked from a server process that was
+    itself forked from this test process before any test ran (so it holds no test's state) and
+    has imported fustal's entry points: each run a process of its own, without the seconds a new
     interpreter spends importing torch and Lightning."""
 
     def __init__(self) -> None:
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload([__name__, *FORKED_MODULES])
+        requests, self.requests = Pipe(duplex=False)  # (receiving end, sending end)
+        self.replies, replies = Pipe(duplex=False)
+        self.pid = os.fork()
+        if self.pid == 0:
+            self.requests.close()
+            self.replies.close()
+            _serve(requests, replies)
+        requests.close()
+        replies.close()
+        self.exited: dict[int, int] = {}
+
+    def receive(self) -> int:
+        """The next reply; an exit is recorded, a start returns its pid."""
+        reply = self.replies.recv()
+        if reply[0] == "exited":
+            self.exited[reply[1]] = reply[2]
+            return 0
+        return reply[1]
+
+    def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        """Command ``pid``'s exit code, waiting up to ``timeout`` seconds (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pid not in self.exited:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self.replies.poll(left):
+                return None
+            self.receive()
+        return self.exited[pid]
 
     def start(self, module: str, *args: str, cwd: Path | None = None) -> Started:
         """Start the command and return at once."""
         scratch = tempfile.TemporaryDirectory()
         out, err = (str(Path(scratch.name) / name) for name in ("stdout.txt", "stderr.txt"))
         where = None if cwd is None else str(cwd)
-        process = self.ctx.Process(target=_forked_main, args=(module, list(args), where, out, err))
-        process.start()
-        return Started(process, [module, *args], scratch)
+        self.requests.send((module, list(args), where, out, err))
+        pid = 0
+        while not pid:
+            pid = self.receive()
+        return Started(Command(self, pid), [module, *args], scratch)
 
     def __call__(
         self, module: str, *args: str, cwd: Path | None = None, timeout: float = 600
@@ -331,11 +453,16 @@ class Forkserver:
         return self.start(module, *args, cwd=cwd).finish(timeout)
 
 
+FORKSERVER: list[Forkserver] = []  # this test process's, started by pytest_configure
+
+
 @pytest.fixture(scope="session")
 def forked() -> Forkserver:
     """The session's :class:`Forkserver` (``tests/test_bad_inputs.py`` checks that its runs
     report what the real command reports)."""
-    return Forkserver()
+    if not FORKSERVER:  # a test process that pytest_configure left without one
+        FORKSERVER.append(Forkserver())
+    return FORKSERVER[0]
 
 
 class NoHostSync:
