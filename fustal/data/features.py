@@ -224,12 +224,9 @@ class FeatureSpec:
             layout=view.layout,
             path=view.path,
             streams=tuple(view.streams) if view.streams else None,
-            window_frames=timing["window_frames"],
-            stride_frames=timing["stride_frames"],
-            fps=timing["fps"],
             dim=view.dim,
-            extractor=timing["extractor"],
             sidecar=sidecar,
+            **timing,
         )
 
     def folder(self) -> Path:

@@ -93,14 +93,9 @@ class GeneratorModule(EvaluatedModule):
         labels = batch["labels"].float()
         out = self(batch["features"])
         with torch.autocast(self.device.type, enabled=False):
+            emb, actionness = out.emb.float(), out.actionness.float()
             snippets = mine_snippets(
-                out.emb.float(),
-                out.actionness.float(),
-                hp.r_easy,
-                hp.r_hard,
-                hp.m,
-                hp.M,
-                hp.mining_dropout,
+                emb, actionness, hp.r_easy, hp.r_hard, hp.m, hp.M, hp.mining_dropout
             )
             action = action_loss(out.video_scores, labels)
             terms = contrast_matrix(snippets, hp.temperature)

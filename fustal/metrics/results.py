@@ -157,6 +157,11 @@ def rows_to_results(per_video: Mapping[str, np.ndarray], classes: list[str]) -> 
     }
 
 
+def read_rows(path: str | os.PathLike, classes: list[str], where: str) -> VideoDetections:
+    """:func:`results_to_rows` of the results file ``path`` (its errors name ``where``)."""
+    return results_to_rows(read_results(path), classes, where)
+
+
 def write_results(
     path: str | os.PathLike, per_video: Mapping[str, np.ndarray], classes: list[str]
 ) -> dict:

@@ -219,13 +219,14 @@ class StudentModule(EvaluatedModule):
         """Focal + DIoU (over the running normalizer) + weighted video-level loss. No host
         synchronisation outside the teacher's target selection; the losses run in float32 with
         autocast off."""
+        hp = self.hp
         segments, labels, valid = self.batch_targets(batch)
         output = self.model(batch["features"], batch["mask"])
         with torch.autocast(self.device.type, enabled=False):
             cls_targets, reg_targets = self.model.targets(output, segments, labels, valid)
             points_valid = torch.cat(output.masks, dim=1)
             num_pos = ((cls_targets.sum(-1) > 0) & points_valid).sum()
-            norm = update_loss_normalizer(self.loss_normalizer, num_pos, self.hp.loss_norm_momentum)
+            norm = update_loss_normalizer(self.loss_normalizer, num_pos, hp.loss_norm_momentum)
             self.loss_normalizer.copy_(norm)
             losses = detection_losses(
                 output,
@@ -233,28 +234,21 @@ class StudentModule(EvaluatedModule):
                 reg_targets,
                 norm,
                 self.model.num_bins,
-                self.hp.focal_alpha,
-                self.hp.focal_gamma,
-                self.hp.iou_weight_power,
-                self.hp.label_smoothing,
+                hp.focal_alpha,
+                hp.focal_gamma,
+                hp.iou_weight_power,
+                hp.label_smoothing,
             )
             # one actionness class: a softmax over it is constant, so no video-level loss
-            video = (
-                norm.new_zeros(())
-                if self.hp.class_agnostic
-                else video_level_loss(
-                    output.video_logits,
-                    batch["mask"],
-                    batch["video_labels"],
-                    self.hp.video_topk_divisor,
+            video = norm.new_zeros(())
+            if not hp.class_agnostic:
+                video = video_level_loss(
+                    output.video_logits, batch["mask"], batch["video_labels"], hp.video_topk_divisor
                 )
-            )
-        loss = losses["cls"] + losses["reg"] + self.hp.video_loss_weight * video
+        loss = losses["cls"] + losses["reg"] + hp.video_loss_weight * video
         logs = {"loss": loss, **losses, "video": video, "num_pos": num_pos.float(), "norm": norm}
         self.log_dict(
-            {LOG_PREFIX + k: v for k, v in logs.items()},
-            batch_size=batch["features"].shape[0],
-            prog_bar=False,
+            {LOG_PREFIX + k: v for k, v in logs.items()}, batch_size=batch["features"].shape[0]
         )
         return loss
 

@@ -22,8 +22,7 @@ from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality
 from fustal.metrics.results import (
     VideoDetections,
-    read_results,
-    results_to_rows,
+    read_rows,
     score_rows,
     write_results,
 )
@@ -224,9 +223,9 @@ class GeneratorStage(Stage[GeneratorOutputs]):
     def load(self, folder: Path) -> GeneratorOutputs:
         data = self.ctx.data.generator
         classes = data.classes
-        pseudo = results_to_rows(read_results(folder / "pseudo_labels.json"), classes, "cache")
-        test = results_to_rows(read_results(folder / "generator_test.json"), classes, "cache")
-        val = results_to_rows(read_results(folder / VAL_FILE), classes, "cache")
+        pseudo = read_rows(folder / "pseudo_labels.json", classes, "cache")
+        test = read_rows(folder / "generator_test.json", classes, "cache")
+        val = read_rows(folder / VAL_FILE, classes, "cache")
         videos = [v.id for v in data.train_videos() + data.val_videos() + data.test_videos()]
         outputs = GeneratorOutputs(
             pseudo,

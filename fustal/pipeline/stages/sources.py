@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from fustal.errors import FustalError
 from fustal.fusion import read_score_file
-from fustal.metrics.results import VideoDetections, read_results, results_to_rows
+from fustal.metrics.results import VideoDetections, read_rows
 from fustal.pipeline.cache import file_digest
 from fustal.pipeline.stage import Outputs, Stage
 from fustal.viz.pictures import RunPictures
@@ -62,9 +62,7 @@ class PseudoLabelFile(FileStage[PseudoLabels]):
     option = "pseudo_labels"
 
     def compute(self, folder: Path) -> PseudoLabels:
-        rows = results_to_rows(
-            read_results(self.path), self.ctx.data.student.classes, str(self.path)
-        )
+        rows = read_rows(self.path, self.ctx.data.student.classes, str(self.path))
         return PseudoLabels(rows, str(self.path))
 
     def show(self, outputs: PseudoLabels, shown: RunPictures) -> None:

@@ -19,8 +19,7 @@ from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.results import (
     VideoDetections,
-    read_results,
-    results_to_rows,
+    read_rows,
     score_rows,
     write_results,
 )
@@ -306,19 +305,12 @@ class StudentStage(Stage[StudentOutputs]):
     def load(self, folder: Path) -> StudentOutputs:
         classes = self.ctx.data.student.classes
         written = read_json(folder / "metrics.json")
-        test = {
-            variant: results_to_rows(
-                read_results(folder / f"{variant}_test.json"), classes, "cache"
-            )
-            for variant in VARIANTS
-            if f"{variant}.test" in written
-        }
+        variants = [v for v in VARIANTS if f"{v}.test" in written]
+        test = {v: read_rows(folder / f"{v}_test.json", classes, "cache") for v in variants}
         held_out = bool(self.ctx.data.student.val_videos())
         val = {
-            variant: results_to_rows(read_results(folder / f"{variant}_val.json"), classes, "cache")
-            for variant in test
-            if held_out
+            v: read_rows(folder / f"{v}_val.json", classes, "cache") for v in variants if held_out
         }
-        pictures = results_to_rows(read_results(folder / PICTURES_FILE), classes, "cache")
+        pictures = read_rows(folder / PICTURES_FILE, classes, "cache")
         outputs = StudentOutputs(test, flatten(written), pictures, folder / CHECKPOINT, val)
         return self.validated(outputs)
