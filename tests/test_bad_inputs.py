@@ -10,9 +10,9 @@ hand-written file that fails validation first. ``NUM_CASES`` is the count quoted
 A case runs the command's app function in this process on the config composed from its
 arguments (:func:`in_process`). Cases whose subject is Hydra's part of the command (its own
 errors for a mistyped override, the run dir it creates, its record of the chosen options) run
-the entry point in a fresh process forked from a forkserver that has imported fustal once.
-``test_shortcuts_report_what_the_real_command_reports`` checks that both report exactly what
-the real ``python -m fustal.train`` command reports.
+the entry point in a fresh process forked from the test process's server
+(:func:`tests.conftest.forked`). ``test_shortcuts_report_what_the_real_command_reports`` checks
+that both report exactly what the real ``python -m fustal.train`` command reports.
 """
 
 from __future__ import annotations
@@ -747,7 +747,7 @@ def test_shortcuts_report_what_the_real_command_reports(
     forked: Forkserver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The in-process and the forkserver shortcuts report exactly what ``python -m
+    """The in-process and the forked shortcuts report exactly what ``python -m
     fustal.train`` reports."""
     runners = {
         "in_process": lambda args: in_process(args, capsys),

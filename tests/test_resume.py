@@ -4,7 +4,7 @@ A run is SIGKILLed at a chosen point (the test's own Lightning callback,
 :class:`tests.faults.KillAt`, added on the command line; or by timing), started again with the
 same command, and must end with outputs byte-identical to those of an uninterrupted run. The
 second uninterrupted run starts a new interpreter (its own hash seed); every other run is a
-process forked from the preloaded forkserver (:func:`tests.conftest.forked`), each a process of
+process forked from the test process's server (:func:`tests.conftest.forked`), each a process of
 its own that is killed and started again.
 """
 

@@ -1,5 +1,5 @@
 """``python -m fustal.score`` on the real THUMOS'14 annotation files, each run forked from the
-test forkserver (``tests/conftest.py``)."""
+test process's server (:func:`tests.conftest.forked`)."""
 
 from __future__ import annotations
 
