@@ -5,6 +5,7 @@ evaluation) each video's ground truth."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,25 +19,21 @@ from fustal.data.features import resample_indices
 from fustal.data.sampling import item_rng, split_key
 
 
+@dataclass(eq=False)
 class GeneratorVideos(Dataset):
     """One item per video: ``features [N, D]`` (N = num_segments when training, else the uniform
     resampling), ``labels [C]``, ``length`` (original T), ``seconds_per_step`` (of the returned
     steps), ``index`` (position in ``videos``), ``video_id`` and the ground truth
     ``gt_segments [M, 2]`` (seconds) and ``gt_labels [M]``."""
 
-    def __init__(
-        self,
-        data: StageData,
-        videos: Sequence[Video],
-        num_segments: int,
-        train: bool,
-        seed: int = 0,
-    ) -> None:
-        self.data = data
-        self.seed = seed
-        self.videos = list(videos)
-        self.num_segments = num_segments
-        self.train = train
+    data: StageData
+    videos: Sequence[Video]
+    num_segments: int
+    train: bool
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.videos = list(self.videos)
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -10,7 +10,7 @@ many batches of it were done (:class:`ResumePoint`, saved through the DataModule
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ class ResumePoint:
         self.epoch, self.batches = int(state.get("epoch", -1)), int(state.get("batches", 0))
 
 
+@dataclass(eq=False)
 class EpochSampler(Sampler[int]):
     """Yields dataset keys ``epoch * n + index``: shuffled by ``(seed, epoch)`` when training,
     in order otherwise; each rank takes every ``world``-th key (training pads the permutation so
@@ -82,20 +83,12 @@ class EpochSampler(Sampler[int]):
     ``resume`` point for the current epoch, the first ``resume.batches * batch_size`` keys of
     this rank are skipped (once)."""
 
-    def __init__(
-        self,
-        num_items: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        resume: ResumePoint | None = None,
-        batch_size: int = 1,
-    ) -> None:
-        self.num_items = num_items
-        self.seed = seed
-        self.shuffle = shuffle
-        self.resume = resume
-        self.batch_size = batch_size
-        self.epoch = 0
+    num_items: int
+    seed: int = 0
+    shuffle: bool = True
+    resume: ResumePoint | None = None
+    batch_size: int = 1
+    epoch: int = field(default=0, init=False)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -5,6 +5,7 @@ and for evaluation each video's ground truth in seconds."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ def random_crop(
     return int(starts[pick]), keep[pick]
 
 
+@dataclass(eq=False)
 class StudentVideos(Dataset):
     """One item per video: ``features [D, T]``, ``segments [M, 2]`` (grid units) and ``labels
     [M]`` of the targets, ``video_label [C]``, and timing for conversion back to seconds.
@@ -64,29 +66,20 @@ class StudentVideos(Dataset):
     With ``video_scores`` every item also carries its video's ``class_scores [C]``.
     """
 
-    def __init__(
-        self,
-        data: StageData,
-        videos: Sequence[Video],
-        targets: Targets | None,
-        train: bool,
-        max_seq_len: int,
-        crop_ratio: Sequence[float] = (0.9, 1.0),
-        crop_tries: int = 200,
-        crop_min_keep: float = 0.5,
-        seed: int = 0,
-        video_scores: VideoScores | None = None,
-    ) -> None:
-        self.data = data
-        self.seed = seed
-        self.videos = list(videos)
-        self.targets = targets
-        self.video_scores = video_scores
-        self.train = train
-        self.max_seq_len = max_seq_len
-        self.crop_ratio = tuple(crop_ratio)
-        self.crop_tries = crop_tries
-        self.crop_min_keep = crop_min_keep
+    data: StageData
+    videos: Sequence[Video]
+    targets: Targets | None
+    train: bool
+    max_seq_len: int
+    crop_ratio: Sequence[float] = (0.9, 1.0)
+    crop_tries: int = 200
+    crop_min_keep: float = 0.5
+    seed: int = 0
+    video_scores: VideoScores | None = None
+
+    def __post_init__(self) -> None:
+        self.videos = list(self.videos)
+        self.crop_ratio = tuple(self.crop_ratio)
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -40,19 +40,12 @@ _WINDOW_SLACK_S = 1e-6
 
 @dataclass
 class Detections:
-    """A flat set of temporal segments. Ground truth has ``score=None``.
+    """A flat set of temporal segments. Ground truth has ``score=None``."""
 
-    Attributes:
-        video: ``[N]`` int64 index into some list of video ids (-1: unknown video).
-        label: ``[N]`` int64 class index.
-        segment: ``[N, 2]`` float64 start and end in seconds.
-        score: ``[N]`` float64 confidence, or None for ground truth.
-    """
-
-    video: np.ndarray
-    label: np.ndarray
-    segment: np.ndarray
-    score: np.ndarray | None = None
+    video: np.ndarray  # [N] int64 index into some list of video ids (-1: unknown video)
+    label: np.ndarray  # [N] int64 class index
+    segment: np.ndarray  # [N, 2] float64 start and end in seconds
+    score: np.ndarray | None = None  # [N] float64 confidence
 
     def __post_init__(self) -> None:
         self.video = np.asarray(self.video, dtype=np.int64).reshape(-1)
@@ -257,14 +250,9 @@ def _interpolated_ap(tp: np.ndarray, num_positives: int) -> np.ndarray:
 def average_precision(
     gt: Detections, pred: Detections, tiou_thresholds: Sequence[float], num_classes: int
 ) -> np.ndarray:
-    """Per-threshold, per-class AP ``[K, C]``; NaN for classes without GT.
-
-    Args:
-        gt: ground truth (score ignored); labels in ``[0, C)``, video indices >= 0.
-        pred: predictions with scores; same video indexing as ``gt`` (-1: unknown video).
-        tiou_thresholds: ``K`` thresholds in ``[0, 1]``.
-        num_classes: ``C``.
-    """
+    """Per-threshold, per-class AP ``[K, C]`` (NaN for classes without GT) of ``pred`` (with
+    scores; ``gt``'s video indexing, -1: unknown video) against ``gt`` (score ignored; labels in
+    ``[0, C)``, video indices >= 0) at ``K`` thresholds in ``[0, 1]``."""
     thr = check_thresholds(tiou_thresholds)
     check_ground_truth(gt, num_classes)
     num_positives = np.bincount(gt.label, minlength=num_classes)

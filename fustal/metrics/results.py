@@ -79,15 +79,10 @@ def results_to_detections(
     classes: list[str],
     video_ids: list[str],
 ) -> Detections:
-    """Flatten ``{vid: [{"label", "score", "segment"}]}`` into :class:`Detections`.
-
-    Args:
-        results: results mapping (as from :func:`read_results`; a ``{"results": ...}`` wrapper
-            is unwrapped).
-        classes: class names in index order; detections with another label are dropped.
-        video_ids: video ids in index order; detections on other videos get video index -1
-            (the evaluation counts them as false positives).
-    """
+    """Flatten ``{vid: [{"label", "score", "segment"}]}`` (as from :func:`read_results`; a
+    ``{"results": ...}`` wrapper is unwrapped) into :class:`Detections` indexed by ``classes``
+    and ``video_ids``: detections with another label are dropped, those on other videos get video
+    index -1 (the evaluation counts them as false positives)."""
     if isinstance(results, Mapping) and isinstance(results.get("results"), Mapping):
         results = results["results"]
     _check_entries(results, "results")

@@ -47,17 +47,9 @@ def iou_density_mask(
     min_density: float | None = 0.2,
     min_score: float | None = 0.4,
 ) -> np.ndarray:
-    """Which pseudo labels of one video survive the filter.
-
-    Args:
-        segments: ``[N, 2]`` (start, end) of all the video's proposals, any class.
-        scores: ``[N]``.
-        min_density: keep ``overlap_density >= min_density``; ``None`` disables it.
-        min_score: keep ``score > min_score``; ``None`` disables it.
-
-    Returns:
-        ``[N]`` bool (``[0]`` for no proposals).
-    """
+    """Which of one video's proposals (``segments [N, 2]``, any class, and ``scores [N]``)
+    survive the filter: ``[N]`` bool, true where ``overlap_density >= min_density`` and
+    ``score > min_score`` (``None`` disables a test)."""
     seg, sc = segments_and_scores(segments, scores)
     keep = np.ones(seg.shape[0], dtype=bool)
     if seg.shape[0] == 0:
