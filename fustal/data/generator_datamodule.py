@@ -19,7 +19,7 @@ from fustal.data.features import resample_indices
 from fustal.data.sampling import item_rng, split_key
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # a dataclass repr would list every video
 class GeneratorVideos(Dataset):
     """One item per video: ``features [N, D]`` (N = num_segments when training, else the uniform
     resampling), ``labels [C]``, ``length`` (original T), ``seconds_per_step`` (of the returned

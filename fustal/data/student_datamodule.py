@@ -52,7 +52,7 @@ def random_crop(
     return int(starts[pick]), keep[pick]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # a dataclass repr would list every video
 class StudentVideos(Dataset):
     """One item per video: ``features [D, T]``, ``segments [M, 2]`` (grid units) and ``labels
     [M]`` of the targets, ``video_label [C]``, and timing for conversion back to seconds.
