@@ -13,7 +13,6 @@ import copy
 import faulthandler
 import importlib
 import io
-import multiprocessing
 import multiprocessing.util
 import os
 import runpy
@@ -460,8 +459,6 @@ FORKSERVER: list[Forkserver] = []  # this test process's, started by pytest_conf
 def forked() -> Forkserver:
     """The session's :class:`Forkserver` (``tests/test_bad_inputs.py`` checks that its runs
     report what the real command reports)."""
-    if not FORKSERVER:  # a test process that pytest_configure left without one
-        FORKSERVER.append(Forkserver())
     return FORKSERVER[0]
 
 

@@ -83,7 +83,8 @@ class ResumableDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> Any:
         return self.loader("test")
 
-    predict_dataloader = test_dataloader
+    def predict_dataloader(self) -> Any:
+        return self.test_dataloader()
 
     def state_dict(self) -> dict[str, Any]:
         return self.resume.state(self.trainer)

@@ -307,10 +307,9 @@ class StudentStage(Stage[StudentOutputs]):
         written = read_json(folder / "metrics.json")
         variants = [v for v in VARIANTS if f"{v}.test" in written]
         test = {v: read_rows(folder / f"{v}_test.json", classes, "cache") for v in variants}
-        held_out = bool(self.ctx.data.student.val_videos())
-        val = {
-            v: read_rows(folder / f"{v}_val.json", classes, "cache") for v in variants if held_out
-        }
+        val = {}
+        if self.ctx.data.student.val_videos():
+            val = {v: read_rows(folder / f"{v}_val.json", classes, "cache") for v in variants}
         pictures = read_rows(folder / PICTURES_FILE, classes, "cache")
         outputs = StudentOutputs(test, flatten(written), pictures, folder / CHECKPOINT, val)
         return self.validated(outputs)
