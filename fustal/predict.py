@@ -99,9 +99,7 @@ def resolve_timing(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[
     """Layout, fps, stride and window frames: the config's where set, else the checkpoint's;
     ``steps``: the checkpoint's resized length (None: not resized, or not stored)."""
     stored = ckpt.feature_timing or {}
-    timing: dict[str, Any] = {
-        k: cfg[k] if cfg[k] is not None else stored.get(k) for k in TIMING_KEYS
-    }
+    timing: dict[str, Any] = {k: stored.get(k) if cfg[k] is None else cfg[k] for k in TIMING_KEYS}
     timing["layout"] = stored.get("layout", "overlap")
     timing["steps"] = stored.get("steps")
     if timing["layout"] == "resized":
@@ -289,18 +287,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=None, config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> None:
-    absolute_paths(
-        cfg,
-        (
-            "ckpt_path",
-            "features",
-            "out",
-            "durations",
-            "fusion.score_file",
-            "fusion.generator_ckpt",
-            "fusion.generator_features",
-        ),
-    )
+    absolute_paths(cfg)
     run(cfg)
 
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -223,6 +222,8 @@ def debug_run(tmp_path_factory: pytest.TempPathFactory) -> DebugRun:
 @pytest.fixture(autouse=True, scope="session")
 def one_thread() -> Iterator[None]:
     """Tiny models on a shared 2-core CPU run faster (and steadier) with one intra-op thread."""
+    import torch  # here, not at the top: xdist's controller, which runs no test, needs no torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -279,6 +280,8 @@ def _forked_main(module: str, args: list[str], cwd: str | None, stdout: str, std
         signal.signal(sig, handler)
     os.environ.clear()
     os.environ.update(user_env())
+    import torch
+
     torch.set_num_threads(1)
     if cwd is not None:
         os.chdir(cwd)
@@ -469,6 +472,8 @@ class NoHostSync:
     NAMES = ("item", "tolist", "numpy", "nonzero", "__bool__", "__int__", "__float__")
 
     def __enter__(self):
+        import torch
+
         self.saved = {n: getattr(torch.Tensor, n) for n in self.NAMES}
         self.saved_nonzero = torch.nonzero
 
@@ -481,6 +486,8 @@ class NoHostSync:
         return self
 
     def __exit__(self, *exc) -> None:
+        import torch
+
         for name, fn in self.saved.items():
             setattr(torch.Tensor, name, fn)
         torch.nonzero = self.saved_nonzero

@@ -43,7 +43,7 @@ def fingerprints(package: Path) -> dict[str, str]:
         ("pipeline/stages/common.py", {"generator", "student"}),
         # reached only through the scheduler's _target_
         ("student/schedule.py", {"student"}),
-        ("pseudo/filters.py", {"generator", "filter"}),
+        ("pseudo/filters.py", {"filter"}),
         # lazily imported inside a function (data.views -> data.synthetic)
         ("data/synthetic.py", {"generator", "filter", "student"}),
         # cosmetic: console, progress, pictures

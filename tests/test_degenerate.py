@@ -25,7 +25,7 @@ from fustal.data.student_datamodule import PseudoLabelDataModule, Targets
 from fustal.generator.module import GeneratorModule
 from fustal.inference import predict_videos
 from fustal.metrics.results import rows_to_results, score_rows
-from fustal.student import StudentModule
+from fustal.student.module import StudentModule
 from tests.conftest import CONF_DIR
 from tests.test_data import features_cfg
 

@@ -26,14 +26,14 @@ from tests.test_entry_points import assert_exit_2, assert_same_detections, predi
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 CLASSES = sorted(COLOURS)
 VIDEO_FPS = 10
-# mc3_18 (the fastest backbone) on 32-pixel crops: 8-frame clips every 4 frames at 8 fps
+# mc3_18 (the fastest backbone) on 16-pixel crops: 8-frame clips every 4 frames at 8 fps
 OPTIONS = {
     "backbone": "mc3_18",
     "weights": "none",
     "fps": 8.0,
     "window": 8,
     "stride": 4,
-    "crop_size": 32,
+    "crop_size": 16,
     "batch_size": 8,
     "device": "cpu",
 }
@@ -127,8 +127,8 @@ def test_extract_writes_the_custom_layout_and_resumes(videos: Videos, tmp_path: 
             "backbone": "mc3_18",
             "weights": "none",
             "seed": 0,
-            "crop_size": 32,
-            "resize_size": [37, 49],
+            "crop_size": 16,
+            "resize_size": [18, 24],
             "dim": 512,
         },
     }

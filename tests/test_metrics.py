@@ -15,21 +15,23 @@ import torch.multiprocessing as mp
 
 from fustal.data.annotations import Video, load_annotations
 from fustal.errors import FustalError
-from fustal.metrics import (
-    DetectionMAP,
+from fustal.metrics.detection import (
     Detections,
+    _match_ranked,
     average_precision,
     detection_map,
-    gt_to_detections,
     match_predictions,
-    pseudo_label_quality,
+    tiou_key,
+)
+from fustal.metrics.quality import pseudo_label_quality
+from fustal.metrics.results import (
+    gt_to_detections,
     read_results,
     results_to_detections,
     rows_to_results,
-    tiou_key,
 )
-from fustal.metrics.detection import _match_ranked
 from fustal.metrics.shape import flatten, nest, numbers, sections
+from fustal.metrics.torchmetric import DetectionMAP
 from fustal.segments import tiou_matrix
 from tests.reference.map_loop import average_precision_loop, detection_map_loop
 

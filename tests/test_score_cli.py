@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fustal.data.annotations import load_annotations
-from fustal.metrics import detection_map, gt_to_detections, results_to_detections
+from fustal.metrics.detection import detection_map
+from fustal.metrics.results import gt_to_detections, results_to_detections
 from tests.conftest import Forkserver
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,25 +9,66 @@ import pytest
 import torch
 
 from fustal.config.schema import InferenceSchema
+from fustal.data.student_datamodule import make_collate
 from fustal.errors import FustalError
-from fustal.student import (
-    TriDet,
-    assign_targets,
+from fustal.student.assign import assign_batch, make_points, pad_segments
+from fustal.student.decode import (
+    DECODING,
+    Levels,
+    SegmentBatch,
+    decode_batch,
+    soft_nms_batch,
+    trident_offsets,
+)
+from fustal.student.losses import (
     center_diou_loss,
     center_iou,
-    decode_video,
     detection_losses,
-    make_points,
-    pad_batch,
     sigmoid_focal_loss,
-    soft_nms,
-    trident_offsets,
     update_loss_normalizer,
     video_level_loss,
 )
-from fustal.student.assign import assign_batch, pad_segments
-from fustal.student.decode import Levels
+from fustal.student.model import TriDet
 from tests.reference.softnms_loop import soft_nms_loop
+
+
+def assign_targets(
+    points: torch.Tensor,
+    segments: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    ranges: torch.Tensor,
+    center_radius: float = 1.5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`assign_batch` of one video: ``segments [M, 2]``, ``labels [M]`` ->
+    ``cls_targets [P, C]``, ``reg_targets [P, 2]``, ``positive [P]``."""
+    valid = torch.ones(1, len(segments), dtype=torch.bool)
+    batch = (segments[None], labels[None], valid, num_classes, ranges, center_radius)
+    cls, reg, pos = assign_batch(points, *batch)
+    return cls[0], reg[0], pos[0]
+
+
+def soft_nms(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    settings: InferenceSchema = DECODING,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`soft_nms_batch` of one video -> kept segments, decayed scores and labels."""
+    if len(segments) == 0:
+        return segments.new_zeros(0, 2), scores.new_zeros(0), labels.new_zeros(0)
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    cands = SegmentBatch(segments[None], scores[None], labels[None], valid[None])
+    out = soft_nms_batch(cands, int(labels.max()) + 1, settings)
+    keep = out.valid[0]
+    return out.segments[0][keep], out.scores[0][keep], out.labels[0][keep]
+
+
+def decode_video(output: Levels, strides: list[int], num_bins: int) -> np.ndarray:
+    """:func:`decode_batch` of one video (per level ``[T_l, ...]``) -> ``[K, 4]`` rows."""
+    batched = Levels(*([x[None] for x in getattr(output, field)] for field in Levels._fields))
+    return decode_batch(batched, strides, num_bins, DECODING).to_rows()[0]
+
 
 SMALL = {
     "embd_dim": 32,
@@ -82,23 +123,35 @@ def test_weights_loaded_into_an_eval_mode_model_are_all_used() -> None:
             torch.testing.assert_close(got, want)
 
 
-def test_pad_batch_shapes_and_masks() -> None:
+def pad_features(
+    features: list[torch.Tensor], pad_to: int | None, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's collate (:func:`make_collate`) of videos ``[D, T_i]`` without targets ->
+    ``features [B, D, T]`` and ``mask [B, T]``."""
+    empty = {"segments": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long)}
+    timing = {"offset": 0, "stride_s": 1.0, "window_s": 1.0, "duration": 1.0}
+    truth = {"video_label": torch.zeros(1), "gt_segments": None, "gt_labels": None}
+    items = [
+        {"features": f, "video_id": f"v{i}", "index": i, **empty, **timing, **truth}
+        for i, f in enumerate(features)
+    ]
+    batch = make_collate(pad_to, stride)(items)
+    return batch["features"], batch["mask"]
+
+
+def test_collate_pads_to_a_multiple_of_the_stride_and_masks_the_padding() -> None:
     feats = [torch.ones(4, 10), 2 * torch.ones(4, 3)]
-    batch, mask = pad_batch(feats, None, 8)
+    batch, mask = pad_features(feats, None, 8)
     assert batch.shape == (2, 4, 16)
     assert mask.sum(1).tolist() == [10, 3]
     assert batch[1, :, 3:].abs().sum() == 0 and batch[1, :, :3].eq(2).all()
-    batch, mask = pad_batch(feats, 24, 8)
+    batch, mask = pad_features(feats, 24, 8)
     assert batch.shape == (2, 4, 24) and mask.shape == (2, 24)
-    with pytest.raises(FustalError):
-        pad_batch([torch.ones(4, 10), torch.ones(5, 10)], None, 8)
-    with pytest.raises(FustalError):
-        pad_batch([], None, 8)
 
 
 def test_forward_shapes_and_bad_inputs() -> None:
     model = TriDet(16, 3, **SMALL)
-    feats, mask = pad_batch([torch.randn(16, 50), torch.randn(16, 20)], 64, model.max_stride)
+    feats, mask = pad_features([torch.randn(16, 50), torch.randn(16, 20)], 64, model.max_stride)
     out = model(feats, mask)
     assert [x.shape for x in out.cls_logits] == [(2, 64 // s, 3) for s in (1, 2, 4, 8)]
     assert [x.shape for x in out.offsets] == [(2, 64 // s, 2, 17) for s in (1, 2, 4, 8)]

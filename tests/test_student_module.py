@@ -12,11 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from fustal.errors import FustalError
-from fustal.student import StudentModule, pad_batch
 from fustal.student.assign import pad_segments
-from fustal.student.module import weight_decay_groups
+from fustal.student.module import StudentModule, weight_decay_groups
 from fustal.student.schedule import lr_factor, warmup_schedule
 from tests.conftest import NoHostSync
+from tests.test_student_core import pad_features
 
 FEATURE_DIM, NUM_CLASSES, MAX_LEN = 16, 3, 64
 MODEL = {
@@ -53,7 +53,7 @@ def make_videos(num: int, seed: int = 0) -> list[dict]:
 
 
 def collate(videos: list[dict]) -> dict:
-    features, mask = pad_batch([v["features"] for v in videos], MAX_LEN, 8)
+    features, mask = pad_features([v["features"] for v in videos], MAX_LEN, 8)
     video_labels = torch.zeros(len(videos), NUM_CLASSES)
     for row, v in zip(video_labels, videos, strict=True):
         row[v["labels"]] = 1.0

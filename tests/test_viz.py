@@ -23,7 +23,6 @@ from fustal.viz.rundir import (
     timeline_name,
     write_cas,
 )
-from fustal.viz.save import PNG_SIGNATURE
 from fustal.viz.timeline import Track, plot_timeline, shown_classes
 from tests.conftest import DebugRun, train
 
@@ -34,7 +33,7 @@ CLASSES = ["jump", "run", "swim", "throw", "walk"]
 def check_png(path: Path) -> np.ndarray:
     """Assert ``path`` is a non-trivial PNG; return its pixels ``[H, W, C]``."""
     data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     image = imread(path)
     assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) >= 100
     return image

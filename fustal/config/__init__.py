@@ -70,7 +70,8 @@ def make_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 120)
 
 
-# keys of the train / evaluate configs that hold file-system paths
+# keys of the train / evaluate / predict configs that hold file-system paths (a key the config
+# lacks, or whose value is no string, e.g. train's ``features`` group, is left alone)
 PATH_KEYS = (
     "paths.root_dir",
     "paths.data_dir",
@@ -82,16 +83,21 @@ PATH_KEYS = (
     "pseudo_labels",
     "ckpt_path",
     "fusion.score_file",
+    "features",
+    "out",
+    "durations",
+    "fusion.generator_ckpt",
+    "fusion.generator_features",
 )
 
 
-def absolute_paths(cfg: DictConfig, keys: tuple[str, ...] = PATH_KEYS) -> None:
-    """Make the relative paths among ``keys`` absolute against the folder the command was started
-    from (Hydra's original working dir), so that ``hydra.job.chdir=true`` and the working dir of
-    DDP children or sweep jobs do not change what a path means."""
+def absolute_paths(cfg: DictConfig) -> None:
+    """Make the relative paths among :data:`PATH_KEYS` absolute against the folder the command
+    was started from (Hydra's original working dir), so that ``hydra.job.chdir=true`` and the
+    working dir of DDP children or sweep jobs do not change what a path means."""
     from hydra.utils import to_absolute_path
 
-    for key in keys:
+    for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if isinstance(value, str) and value and not os.path.isabs(value):
             OmegaConf.update(cfg, key, to_absolute_path(value))

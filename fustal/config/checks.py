@@ -19,12 +19,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from fustal.config.schema import (
-    SELECT_CHOICES,
-    FilterSchema,
-    GeneratorModuleSchema,
-    TrainSchema,
-)
+from fustal.config.schema import SELECT_CHOICES, FilterSchema, GeneratorModuleSchema, TrainSchema
 from fustal.data.features import LAYOUTS
 from fustal.data.module_arguments import MODULE_ARGUMENTS
 from fustal.errors import FustalError

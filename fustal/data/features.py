@@ -235,10 +235,9 @@ class FeatureSpec:
 
     def files(self, video: Video) -> list[Path]:
         """The feature file(s) of a video (one per stream for the non-overlapping layout)."""
-        streams = self.streams or ("",)
         return [
             self.root / self.path.format(video=video.id, subset=video.subset, stream=stream)
-            for stream in streams
+            for stream in self.streams or ("",)
         ]
 
     def missing(self, video: Video) -> list[Path]:

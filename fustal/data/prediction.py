@@ -45,13 +45,7 @@ def check_sidecar(folder: Path, timing: Mapping[str, Any], ckpt: Checkpoint) -> 
     if not path.is_file():
         return
     sidecar = read_sidecar(path)
-    theirs = {
-        "layout": "overlap",
-        "fps": sidecar.fps,
-        "window_frames": sidecar.window_frames,
-        "stride_frames": sidecar.stride_frames,
-        "extractor": sidecar.extractor,
-    }
+    theirs = {**vars(sidecar), "layout": "overlap"}  # its path is neither compared nor shown
     ours = {**timing, "extractor": (ckpt.feature_timing or {}).get("extractor")}
     keys = ["window_frames", "stride_frames", "extractor"] + (["fps"] if sidecar.fps else [])
     if ours["layout"] == "resized" or any(theirs[k] != ours[k] for k in keys):

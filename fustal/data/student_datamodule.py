@@ -116,9 +116,8 @@ class StudentVideos(Dataset):
                 segs = np.clip(segs[keep], start, start + crop_len) - start
                 labels = labels[keep]
                 feats = feats[start : start + crop_len]
-        tensor = torch.from_numpy(np.ascontiguousarray(feats.T))
         item = {
-            "features": tensor,
+            "features": torch.from_numpy(np.ascontiguousarray(feats.T)),
             "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
             "labels": torch.from_numpy(labels.astype(np.int64)),
             "video_label": torch.from_numpy(video.video_label(self.data.num_classes)),

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 from fustal.errors import FustalError, exit_on_error
 from fustal.io import atomic_open, read_json, write_json, write_npy
@@ -135,9 +134,7 @@ class SyntheticConfig:
     @classmethod
     def for_layout(cls, layout: str, **overrides: Any) -> SyntheticConfig:
         """A config of ``layout`` with that layout's preset sizes, then ``overrides``."""
-        if layout not in LAYOUT_PRESETS:
-            raise FustalError(f"SyntheticConfig: layout must be one of {', '.join(LAYOUTS)}")
-        return cls(**{**LAYOUT_PRESETS[layout], **overrides, "layout": layout})
+        return cls(**{**LAYOUT_PRESETS.get(layout, {}), **overrides, "layout": layout})
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -425,6 +422,8 @@ def interval_masks(t: np.ndarray, segments: np.ndarray) -> np.ndarray:
 
 def ar1_noise(rng: np.random.Generator, length: int, dim: int, phi: float) -> np.ndarray:
     """Stationary unit-variance AR(1) noise ``[length, dim]`` with coefficient ``phi``."""
+    from scipy.signal import lfilter  # here: scipy.signal takes a second to import
+
     white = rng.standard_normal((length, dim))
     initial = phi * rng.standard_normal((1, dim))
     noise, _ = lfilter([math.sqrt(1 - phi**2)], [1.0, -phi], white, axis=0, zi=initial)

@@ -10,22 +10,6 @@ from fustal.errors import FustalError
 from fustal.generator.mining import Snippets
 
 
-def info_nce(q: Tensor, k: Tensor, negatives: Tensor, temperature: float = 0.07) -> Tensor:
-    """InfoNCE: cross-entropy (target 0) of ``[q.k, q.n_1, ..., q.n_K] / T`` per row, averaged
-    over the batch.
-
-    q, k: ``[B, H]``, negatives: ``[B, K, H]``, all L2-normalized along H -> scalar.
-    """
-    q = F.normalize(q, dim=-1)
-    k = F.normalize(k, dim=-1)
-    negatives = F.normalize(negatives, dim=-1)
-    positive = (q * k).sum(dim=-1, keepdim=True)
-    negative = torch.einsum("bh,bkh->bk", q, negatives)
-    logits = torch.cat([positive, negative], dim=1) / temperature
-    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target, reduction="none").mean()
-
-
 def contrast_matrix(s: Snippets, temperature: float = 0.07) -> Tensor:
     """Refinement NCE terms of every (query video, key video) pair of a batch -> ``[B, B]``.
 
@@ -47,12 +31,6 @@ def contrast_matrix(s: Snippets, temperature: float = 0.07) -> Tensor:
         return torch.logsumexp(logits, dim=-1) - logits[..., 0]
 
     return nce(hard_act, key_act, easy_bkg) + nce(hard_bkg, key_bkg, easy_act)
-
-
-def snippet_contrast(s: Snippets, temperature: float = 0.07) -> Tensor:
-    """``NCE(mean HA, mean EA, EB) + NCE(mean HB, mean EB, EA)`` within each video, each NCE
-    averaged over the batch -> scalar."""
-    return torch.diagonal(contrast_matrix(s, temperature)).mean()
 
 
 def same_label_mask(labels: Tensor) -> Tensor:

@@ -101,12 +101,8 @@ def results_to_detections(
             labels.append(c)
             scores.append(entry["score"])
             segments.append(entry["segment"])
-    return Detections(
-        video=np.asarray(videos, dtype=np.int64),
-        label=np.asarray(labels, dtype=np.int64),
-        segment=_as_floats(segments, vids, "segment").reshape(-1, 2),
-        score=_as_floats(scores, vids, "score"),
-    )
+    segment, score = _as_floats(segments, vids, "segment"), _as_floats(scores, vids, "score")
+    return Detections(np.asarray(videos, np.int64), np.asarray(labels, np.int64), segment, score)
 
 
 def gt_to_detections(videos: Sequence[Video]) -> tuple[Detections, list[str]]:
@@ -199,12 +195,7 @@ def rows_to_detections(rows: Mapping[str, np.ndarray], video_ids: list[str]) -> 
     parts = [np.asarray(r, np.float64).reshape(-1, 4) for r in rows.values()]
     flat = np.concatenate(parts) if parts else np.zeros((0, 4))
     videos = np.repeat([index.get(v, -1) for v in rows], [len(p) for p in parts])
-    return Detections(
-        video=videos.astype(np.int64),
-        label=flat[:, 0].astype(np.int64),
-        segment=flat[:, 2:4],
-        score=flat[:, 1],
-    )
+    return Detections(video=videos, label=flat[:, 0], segment=flat[:, 2:4], score=flat[:, 1])
 
 
 def count_rows(rows: Mapping[str, np.ndarray]) -> int:

@@ -76,30 +76,15 @@ class DetectionMAP(_ColumnMetric):
         pred = np.concatenate(rows) if rows else np.zeros((0, 4))
         truth = np.concatenate(segs) if segs else np.zeros((0, 2))
         labels = [np.asarray(lab, np.float64).reshape(-1) for lab in gt_labels]
+        gt_label = np.concatenate(labels) if labels else np.zeros(0)
         self._append(_PRED, (np.repeat(videos, [len(r) for r in rows]), *pred.T))
-        self._append(
-            _GT,
-            (
-                np.repeat(videos, [len(s) for s in segs]),
-                np.concatenate(labels) if labels else np.zeros(0),
-                *truth.T,
-            ),
-        )
+        self._append(_GT, (np.repeat(videos, [len(s) for s in segs]), gt_label, *truth.T))
 
     def compute(self) -> dict[str, Tensor]:
         video, label, score, start, end = (_numpy(getattr(self, n)) for n in _PRED)
-        pred = Detections(
-            video=np.rint(video).astype(np.int64),
-            label=np.rint(label).astype(np.int64),
-            segment=np.stack([start, end], axis=1),
-            score=score,
-        )
+        pred = Detections(np.rint(video), np.rint(label), np.stack([start, end], axis=1), score)
         g_video, g_label, g_start, g_end = (_numpy(getattr(self, n)) for n in _GT)
-        gt = Detections(
-            video=np.rint(g_video).astype(np.int64),
-            label=np.rint(g_label).astype(np.int64),
-            segment=np.stack([g_start, g_end], axis=1),
-        )
+        gt = Detections(np.rint(g_video), np.rint(g_label), np.stack([g_start, g_end], axis=1))
         result = detection_map(gt, pred, self.tiou_thresholds, self.num_classes)
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.items()}
 

@@ -32,12 +32,7 @@ from filelock import FileLock, Timeout
 import fustal
 from fustal.io import read_json, write_json
 from fustal.pipeline.keys import COSMETIC_MODULES
-from fustal.training.distributed import (
-    barrier,
-    broadcast_from_zero,
-    is_distributed,
-    is_global_zero,
-)
+from fustal.training.distributed import barrier, broadcast_from_zero, is_distributed, is_global_zero
 
 log = logging.getLogger(__name__)
 

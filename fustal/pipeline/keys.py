@@ -68,8 +68,8 @@ def stage_identity(
     """The config a training stage reads besides its budget and its choice of weights; its
     ``features`` view as loaded (:func:`features_identity`)."""
 
-    def settings(node: DictConfig) -> dict[str, Any]:
-        return {k: v for k, v in to_plain(node).items() if k not in WORKER_KEYS}
+    def settings(node: DictConfig, drop: frozenset[str] = WORKER_KEYS) -> dict[str, Any]:
+        return {k: v for k, v in to_plain(node).items() if k not in drop}
 
     identity = {
         "module": settings(module),
@@ -77,9 +77,7 @@ def stage_identity(
         "dataset": to_plain(cfg.dataset),
         "features": features_identity(cfg.features[stage], features),
         "seed": cfg.seed,
-        "trainer": {
-            k: v for k, v in to_plain(cfg.trainer).items() if k not in COSMETIC_TRAINER_KEYS
-        },
+        "trainer": settings(cfg.trainer, COSMETIC_TRAINER_KEYS),
     }
     if cfg.validation.mode != "test":  # validation=test keeps the keys it always had
         # the split only: heldout and video_labels train on the same videos and share the entry

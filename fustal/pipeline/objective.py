@@ -42,11 +42,6 @@ def metric_path(cfg: DictConfig, metrics: Mapping[str, Any] | None = None) -> st
     return None if model is None else f"{model}.{section}.{name}"
 
 
-def is_test_metric(path: str) -> bool:
-    """Whether the metric ``path`` is scored with the test labels."""
-    return ".test." in f".{path}."
-
-
 def optimized_value(cfg: DictConfig, metrics: Mapping[str, Any]) -> float | None:
     """The value of :func:`metric_path` in the run's ``metrics`` (as ``metrics.json`` nests
     them; None when the run trains no model and no ``optimized_metric`` is set); a path the
@@ -70,7 +65,7 @@ def warn_test_search(cfg: DictConfig) -> None:
     """One warning line (stderr; the search starts before the jobs' logging) when a search
     optimizes a metric of the test labels."""
     path = metric_path(cfg)
-    if path is not None and is_test_metric(path):
+    if path is not None and ".test." in f".{path}.":
         print(
             f"WARNING: optimized_metric={path} is a test metric: this search tunes on the test"
             " labels (validation=heldout or validation=video_labels select on held-out training"

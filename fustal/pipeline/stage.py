@@ -137,15 +137,11 @@ class Stage(ABC, Generic[Outputs]):
         return [type(self).__module__, *named]
 
     def key(self) -> str:
-        parts = {
-            "config": to_plain(self.key_parts()),
-            "upstream": {name: result.key for name, result in sorted(self.upstream.items())},
-        }
+        config = to_plain(self.key_parts())
+        upstream = {name: result.key for name, result in sorted(self.upstream.items())}
         # of the user's files, those the key parts name (fustal.pipeline.keys states the rule)
-        user_files = user_target_files(parts["config"])
-        return config_hash(
-            self.name, parts, code_fingerprint(self.code_roots(), user_files=user_files)
-        )
+        code = code_fingerprint(self.code_roots(), user_files=user_target_files(config))
+        return config_hash(self.name, {"config": config, "upstream": upstream}, code)
 
 
 def written_files(folder: Path) -> list[str]:

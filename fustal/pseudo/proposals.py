@@ -147,11 +147,7 @@ def threshold_runs(
 
 
 def _outer_inner_contrast(
-    padded: np.ndarray,
-    rows: np.ndarray,
-    first: np.ndarray,
-    last: np.ndarray,
-    oic_lambda: float = 0.25,
+    padded: np.ndarray, rows: np.ndarray, first: np.ndarray, last: np.ndarray, oic_lambda: float
 ) -> np.ndarray:
     """Outer-inner contrast ``inner - outer`` of runs over rows of ``padded [R, L + 1]``.
 

@@ -94,36 +94,6 @@ def assign_batch(
     return cls_targets, reg_targets, positive
 
 
-def assign_targets(
-    points: Tensor,
-    segments: Tensor,
-    labels: Tensor,
-    num_classes: int,
-    ranges: Tensor,
-    center_radius: float = 1.5,
-    length_tolerance: float = 1e-3,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`assign_batch` of one video: ``segments [M, 2]``, ``labels [M]`` ->
-    ``cls_targets [P, C]``, ``reg_targets [P, 2]``, ``positive [P]``."""
-    if segments.dim() != 2 or segments.shape[-1] != 2 or labels.shape != segments.shape[:1]:
-        raise FustalError(
-            f"segments/labels: expected [M, 2] and [M], got {tuple(segments.shape)} "
-            f"and {tuple(labels.shape)}"
-        )
-    valid = torch.ones(1, segments.shape[0], dtype=torch.bool, device=segments.device)
-    cls, reg, pos = assign_batch(
-        points,
-        segments[None],
-        labels[None],
-        valid,
-        num_classes,
-        ranges,
-        center_radius,
-        length_tolerance,
-    )
-    return cls[0], reg[0], pos[0]
-
-
 def pad_segments(
     segments: Sequence[Tensor], labels: Sequence[Tensor], device: torch.device | str | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:

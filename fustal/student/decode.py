@@ -269,25 +269,6 @@ def soft_nms_batch(
     )
 
 
-def soft_nms(
-    segments: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    settings: InferenceSchema = DECODING,
-    eps: float = 1e-8,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`soft_nms_batch` of one video: ``segments [N, 2]``, ``scores [N]``, ``labels [N]``
-    -> kept ``segments [K, 2]``, decayed ``scores [K]``, ``labels [K]`` sorted by score."""
-    if segments.shape[0] == 0:
-        return segments.new_zeros(0, 2), scores.new_zeros(0), labels.new_zeros(0)
-    cands = SegmentBatch(
-        segments[None], scores[None], labels[None], torch.ones_like(scores, dtype=torch.bool)[None]
-    )
-    out = soft_nms_batch(cands, int(labels.max()) + 1, settings, eps)
-    keep = out.valid[0]
-    return out.segments[0][keep], out.scores[0][keep], out.labels[0][keep]
-
-
 def teacher_selection(cands: SegmentBatch, score_thresh: float) -> tuple[SegmentBatch, Tensor]:
     """The candidates a teacher's soft-NMS needs: those scoring above ``score_thresh`` and, in a
     video where none does, its single best candidate. Soft-NMS never raises a score, so a
@@ -317,23 +298,17 @@ def teacher_targets(
     dets = soft_nms_batch(selected, num_classes, settings)
     keep = dets.valid & ((dets.scores > score_thresh) | fallback[:, None])
     width = int(keep.sum(dim=1).max()) if keep.numel() else 0  # kept entries come first
-    return SegmentBatch(
-        dets.segments[:, :width].clamp(min=0.0),
-        dets.scores[:, :width],
-        dets.labels[:, :width],
-        keep[:, :width],
-    )
+    segments = dets.segments[:, :width].clamp(min=0.0)
+    return SegmentBatch(segments, dets.scores[:, :width], dets.labels[:, :width], keep[:, :width])
 
 
-def segment_voting(
-    dets: SegmentBatch, cands: SegmentBatch, iou_thresh: float, eps: float = 1e-8
-) -> SegmentBatch:
+def segment_voting(dets: SegmentBatch, cands: SegmentBatch, iou_thresh: float) -> SegmentBatch:
     """Boundary voting (ActionFormer's, per class): each detection ``[B, K]`` gets the mean of
     the candidates ``[B, N]`` before soft-NMS (same video and class, valid) that overlap it by
     tIoU >= ``iou_thresh``, weighted by their scores; scores are unchanged. A detection is one
     of the candidates, so it always votes for itself."""
     segs, other = dets.segments.float(), cands.segments.float()
-    iou = segment_iou(segs[:, :, None], other[:, None], eps)  # [B, K, N]
+    iou = segment_iou(segs[:, :, None], other[:, None])  # [B, K, N]
     votes = (
         (iou >= iou_thresh)
         & (dets.labels[:, :, None] == cands.labels[:, None, :])
@@ -341,7 +316,7 @@ def segment_voting(
     )
     weights = torch.where(votes, cands.scores.float()[:, None, :], 0.0)
     total = weights.sum(dim=-1, keepdim=True)
-    refined = (weights @ other) / total.clamp(min=eps)
+    refined = (weights @ other) / total.clamp(min=1e-8)
     keep = dets.valid[..., None] & (total > 0)
     return dets._replace(segments=torch.where(keep, refined, segs).to(dets.segments.dtype))
 
@@ -356,12 +331,3 @@ def decode_batch(
     dets = soft_nms_batch(cands, output.cls_logits[0].shape[-1], settings)
     voting = settings.voting_thresh
     return segment_voting(dets, cands, voting) if voting > 0 else dets
-
-
-def decode_video(
-    output: HeadOutputs, strides: Sequence[int], num_bins: int, settings: InferenceSchema = DECODING
-) -> np.ndarray:
-    """:func:`decode_batch` of one video (per level ``[T_l, C]``, ``[T_l, 2, K]``, ``[T_l]``)
-    -> ``[K, 4]`` float64 rows ``(class_index, score, start_grid, end_grid)``."""
-    batched = Levels(*([x[None] for x in getattr(output, field)] for field in Levels._fields))
-    return decode_batch(batched, strides, num_bins, settings).to_rows()[0]

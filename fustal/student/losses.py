@@ -25,9 +25,7 @@ def sigmoid_focal_loss(
 def center_iou(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """IoU of segments sharing one point, given as distances ``[..., 2]`` (left, right) ->
     ``[...]``."""
-    inter = torch.minimum(pred[..., 0], target[..., 0]) + torch.minimum(
-        pred[..., 1], target[..., 1]
-    )
+    inter = torch.minimum(pred, target).sum(-1)
     union = pred.sum(-1) + target.sum(-1) - inter
     return inter / union.clamp(min=eps)
 
@@ -36,9 +34,7 @@ def center_diou_loss(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """1-D Distance-IoU loss ``1 - IoU + (centre distance / enclosing length)^2`` for segments
     given as distances ``[..., 2]`` from a common point -> ``[...]``."""
     pred, target = pred.float(), target.float()
-    enclosing = torch.maximum(pred[..., 0], target[..., 0]) + torch.maximum(
-        pred[..., 1], target[..., 1]
-    )
+    enclosing = torch.maximum(pred, target).sum(-1)
     rho = 0.5 * ((pred[..., 1] - pred[..., 0]) - (target[..., 1] - target[..., 0]))
     return 1.0 - center_iou(pred, target, eps) + (rho / enclosing.clamp(min=eps)) ** 2
 
@@ -85,15 +81,9 @@ def detection_losses(
             f"targets: {cls_targets.shape[1]} points for {valid.shape[1]} output positions"
         )
     positive = (cls_targets > 0) & valid[..., None]
-    pred = torch.cat(
-        [
-            trident_offsets(s.float(), e.float(), off.float(), num_bins)
-            for s, e, off in zip(
-                output.start_logits, output.end_logits, output.offsets, strict=True
-            )
-        ],
-        dim=1,
-    )  # [B, P, C, 2]
+    levels = zip(output.start_logits, output.end_logits, output.offsets, strict=True)
+    dists = [trident_offsets(s.float(), e.float(), o.float(), num_bins) for s, e, o in levels]
+    pred = torch.cat(dists, dim=1)  # [B, P, C, 2]
     gt = reg_targets.float()[:, :, None, :].expand_as(pred)
     iou = center_iou(pred, gt).clamp(min=eps)
     weight = torch.where(positive, iou**iou_weight_power, torch.ones_like(iou))

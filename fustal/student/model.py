@@ -1,4 +1,4 @@
-"""The TriDet student network and input batching."""
+"""The TriDet student network."""
 
 from __future__ import annotations
 
@@ -42,33 +42,6 @@ class TriDetOutput:
     offsets: list[Tensor]
     masks: list[Tensor]
     video_logits: Tensor
-
-
-def pad_batch(
-    features: Sequence[Tensor], max_seq_len: int | None, stride: int
-) -> tuple[Tensor, Tensor]:
-    """Batch videos ``[D, T_i]`` into ``features [B, D, T]`` (zero padded) and ``mask [B, T]``.
-
-    ``T`` is the longest ``T_i`` (at least ``max_seq_len`` when given) rounded up to a multiple
-    of ``stride``. Training passes ``max_seq_len`` (clips are already cropped to it); inference
-    may pass ``None`` to pad only to a multiple of the largest stride.
-    """
-    if len(features) == 0:
-        raise FustalError("pad_batch: no videos to batch")
-    dims = {f.shape[0] for f in features}
-    if any(f.dim() != 2 for f in features) or len(dims) != 1:
-        shapes = [tuple(f.shape) for f in features]
-        raise FustalError(f"pad_batch: expected [D, T_i] features with one D, got {shapes}")
-    lengths = torch.tensor([f.shape[1] for f in features])
-    if int(lengths.min()) == 0:
-        raise FustalError("pad_batch: a video has no feature step")
-    longest = max(int(lengths.max()), max_seq_len or 0)
-    total = -(-longest // stride) * stride
-    batch = features[0].new_zeros(len(features), dims.pop(), total)
-    for row, feat in zip(batch, features, strict=True):
-        row[:, : feat.shape[1]] = feat
-    mask = torch.arange(total)[None, :] < lengths[:, None]
-    return batch, mask.to(batch.device)
 
 
 class TriDet(nn.Module):

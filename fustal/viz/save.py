@@ -10,8 +10,6 @@ from matplotlib.figure import Figure
 
 from fustal.io import write_with
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure on an Agg canvas (headless), with constrained layout."""

@@ -148,7 +148,6 @@ def plot_timeline(
     actionness: np.ndarray | None = None,
     seconds_per_step: float | None = None,
     duration: float | None = None,
-    max_classes: int = 8,
     max_segments: int = 25,
     score_threshold: float | None = None,
 ) -> Path:
@@ -166,7 +165,6 @@ def plot_timeline(
         seconds_per_step: duration of one CAS step (step ``t`` covers ``[t, t + 1) * s``);
             required with ``cas`` or ``actionness``.
         duration: video length in seconds (else the end of the last step or segment).
-        max_classes: most class lanes.
         max_segments: most segments of a scored track (the highest scores, the best drawn on
             top); their colour is the score (a colour bar on the right), the outline the class.
         score_threshold: marked on the colour bar (e.g. the filter's and teacher's 0.4).
@@ -176,7 +174,7 @@ def plot_timeline(
     step_s = float(seconds_per_step or 0.0)
     cas = None if cas is None else np.asarray(cas, np.float64)
     fallback = None if cas is None else cas.max(axis=0, initial=0.0)
-    shown = shown_classes(tracks, max_classes, fallback)
+    shown = shown_classes(tracks, fallback=fallback)
     names = [class_names[c] for c in shown]
     ends = [t.segments[:, 1].max(initial=0.0) for t in tracks]
     ends += [len(series) * step_s for series in (cas, actionness) if series is not None]

@@ -20,12 +20,7 @@ from fustal.generator.module import VIDEO_SCORES, GeneratorModule
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.quality import rows_quality
-from fustal.metrics.results import (
-    VideoDetections,
-    read_rows,
-    score_rows,
-    write_results,
-)
+from fustal.metrics.results import VideoDetections, read_rows, score_rows, write_results
 from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity

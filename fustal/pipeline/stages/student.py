@@ -17,12 +17,7 @@ from fustal.config import to_plain
 from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
-from fustal.metrics.results import (
-    VideoDetections,
-    read_rows,
-    score_rows,
-    write_results,
-)
+from fustal.metrics.results import VideoDetections, read_rows, score_rows, write_results
 from fustal.metrics.shape import flatten
 from fustal.metrics.validation import without_val
 from fustal.pipeline.keys import selection_identity, stage_identity
@@ -293,9 +288,7 @@ class StudentStage(Stage[StudentOutputs]):
         if not videos:  # a score file without these training videos: nothing to fuse them with
             return {}
         loader = DataLoader(
-            StudentVideos(
-                dm.data, videos, None, False, dm.max_seq_len, video_scores=dm.video_scores
-            ),
+            StudentVideos(dm.data, videos, None, False, dm.max_seq_len, video_scores=scored),
             batch_size=dm.eval_batch_size,
             collate_fn=make_collate(dm.max_seq_len, dm.max_stride),
         )
