@@ -326,15 +326,12 @@ SIGNAL_DEFAULTS = {
 
 
 def _serve(requests: Connection, replies: Connection) -> NoReturn:
-    """The forkserver's loop: import fustal's entry points, then fork a child per command
-    received (``(module, args, cwd, stdout, stderr)``), replying ``("started", pid)``, and
-    reply ``("exited", pid, code)`` when a child ends (``-N``: killed by signal N); exit when
-    the test process closes its end."""
+    """The forkserver's loop: fork a child per command received (``(module, args, cwd, stdout,
+    stderr)``), replying ``("started", pid)``, and reply ``("exited", pid, code)`` when a child
+    ends (``-N``: killed by signal N); exit when the test process closes its end."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         faulthandler.disable()
-        for name in FORKED_MODULES:
-            importlib.import_module(name)
         children: dict[int, int] = {}  # pidfd -> pid
         while True:
             for ready in wait([requests, *children]):
@@ -408,6 +405,10 @@ class Forkserver:
     interpreter spends importing torch and Lightning."""
 
     def __init__(self) -> None:
+        # imported here, before the fork: the test process imports them anyway when it collects
+        # the tests, and the server inherits them instead of importing them a second time
+        for name in FORKED_MODULES:
+            importlib.import_module(name)
         requests, self.requests = Pipe(duplex=False)  # (receiving end, sending end)
         self.replies, replies = Pipe(duplex=False)
         self.pid = os.fork()
