@@ -126,9 +126,14 @@ def pytest_configure(config: pytest.Config) -> None:
     (:class:`ParsedYaml`; in this process only, not in the commands it starts)."""
     for message, category in IGNORED_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
-    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
-        FORKSERVER.append(Forkserver())  # before any test (not in xdist's controller)
     OmegaConf.load = ParsedYaml()  # type: ignore[method-assign]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start this test process's :class:`Forkserver` after collection, before any test runs,
+    when a collected test runs commands forked (xdist's controller collects nothing)."""
+    if any("forked" in item.fixturenames for item in session.items):
+        FORKSERVER.append(Forkserver())
 
 
 # the debug configuration on the command line (subprocess runs)
@@ -405,8 +410,8 @@ class Forkserver:
     interpreter spends importing torch and Lightning."""
 
     def __init__(self) -> None:
-        # imported here, before the fork: the test process imports them anyway when it collects
-        # the tests, and the server inherits them instead of importing them a second time
+        # imported before the fork (most of them already by the collected tests): the server
+        # inherits them instead of importing them a second time
         for name in FORKED_MODULES:
             importlib.import_module(name)
         requests, self.requests = Pipe(duplex=False)  # (receiving end, sending end)
@@ -456,7 +461,7 @@ class Forkserver:
         return self.start(module, *args, cwd=cwd).finish(timeout)
 
 
-FORKSERVER: list[Forkserver] = []  # this test process's, started by pytest_configure
+FORKSERVER: list[Forkserver] = []  # this test process's, started by pytest_collection_finish
 
 
 @pytest.fixture(scope="session")
