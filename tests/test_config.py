@@ -346,6 +346,8 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
         )
         assert Path(feats["annotation_file"]).is_file()
     assert cfg["generator"]["data"]["num_segments"] == 100
+    # CoLA's weight decay, meant for 20 classes, scaled to ActivityNet's class count
+    assert cfg["generator"]["module"]["weight_decay_classes"] == 20
     # the ActivityNet recipe: TriDet's configs/anet_tsp.yaml, fusion of the generator's scores
     student = cfg["student"]["module"]
     assert student["net"]["max_seq_len"] == 768 and student["net"]["embd_dim"] == 256

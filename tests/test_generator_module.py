@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fustal.errors import FustalError
 from fustal.generator.losses import (
     action_loss,
     contrast_matrix,
@@ -69,6 +70,20 @@ def test_hparams_and_optimizer() -> None:
     group = optimizer.param_groups[0]
     assert group["lr"] == 3e-3 and group["betas"] == (0.8, 0.99)
     assert group["weight_decay"] == 1e-3
+
+
+def test_weight_decay_scaled_to_the_class_count() -> None:
+    optimizer = {**ADAM_1E2, "weight_decay": 1e-3}
+
+    def decay(**kwargs) -> float:
+        module = _module(optimizer=optimizer, **kwargs)
+        return module.configure_optimizers().param_groups[0]["weight_decay"]
+
+    # meant for 6 classes, used with 3: (6 / 3)^2 times the decay; for 3 classes: as given
+    assert decay(weight_decay_classes=6) == pytest.approx(4e-3)
+    assert decay(weight_decay_classes=3) == decay() == 1e-3
+    with pytest.raises(FustalError, match="generator.module.weight_decay_classes: must be"):
+        _module(weight_decay_classes=0)
 
 
 @pytest.mark.parametrize("cross_video", [True, False])

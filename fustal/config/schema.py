@@ -104,6 +104,7 @@ class GeneratorModuleSchema:
     cross_video: bool = True
     cross_video_weight: float = 0.2
     optimizer: dict[str, Any] = field(default_factory=dict)
+    weight_decay_classes: int | None = None
     proposals: ProposalsSchema = field(default_factory=ProposalsSchema)
     proposal_workers: Any = "auto"
 

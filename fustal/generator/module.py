@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from fustal.errors import FustalError
 from fustal.generator.losses import action_loss, contrast_matrix, cross_video_contrast
 from fustal.generator.mining import mine_snippets
 from fustal.generator.network import GeneratorNet, GeneratorOutput
@@ -31,11 +32,25 @@ DEFAULT_OPTIMIZER = {
 }
 
 
+def class_scaled_decay(weight_decay: float, weight_decay_classes: int, num_classes: int) -> float:
+    """``weight_decay`` meant for ``weight_decay_classes`` classes, for ``num_classes``:
+    ``weight_decay * (weight_decay_classes / num_classes) ** 2``.
+
+    The action loss averages over the classes and a class is in about one video of ``C``, so the
+    data gradient on a class's classifier weights falls as ``1 / C**2`` while Adam's L2 term does
+    not: at a fixed decay a generator with many classes has its classifier decayed to zero before
+    it learns (docs/results.md, "The generator's weight decay").
+    """
+    return weight_decay * (weight_decay_classes / num_classes) ** 2
+
+
 class GeneratorModule(EvaluatedModule):
     """Stage-1 generator: a network (``net``: a ``_target_`` config, default
     :class:`GeneratorNet`) trained with the action loss plus snippet and (optionally) cross-video
     contrast; ``cross_video=False`` is plain CoLA. ``optimizer`` is a partial ``_target_``
-    config called with the parameters (default: METHOD.md's Adam).
+    config called with the parameters (default: METHOD.md's Adam); with ``weight_decay_classes``
+    its ``weight_decay`` is the value for that many classes, scaled to ``num_classes``
+    (:func:`class_scaled_decay`; None: as given).
 
     Evaluation (``validation_step``/``test_step`` and ``predict_step``) turns the CAS of each
     video into proposals with ``proposals`` (the keywords of
@@ -62,6 +77,7 @@ class GeneratorModule(EvaluatedModule):
         cross_video: bool = True,
         cross_video_weight: float = 0.2,
         optimizer: Mapping[str, Any] | None = None,
+        weight_decay_classes: int | None = None,
         proposals: Mapping[str, Any] | None = None,
         proposal_workers: int | str = "auto",
         tiou_thresholds: Sequence[float] = THUMOS_TIOU,
@@ -71,6 +87,11 @@ class GeneratorModule(EvaluatedModule):
         validation: str = "test",
     ) -> None:
         super().__init__()
+        if weight_decay_classes is not None and weight_decay_classes < 1:
+            raise FustalError(
+                f"generator.module.weight_decay_classes: must be at least 1 or null, got"
+                f" {weight_decay_classes}"
+            )
         self.save_hyperparameters()
         net_cfg = {"_target_": "fustal.generator.network.GeneratorNet", **(net or {})}
         self.net: GeneratorNet = instantiate(
@@ -117,9 +138,20 @@ class GeneratorModule(EvaluatedModule):
             self.log(LOG_PREFIX + name, value, batch_size=batch_size, prog_bar=name == "loss")
         return loss
 
+    @property
+    def optimizer_config(self) -> dict[str, Any]:
+        """The ``optimizer`` partial config, its ``weight_decay`` scaled to the class count when
+        ``weight_decay_classes`` is set."""
+        cfg = dict(self.hp.optimizer or DEFAULT_OPTIMIZER)
+        classes = self.hp.get("weight_decay_classes")
+        if classes is not None and "weight_decay" in cfg:
+            decay = float(cfg["weight_decay"])
+            cfg["weight_decay"] = class_scaled_decay(decay, classes, self.hp.num_classes)
+        return cfg
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The ``optimizer`` partial called with every parameter."""
-        return instantiate(self.hp.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
+        """The :attr:`optimizer_config` partial called with every parameter."""
+        return instantiate(self.optimizer_config)(self.parameters())
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

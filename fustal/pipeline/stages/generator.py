@@ -102,6 +102,13 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         plan = f"stage 1/3 generator: training {gcfg.max_steps} steps ({evaluated} every"
         plan += f" {gcfg.val_every}{'; the best step is used' if self.selects_best else ''})"
         ctx.say(plan)
+        per_classes = module.hparams.get("weight_decay_classes")
+        if per_classes is not None:
+            decay = module.optimizer_config.get("weight_decay")
+            ctx.say(
+                f"generator: weight decay {decay:.3g} for {module.hparams['num_classes']} classes"
+                f" (generator.module.weight_decay_classes={per_classes})"
+            )
         checkpoints = folder / CHECKPOINTS
         if self.selects_best:
             # saved after each evaluation, so that a resumed run holds the choice so far
