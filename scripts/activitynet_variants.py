@@ -15,7 +15,8 @@ chosen on it.
     python scripts/activitynet_variants.py --extra student.epochs_pseudo=20  # try a change
 
 Writes ``<out>/<variant>/<kind>/`` (run dirs), ``<out>/results.json`` and prints a Markdown table;
-``--record`` also writes ``docs/benchmarks/activitynet_variants.json``; ``--collect`` reads the
+``--record`` also writes their rows into ``docs/benchmarks/activitynet_variants.json`` (replacing
+those variants' rows, keeping the others, each row with its thread count); ``--collect`` reads the
 finished run dirs under ``--out`` instead of running (to assemble variants run one at a time).
 """
 
@@ -70,6 +71,7 @@ VARIANTS: dict[str, list[str]] = {
 REAL_CLASSES, REAL_TRAIN, REAL_VAL = 20, 15, 5
 KINDS = {"weak": [], "full": ["supervision=full"]}
 CURVE_FILE = "generator_curve.json"
+RECORD = ROOT / "docs" / "benchmarks" / "activitynet_variants.json"
 
 
 class TestCurve(pl.Callback):
@@ -264,16 +266,24 @@ def main() -> None:
             else run(variant, kind, args.out, args.extra, cache)
             for kind in kinds
         }
-        rows.append(summary(variant, runs))
+        # --collect: the runs' thread counts are not known here
+        threads = None if args.collect else args.threads
+        rows.append({**summary(variant, runs), "extra": args.extra, "threads": threads})
         print(table(rows[-1:]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    # --collect: the runs' thread counts are not known here
-    payload = {"extra": args.extra, "threads": None if args.collect else args.threads, "rows": rows}
-    (args.out / "results.json").write_text(json.dumps(payload, indent=1))
+    (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     if args.record:
-        target = ROOT / "docs" / "benchmarks" / "activitynet_variants.json"
-        target.write_text(json.dumps(payload, indent=1))
+        record(rows)
     print(table(rows))
+
+
+def record(rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` into :data:`RECORD`: a variant's earlier row is replaced, the other
+    variants' rows are kept in their order."""
+    kept = json.loads(RECORD.read_text())["rows"] if RECORD.is_file() else []
+    new = {row["variant"]: row for row in rows}
+    merged = [new.pop(row["variant"], row) for row in kept] + list(new.values())
+    RECORD.write_text(json.dumps({"rows": merged}, indent=1))
 
 
 if __name__ == "__main__":

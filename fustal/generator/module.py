@@ -143,7 +143,7 @@ class GeneratorModule(EvaluatedModule):
         """The ``optimizer`` partial config, its ``weight_decay`` scaled to the class count when
         ``weight_decay_classes`` is set."""
         cfg = dict(self.hp.optimizer or DEFAULT_OPTIMIZER)
-        classes = self.hp.get("weight_decay_classes")
+        classes = self.hp.weight_decay_classes
         if classes is not None and "weight_decay" in cfg:
             decay = float(cfg["weight_decay"])
             cfg["weight_decay"] = class_scaled_decay(decay, classes, self.hp.num_classes)
