@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 register_resolvers()
 
+# what fusion fuses: the video-level class scores and the generator's detections of each video
+FusionInputs = tuple[dict[str, Any] | None, dict[str, Any] | None]
+
 
 @dataclass
 class EvaluateSchema(TrainSchema):
@@ -55,8 +58,10 @@ def load_data(cfg: DictConfig, kind: str) -> StageData:
 def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """What the config sets about evaluation, over the checkpoint's hyperparameters (as in the
     pipeline: the student's decoding and score fusion, the generator's proposals)."""
+    from fustal.fusion import config_fusion
+
     gen = cfg.generator.module
-    fusion = {"topk": cfg.fusion.topk, "rule": cfg.fusion.rule} if cfg.fusion.source else None
+    fusion = config_fusion(cfg.fusion)
     return {
         "student": {"inference": to_plain(cfg.student.module.inference), "fusion": fusion},
         "generator": {
@@ -66,15 +71,17 @@ def evaluation_overrides(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def video_scores(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> dict[str, Any] | None:
-    """The test videos' video-level class scores that ``fusion`` fuses into a student's
-    detections: ``fusion=file``: its score file; ``fusion=generator``: the generator stage of
-    this config in the stage cache (what ``fustal.train`` with the same overrides wrote). None
-    without fusion; a class-agnostic student without fusion is a :class:`FustalError`."""
-    from fustal.fusion import SCORE_FILE, read_score_file
+def fusion_inputs(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> FusionInputs:
+    """What ``fusion`` fuses into a student's detections of the test videos: their video-level
+    class scores (``fusion=file``: its score file; ``fusion=generator``: the generator stage of
+    this config in the stage cache, what ``fustal.train`` with the same overrides wrote) and, at
+    ``fusion.level=detections``, that generator's detections of them. Nothing without fusion; a
+    class-agnostic student without fusion is a :class:`FustalError`."""
+    from fustal.fusion import DETECTION_FILE, SCORE_FILE, read_score_file
+    from fustal.metrics.results import read_rows
 
     if ckpt.kind != "student":
-        return None
+        return None, None
     if not cfg.fusion.source:
         if ckpt.hparams.get("class_agnostic"):
             raise FustalError(
@@ -82,18 +89,21 @@ def video_scores(cfg: DictConfig, ckpt: Checkpoint, data: StageData) -> dict[str
                 " fusion=generator (the cached generator of this config) or fusion=file"
                 " fusion.score_file=PATH"
             )
-        return None
+        return None, None
     videos = [v.id for v in data.test_videos()]
     if cfg.fusion.source == "file":
-        return read_score_file(str(cfg.fusion.score_file), data.classes, videos)
-    path = cached_generator_dir(cfg) / SCORE_FILE
-    if not (path.parent / "manifest.json").is_file():
+        return read_score_file(str(cfg.fusion.score_file), data.classes, videos), None
+    folder = cached_generator_dir(cfg)
+    if not (folder / "manifest.json").is_file():
         raise FustalError(
             f"fusion=generator: no finished generator stage of this config in the cache"
-            f" ({path.parent}); run python -m fustal.train with the same overrides first, or"
+            f" ({folder}); run python -m fustal.train with the same overrides first, or"
             f" pass fusion=file fusion.score_file=RUN_DIR/{SCORE_FILE}"
         )
-    return read_score_file(path, data.classes, videos)
+    scores = read_score_file(folder / SCORE_FILE, data.classes, videos)
+    if cfg.fusion.level != "detections":
+        return scores, None
+    return scores, read_rows(folder / DETECTION_FILE, data.classes, "fusion=generator")
 
 
 def cached_generator_dir(cfg: DictConfig) -> Any:
@@ -109,10 +119,10 @@ def cached_generator_dir(cfg: DictConfig) -> Any:
 
 
 def datamodule(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, scores: dict[str, Any] | None = None
+    cfg: DictConfig, ckpt: Checkpoint, data: StageData, fusion: FusionInputs = (None, None)
 ) -> Any:
-    """The stage's DataModule (``<stage>.data`` config) on ``data`` (a student's with the
-    video-level ``scores`` to fuse)."""
+    """The stage's DataModule (``<stage>.data`` config) on ``data`` (a student's with what
+    ``fusion`` fuses, :func:`fusion_inputs`)."""
     from fustal.generator.build import generator_datamodule
     from fustal.student.build import student_datamodule
 
@@ -120,7 +130,13 @@ def datamodule(
     if ckpt.kind == "student":
         model = cast("TriDet", ckpt.module.model)
         return student_datamodule(
-            cfg.student.data, data, model, cfg.seed, video_scores=scores, num_workers=workers
+            cfg.student.data,
+            data,
+            model,
+            cfg.seed,
+            video_scores=fusion[0],
+            video_detections=fusion[1],
+            num_workers=workers,
         )
     return generator_datamodule(cfg.generator.data, data, cfg.seed, num_workers=workers)
 
@@ -155,7 +171,7 @@ def run(cfg: DictConfig) -> dict:
     console.print(f"evaluate: {ckpt.describe()}")
     data = load_data(cfg, ckpt.kind)
     ckpt.check_data(data)
-    dm = datamodule(cfg, ckpt, data, video_scores(cfg, ckpt, data))
+    dm = datamodule(cfg, ckpt, data, fusion_inputs(cfg, ckpt, data))
     out = ensure_writable_dir(run_dir(cfg))
     trainer = make_trainer(cfg, "evaluate")
     tiou = list(cfg.dataset.tiou_thresholds)

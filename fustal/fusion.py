@@ -7,6 +7,12 @@ the plain product). In weak supervision fustal owns such a classifier: the gener
 exactly the video-level labels, and its ``video_scores`` are written next to its detections
 (:data:`SCORE_FILE`).
 
+Detection-level fusion (``fusion.level=detections``) goes one step further: the generator also
+localizes, and far more precisely at strict tIoU than a student trained on its pseudo labels, but
+with far more false positives. Each student segment takes its classes, class scores and a vote on
+its boundaries from the generator's detections that overlap it (:func:`fuse_detections`). No
+detector library fuses two detectors' outputs this way, so it is written here.
+
 A score file has ActionFormer's schema: ``{"results": {video_id: [C scores]}, "class": [names]}``
 (the ``"class"`` list is optional: without it the scores are in the dataset's class order; a
 top-level object without ``"results"`` is read as the mapping itself).
@@ -22,8 +28,15 @@ import numpy as np
 
 from fustal.errors import FustalError
 from fustal.io import read_json
+from fustal.segments import tiou_matrix
 
 RULES = ("sqrt", "product")
+# what the classes come from: the video-level scores, or the classifier's detections
+LEVELS = ("video", "detections")
+# the settings of a fusion (:func:`fusion_keywords`), as in the ``fusion`` config node
+KEYS = ("topk", "rule", "level", "vote_tiou")
+# the generator stage's detections of the test videos (what ``level=detections`` fuses)
+DETECTION_FILE = "generator_test.json"
 # the generator stage's video-level class scores (training and test videos), ActionFormer schema
 SCORE_FILE = "generator_video_scores.json"
 # videos named in an error about missing scores
@@ -41,20 +54,54 @@ def combine(class_scores: np.ndarray, scores: np.ndarray, rule: str) -> np.ndarr
     raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
 
 
+def config_fusion(fusion_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fusion settings of a ``fusion`` config node (:func:`fusion_keywords` of its set
+    keys); None without a ``source``."""
+    if not fusion_cfg.get("source"):
+        return None
+    return fusion_keywords({k: fusion_cfg[k] for k in KEYS if fusion_cfg.get(k) is not None})
+
+
 def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The keywords of :func:`fuse_video` (``topk``, ``rule``), checked (the one check of both,
-    for configs, modules and checkpoints); None: no fusion."""
+    """The fusion settings, checked and completed (the one check of them, for configs, modules
+    and checkpoints): ``level`` (``video``: :func:`fuse_video` with ``topk``; ``detections``:
+    :func:`fuse_detections` with ``vote_tiou``) and ``rule``; None: no fusion."""
     if fusion is None:
         return None
-    unknown = sorted(set(fusion) - {"topk", "rule"})
+    unknown = sorted(set(fusion) - set(KEYS))
     if unknown:
-        raise FustalError(f"fusion: unknown keys {unknown} (expected topk, rule)")
+        raise FustalError(f"fusion: unknown keys {unknown} (expected {', '.join(KEYS)})")
     topk, rule = int(fusion.get("topk", 2)), str(fusion.get("rule", "sqrt"))
+    level, vote_tiou = str(fusion.get("level", "video")), float(fusion.get("vote_tiou", 0.6))
     if topk < 1:
         raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
     if rule not in RULES:
         raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
-    return {"topk": topk, "rule": rule}
+    if level not in LEVELS:
+        raise FustalError(f"fusion.level: expected one of {', '.join(LEVELS)}, got {level!r}")
+    if not 0 < vote_tiou <= 1:
+        raise FustalError(f"fusion.vote_tiou: must be in (0, 1], got {vote_tiou}")
+    return {"topk": topk, "rule": rule, "level": level, "vote_tiou": vote_tiou}
+
+
+def fuse(
+    rows: np.ndarray,
+    class_scores: np.ndarray,
+    class_detections: np.ndarray | None,
+    fusion: Mapping[str, Any],
+    class_agnostic: bool = True,
+) -> np.ndarray:
+    """One video's detections fused as the checked ``fusion`` settings say
+    (:func:`fusion_keywords`): with its video-level ``class_scores [C]`` (``level=video``) or
+    with the classifier's detections ``class_detections [P, 4]`` (``level=detections``, for a
+    class-agnostic detector only)."""
+    if fusion["level"] == "video":
+        return fuse_video(rows, class_scores, fusion["topk"], fusion["rule"], class_agnostic)
+    if not class_agnostic:
+        raise FustalError("fusion.level=detections: fuses a class-agnostic student only")
+    if class_detections is None:
+        raise FustalError("fusion.level=detections: no detections of the classifier to fuse")
+    return fuse_detections(rows, class_detections, fusion["vote_tiou"], fusion["rule"])
 
 
 def fuse_video(
@@ -85,6 +132,38 @@ def fuse_video(
     fused = base.copy()
     fused[:, 0] = labels
     fused[:, 1] = combine(class_scores[labels], base[:, 1], rule)
+    return fused[np.argsort(-fused[:, 1], kind="stable")]
+
+
+def fuse_detections(
+    rows: np.ndarray, detections: np.ndarray, vote_tiou: float = 0.6, rule: str = "sqrt"
+) -> np.ndarray:
+    """Fuse one video's class-agnostic detections with another detector's class-aware ones.
+
+    ``rows [K, 4]`` ``(ignored class, score, start, end)`` (the student's), ``detections
+    [P, 4]`` ``(class, score, start, end)`` (the generator's; negative scores count as 0) ->
+    fused rows ``[K', 4]`` sorted by fused score (descending, stable). For each class ``c`` of
+    ``detections`` and each row ``s``: the class score ``q = max_p tIoU(s, p) * score_p`` over
+    the detections ``p`` of ``c``; a row with ``q > 0`` is emitted for ``c`` with score
+    :func:`combine` ``(q, score_s)``, its boundaries the weighted mean of its own (weight ``q``)
+    and those of the detections of ``c`` that overlap it by ``tIoU >= vote_tiou`` (weight
+    ``tIoU * score_p``). A row overlapping no detection is dropped.
+    """
+    rows = np.asarray(rows, np.float64).reshape(-1, 4)
+    detections = np.asarray(detections, np.float64).reshape(-1, 4)
+    classes, member = np.unique(detections[:, 0].astype(np.int64), return_inverse=True)
+    onehot = np.eye(len(classes))[member.reshape(-1)]  # [P, C']
+    weight = tiou_matrix(rows[:, 2:4], detections[:, 2:4])  # [K, P] tIoU
+    votes = np.where(weight >= vote_tiou, 1.0, 0.0)
+    weight *= np.clip(detections[:, 1], 0.0, None)[None, :]  # tIoU * score
+    q = (weight[:, :, None] * onehot[None]).max(axis=1, initial=0.0)  # [K, C']
+    votes *= weight
+    total = votes @ onehot + q  # [K, C']
+    bounds = np.einsum("kp,pc,pj->kcj", votes, onehot, detections[:, 2:4])
+    bounds += q[:, :, None] * rows[:, None, 2:4]
+    k, c = np.nonzero(q > 0)
+    bounds = bounds[k, c] / total[k, c, None]
+    fused = np.column_stack([classes[c], combine(q[k, c], rows[k, 1], rule), bounds])
     return fused[np.argsort(-fused[:, 1], kind="stable")]
 
 

@@ -121,9 +121,12 @@ def resolve_timing(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[
 
 
 def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict[str, Any] | None:
-    """The student's ``fusion`` keywords (``topk``, ``rule``): the config's where set, else the
-    checkpoint's, else 2 / sqrt; None without ``fusion.source``. A class-agnostic student
-    without a score source is a :class:`FustalError` (it predicts no classes)."""
+    """The student's ``fusion`` keywords (:func:`~fustal.fusion.fusion_keywords`): the
+    config's where set, else the checkpoint's, else the defaults; None without
+    ``fusion.source``. A class-agnostic student without a score source is a
+    :class:`FustalError` (it predicts no classes)."""
+    from fustal.fusion import KEYS, fusion_keywords
+
     fcfg, stored = cfg.fusion, dict(ckpt.hparams.get("fusion") or {})
     if fcfg.source is None:
         if ckpt.hparams.get("class_agnostic"):
@@ -142,17 +145,22 @@ def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict
         raise FustalError(f"fusion.source: expected null, generator or file, got {fcfg.source!r}")
     if ckpt.kind != "student":
         raise FustalError(f"fusion.source: fusion applies to student checkpoints ({ckpt.path})")
-    return {
-        "topk": fcfg.topk if fcfg.topk is not None else stored.get("topk", 2),
-        "rule": fcfg.rule if fcfg.rule is not None else stored.get("rule", "sqrt"),
-    }
+    chosen = {k: fcfg[k] if fcfg[k] is not None else stored.get(k) for k in KEYS}
+    fusion = fusion_keywords({k: v for k, v in chosen.items() if v is not None})
+    if fusion is not None and fusion["level"] == "detections" and fcfg.source != "generator":
+        raise FustalError(
+            "fusion.level: detections fuses a generator's detections; it needs"
+            " fusion.source=generator fusion.generator_ckpt=GENERATOR.ckpt"
+        )
+    return fusion
 
 
-def fusion_scores(
+def fusion_inputs(
     cfg: DictConfig, classes: list[str], data: StageData, durations: Mapping[str, float]
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The video-level class scores of the videos to predict on: of ``fusion.score_file``, or
-    of ``fusion.generator_ckpt`` run on ``fusion.generator_features`` (default: ``features``)."""
+    of ``fusion.generator_ckpt`` run on ``fusion.generator_features`` (default: ``features``),
+    with that generator's detections of them (none from a score file)."""
     from fustal.checkpoints import load_checkpoint
     from fustal.fusion import read_score_file
     from fustal.generator.module import VIDEO_SCORES
@@ -162,7 +170,7 @@ def fusion_scores(
     if fcfg[key] is None:
         raise FustalError(f"fusion.{key}: fusion.source={fcfg.source} needs fusion.{key}=PATH")
     if fcfg.source == "file":
-        return read_score_file(str(fcfg.score_file), classes, videos)
+        return read_score_file(str(fcfg.score_file), classes, videos), {}
     gen = load_checkpoint(str(fcfg.generator_ckpt))
     if gen.kind != "generator" or (gen.classes is not None and gen.classes != classes):
         raise FustalError(
@@ -178,16 +186,21 @@ def fusion_scores(
         )
     timing = resolve_timing(cfg, gen, make_console())
     gen_data = prediction_data(folder, files, classes, timing, gen, durations)
-    return predict_detections(cfg, gen, gen_data, None)[VIDEO_SCORES]
+    out = predict_detections(cfg, gen, gen_data)
+    return out[VIDEO_SCORES], out[DETECTIONS]
 
 
 def predict_detections(
-    cfg: DictConfig, ckpt: Checkpoint, data: StageData, fusion: Mapping[str, np.ndarray] | None
+    cfg: DictConfig,
+    ckpt: Checkpoint,
+    data: StageData,
+    fusion: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Through ``Trainer.predict``: ``{"detections": {video: [K, 4]}}`` (class, score,
     start_s, end_s): the student's EMA weights when ``use_ema`` and the checkpoint has them,
-    else its raw ones, fused with the video-level class scores ``fusion`` when given; a
-    generator's proposals, clipped to the video's duration, and its ``video_scores``."""
+    else its raw ones, fused with ``fusion`` when given (:func:`fusion_inputs`: video-level class
+    scores and a generator's detections); a generator's proposals, clipped to the video's
+    duration, and its ``video_scores``."""
     from fustal.generator.build import generator_datamodule
     from fustal.generator.module import VIDEO_SCORES
     from fustal.inference import predict_videos
@@ -199,7 +212,10 @@ def predict_detections(
     loading = {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     if ckpt.kind == "student":
         net = cast("TriDet", module.model)
-        dm = student_datamodule(None, data, net, video_scores=fusion, **loading)
+        scores, found = fusion if fusion is not None else (None, None)
+        dm = student_datamodule(
+            None, data, net, video_scores=scores, video_detections=found or None, **loading
+        )
         out = predict_videos(trainer, module, dm.loader("test"))
         variant = "student_ema" if cfg.use_ema and "student_ema" in out else "student"
         return {DETECTIONS: out[variant]}
@@ -271,13 +287,16 @@ def run(cfg: DictConfig) -> dict:
         files = feature_files(folder)
         known = {**durations, **given}
         data = prediction_data(folder, files, classes, timing, ckpt, known)
-        scores = None if fusion is None else fusion_scores(cfg, classes, data, known)
+        inputs = None if fusion is None else fusion_inputs(cfg, classes, data, known)
         if fusion is not None:
             console.print(
                 f"predict: classes fused from {cfg.fusion.source} video-level scores"
                 f" (top {fusion['topk']}, {fusion['rule']})"
+                if fusion["level"] == "video"
+                else f"predict: classes, scores and boundary votes fused from the generator's"
+                f" detections (tIoU >= {fusion['vote_tiou']}, {fusion['rule']})"
             )
-        detections = predict_detections(cfg, ckpt, data, scores)[DETECTIONS]
+        detections = predict_detections(cfg, ckpt, data, inputs)[DETECTIONS]
     results = write_results(out, detections, classes)
     console.print(detections_table(data, detections, out))
     total = sum(len(d) for d in detections.values())

@@ -210,6 +210,10 @@ GROUP_OPTIONS = [
         "fusion=generator",
         {"fusion.source": "generator", "fusion.topk": 2, "fusion.rule": "sqrt"},
     ),
+    (
+        "fusion=generator_detections",
+        {"fusion.source": "generator", "fusion.level": "detections", "fusion.vote_tiou": 0.6},
+    ),
     ("fusion=file", {"fusion.source": "file", "fusion.score_file": None, "fusion.topk": 2}),
     ("student=tridet", {"student.module.net.num_bins": 16}),
     ("ema=mean_teacher", {"ema.enabled": True, "ema.score_thresh": 0.4}),
@@ -249,9 +253,13 @@ def test_every_group_option_composes(hydra_context: None, override: str, expecte
     from fustal.config.checks import check_config
 
     composed = compose_config(override)
-    # fusion=file needs its file (refused without one: tests/test_fusion.py)
-    file = override == "fusion=file"
-    check_config(compose_config(override, "fusion.score_file=scores.json") if file else composed)
+    # fusion=file needs its file, detection-level fusion a class-agnostic student (refused
+    # without: tests/test_fusion.py)
+    needs = {
+        "fusion=file": "fusion.score_file=scores.json",
+        "fusion=generator_detections": "student.module.class_agnostic=true",
+    }
+    check_config(compose_config(override, needs[override]) if override in needs else composed)
     cfg = resolved(composed)
     for key, want in expected.items():
         assert get(cfg, key) == want, key
@@ -348,7 +356,7 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
     assert cfg["generator"]["data"]["num_segments"] == 100
     # CoLA's weight decay, meant for 20 classes, scaled to ActivityNet's class count
     assert cfg["generator"]["module"]["weight_decay_classes"] == 20
-    # the ActivityNet recipe: TriDet's configs/anet_tsp.yaml, fusion of the generator's scores
+    # the ActivityNet recipe: TriDet's configs/anet_tsp.yaml, fusion of the generator's detections
     student = cfg["student"]["module"]
     assert student["net"]["max_seq_len"] == 768 and student["net"]["embd_dim"] == 256
     assert (student["net"]["sgp_kernel"], student["net"]["k"], student["net"]["num_bins"]) == (
@@ -357,6 +365,7 @@ def test_experiment_activitynet13(hydra_context: None) -> None:
         12,
     )
     assert student["class_agnostic"] and cfg["fusion"]["source"] == "generator"
+    assert cfg["fusion"]["level"] == "detections"
     assert (student["label_smoothing"], student["inference"]["voting_thresh"]) == (0.1, 0.95)
     assert student["scheduler"] == {**student["scheduler"], "warmup_epochs": 10}
     assert (cfg["filter"]["min_density"], cfg["filter"]["min_score"]) == (1.0, 0.5)

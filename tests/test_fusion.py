@@ -1,6 +1,7 @@
-"""Video-level score fusion (fustal/fusion.py) and the ActivityNet student recipe's numerics:
-fusion against a loop transcription of ActionFormer's procedure, score files and their errors,
-boundary voting, label smoothing, a class-agnostic student module."""
+"""Score fusion (fustal/fusion.py) and the ActivityNet student recipe's numerics: video-level
+fusion against a loop transcription of ActionFormer's procedure, detection-level fusion against
+loops, score files and their errors, boundary voting, label smoothing, the ActivityNet
+experiment's pipeline, evaluation and prediction with its fusion."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import pytest
 import torch
 
 from fustal.errors import FustalError
-from fustal.fusion import SCORE_FILE, fuse_video, read_score_file, score_file_payload
+from fustal.fusion import (
+    SCORE_FILE,
+    fuse_detections,
+    fuse_video,
+    fusion_keywords,
+    read_score_file,
+    score_file_payload,
+)
 from fustal.student.decode import Levels, SegmentBatch, segment_voting
 from fustal.student.losses import detection_losses
 from tests.conftest import ANET_TINY, compose_train
@@ -61,6 +69,86 @@ def test_fusion_of_class_aware_rows_keeps_the_top_classes_own_rows() -> None:
 def test_fusion_rule_is_checked() -> None:
     with pytest.raises(FustalError, match="fusion.rule"):
         fuse_video(np.ones((1, 4)), np.ones(2), rule="max")
+
+
+def fuse_detections_loop(rows: np.ndarray, dets: np.ndarray, vote_tiou: float) -> list:
+    """Detection-level fusion as loops: per class of ``dets`` and per row, the best overlap
+    times score, and the boundary vote of the row and the detections overlapping it."""
+    out = []
+    for c in sorted({int(d[0]) for d in dets}):
+        for _, score, start, end in rows:
+            q, num_s, num_e, den = 0.0, 0.0, 0.0, 0.0
+            for dc, ds, d0, d1 in dets:
+                if int(dc) != c:
+                    continue
+                inter = max(0.0, min(end, d1) - max(start, d0))
+                union = (end - start) + (d1 - d0) - inter
+                t = inter / union if union > 0 else 0.0
+                w = t * max(ds, 0.0)
+                q = max(q, w)
+                if t >= vote_tiou:
+                    num_s, num_e, den = num_s + w * d0, num_e + w * d1, den + w
+            if q > 0:
+                den += q
+                out.append(
+                    (c, math.sqrt(q * score), (num_s + q * start) / den, (num_e + q * end) / den)
+                )
+    return sorted(out, key=lambda r: -r[1])
+
+
+@pytest.mark.parametrize("vote_tiou", [0.3, 0.6, 1.0])
+def test_detection_fusion_against_loops(vote_tiou: float) -> None:
+    rng = np.random.default_rng(int(10 * vote_tiou))
+    starts = 30.0 * np.arange(12) + rng.uniform(0, 5, 12)  # disjoint rows
+    rows = np.column_stack(
+        [np.zeros(12), rng.uniform(0.01, 1, 12), starts, starts + rng.uniform(1, 20, 12)]
+    )
+    # the generator's detections: near the first 8 rows, two classes, a few negative scores
+    near = rows[rng.integers(0, 8, 15), 2:4] + rng.normal(0, 2, (15, 2))
+    near[:, 1] = np.maximum(near[:, 1], near[:, 0] + 0.5)
+    dets = np.column_stack([rng.integers(0, 2, 15) * 3, rng.uniform(-0.2, 0.9, 15), near])
+    got = fuse_detections(rows, dets, vote_tiou)
+    want = np.array(fuse_detections_loop(rows, dets, vote_tiou))
+    assert 0 < len(got) <= 2 * 8  # rows that overlap nothing of a class are dropped
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert set(got[:, 0].astype(int)) <= {0, 3}
+
+
+def test_detection_fusion_votes_boundaries_and_classes() -> None:
+    rows = np.array([[0, 0.8, 0.0, 10.0], [0, 0.4, 20.0, 30.0], [0, 0.9, 40.0, 45.0]])
+    dets = np.array([[3, 0.5, 1.0, 10.0], [3, 0.2, 0.0, 11.0], [5, 0.9, 21.0, 30.0], [5, -1, 0, 9]])
+    got = fuse_detections(rows, dets, vote_tiou=0.6)
+    # row 0 -> class 3: q = 0.9 * 0.5; boundaries (q [0, 10] + 0.45 [1, 10] + 0.2 * 10/11 [0, 11])
+    w = 0.2 * 10 / 11
+    np.testing.assert_allclose(
+        got,
+        [
+            [3, math.sqrt(0.45 * 0.8), 0.45 / (0.9 + w), (9.0 + 11 * w) / (0.9 + w)],
+            [5, math.sqrt(0.81 * 0.4), 20.5, 30.0],
+        ],
+    )
+    # above every overlap: the rows keep their own boundaries
+    kept = fuse_detections(rows, dets, vote_tiou=1.0)
+    np.testing.assert_allclose(kept[:, 2:4], [[0.0, 10.0], [20.0, 30.0]])
+    assert fuse_detections(rows, np.zeros((0, 4))).shape == (0, 4)
+    assert fuse_detections(np.zeros((0, 4)), dets).shape == (0, 4)
+
+
+def test_fusion_keywords_are_checked() -> None:
+    assert fusion_keywords({"topk": 1}) == {
+        "topk": 1,
+        "rule": "sqrt",
+        "level": "video",
+        "vote_tiou": 0.6,
+    }
+    for bad, needle in (
+        ({"level": "segment"}, "fusion.level"),
+        ({"vote_tiou": 0}, "fusion.vote_tiou"),
+        ({"vote_tiou": 1.5}, "fusion.vote_tiou"),
+        ({"top": 2}, "unknown keys"),
+    ):
+        with pytest.raises(FustalError, match=needle):
+            fusion_keywords(bad)
 
 
 def write(path: Path, payload: object) -> Path:
@@ -181,7 +269,7 @@ ANET_KEYS = [f"mAP@{t:g}" for t in np.linspace(0.5, 0.95, 10).round(2)] + ["avg"
 @dataclass
 class AnetRun:
     """One tiny ``+experiment=activitynet13_synthetic`` run (class-agnostic student, fusion of
-    the generator's video-level scores): its dirs, metrics, printed output and checkpoints."""
+    the generator's detections): its dirs, metrics, printed output and checkpoints."""
 
     tmp: Path
     metrics: dict
@@ -231,20 +319,28 @@ def test_activitynet_experiment_end_to_end(anet: AnetRun) -> None:
     assert json.loads((anet.run / "metrics.json").read_text()) == anet.metrics
     assert all(column in anet.out for column in ("@0.5", "@0.75", "@0.95", "avg 0.5:0.95"))
     said = " ".join(anet.out.split())  # the console wraps long lines
-    assert "class-agnostic; classes fused from the generator's video-level scores" in said
+    assert (
+        "class-agnostic; classes, scores and boundary votes (tIoU >= 0.6) fused from the"
+        " generator's detections" in said
+    )
 
     classes = sorted({a["label"] for e in database(anet).values() for a in e["annotations"]})
     scores = json.loads((anet.run / SCORE_FILE).read_text())
     assert scores["class"] == classes and set(scores["results"]) == set(database(anet))
     detections = json.loads((anet.run / "student_ema_test.json").read_text())["results"]
+    generator = json.loads((anet.run / "generator_test.json").read_text())["results"]
     test_videos = {v for v, e in database(anet).items() if e["subset"] == "validation"}
     assert set(detections) == test_videos
     for vid, entries in detections.items():
-        top2 = {classes[i] for i in np.argsort(scores["results"][vid])[::-1][:2]}
-        assert {e["label"] for e in entries} == top2, vid
-        # each class-agnostic segment once per class
-        per_class = [sorted(tuple(e["segment"]) for e in entries if e["label"] == c) for c in top2]
-        assert per_class[0] == per_class[1] and len(entries) == 2 * len(per_class[0])
+        # the classes of the generator's detections of the video, each fused segment
+        # overlapping one of them
+        assert {e["label"] for e in entries} <= {e["label"] for e in generator[vid]}, vid
+        for e in entries:
+            start, end = e["segment"]
+            assert any(
+                g["label"] == e["label"] and g["segment"][0] < end and start < g["segment"][1]
+                for g in generator[vid]
+            ), vid
 
 
 def evaluate(run: AnetRun, name: str, *overrides: str) -> dict:
@@ -257,19 +353,26 @@ def evaluate(run: AnetRun, name: str, *overrides: str) -> dict:
 
 def test_evaluate_fuses_like_the_pipeline(anet: AnetRun, capsys: pytest.CaptureFixture) -> None:
     ckpt = f"ckpt_path={anet.student}"
-    cached = evaluate(anet, "eval_cached", ckpt)  # fusion=generator: the cached generator's
+    # the experiment's fusion=generator_detections: the cached generator's detections
+    cached = evaluate(anet, "eval_cached", ckpt)
+    for section in ("student", "student_ema"):
+        got, want = cached[section]["test"], anet.metrics[section]["test"]
+        assert got == pytest.approx(want, abs=1e-6), section
+    # video-level fusion: the cached generator's scores and the same scores from a file agree
+    by_video = evaluate(anet, "eval_video", ckpt, "fusion=generator")
     from_file = evaluate(
         anet, "eval_file", ckpt, "fusion=file", f"fusion.score_file={anet.run / SCORE_FILE}"
     )
-    for metrics in (cached, from_file):
-        for section in ("student", "student_ema"):
-            got, want = metrics[section]["test"], anet.metrics[section]["test"]
-            assert got == pytest.approx(want, abs=1e-6), section
+    for section in ("student", "student_ema"):
+        assert by_video[section]["test"] == pytest.approx(from_file[section]["test"], abs=1e-6)
+    assert by_video["student"]["test"] != cached["student"]["test"]
     # top-1 with the plain product: other detections, fewer of them
-    top1 = evaluate(anet, "eval_top1", ckpt, "fusion.topk=1", "fusion.rule=product")
-    assert top1["student"]["test"] != cached["student"]["test"]
+    top1 = evaluate(
+        anet, "eval_top1", ckpt, "fusion=generator", "fusion.topk=1", "fusion.rule=product"
+    )
+    assert top1["student"]["test"] != by_video["student"]["test"]
     one = json.loads((anet.tmp / "eval_top1" / "student_test.json").read_text())["results"]
-    two = json.loads((anet.tmp / "eval_cached" / "student_test.json").read_text())["results"]
+    two = json.loads((anet.tmp / "eval_video" / "student_test.json").read_text())["results"]
     assert all(2 * len(one[vid]) == len(two[vid]) for vid in two)
     # a class-agnostic student without fusion, an incomplete score file: one line each
     incomplete = anet.tmp / "incomplete.json"
@@ -314,29 +417,25 @@ def test_predict_fuses_generator_or_file_scores(
     common = (f"ckpt_path={anet.student}", f"features={features}", f"durations={durations}")
     want = json.loads((anet.student.parent / "student_ema_test.json").read_text())["results"]
 
-    by_generator = predict(
-        *common,
-        f"out={tmp_path / 'gen.json'}",
-        "fusion.source=generator",
-        f"fusion.generator_ckpt={anet.generator}",
-    )["results"]
-    by_file = predict(
-        *common,
-        f"out={tmp_path / 'file.json'}",
-        "fusion.source=file",
-        f"fusion.score_file={anet.run / SCORE_FILE}",
-    )["results"]
-    for results in (by_generator, by_file):
+    generator = ("fusion.source=generator", f"fusion.generator_ckpt={anet.generator}")
+    score_file = ("fusion.source=file", f"fusion.score_file={anet.run / SCORE_FILE}")
+    # the checkpoint's fusion (the generator's detections), and video-level fusion two ways
+    by_detections = predict(*common, f"out={tmp_path / 'det.json'}", *generator)["results"]
+    video = "fusion.level=video"
+    by_generator = predict(*common, f"out={tmp_path / 'gen.json'}", *generator, video)["results"]
+    by_file = predict(*common, f"out={tmp_path / 'file.json'}", *score_file, video)["results"]
+    for results, ref_results in ((by_detections, want), (by_file, by_generator)):
         assert set(results) == set(videos)
         for vid in videos:
-            labels = {e["label"] for e in want[vid]}
+            labels = {e["label"] for e in ref_results[vid]}
             assert {e["label"] for e in results[vid]} == labels, vid
             for label in labels:  # per class, each column sorted: equal up to float rounding
                 got, ref = (
                     np.sort([[e["score"], *e["segment"]] for e in dets if e["label"] == label], 0)
-                    for dets in (results[vid], want[vid])
+                    for dets in (results[vid], ref_results[vid])
                 )
                 np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert by_generator != by_detections
 
     # neither scores nor a generator, a generator checkpoint without its features, a bad file
     bad = tmp_path / "bad.json"
@@ -347,7 +446,8 @@ def test_predict_fuses_generator_or_file_scores(
     for overrides, needles in (
         ([], ["class-agnostic", "fusion.source=generator", "fusion.source=file"]),
         (["fusion.source=generator"], ["fusion.generator_ckpt"]),
-        (["fusion.source=file", f"fusion.score_file={bad}"], [str(bad), videos[0]]),
+        (["fusion.source=file", f"fusion.score_file={bad}", video], [str(bad), videos[0]]),
+        ([*score_file], ["fusion.level", "fusion.source=generator"]),
     ):
         with pytest.raises(SystemExit) as exited:
             predict(*common, f"out={out}", *overrides)
@@ -365,7 +465,15 @@ def test_fusion_settings_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         (["fusion=file"], "fusion.score_file"),
         (["fusion=generator", "fusion.topk=0"], "fusion.topk"),
         (["fusion=generator", "fusion.rule=max"], "fusion.rule"),
+        (["fusion=generator", "fusion.vote_tiou=0"], "fusion.vote_tiou"),
+        (["fusion=generator", "fusion.level=frame"], "fusion.level"),
+        (["fusion=generator_detections"], "class-agnostic student"),
+        (
+            ["fusion=file", "fusion.score_file=s.json", "fusion.level=detections"],
+            "fusion.source=generator",
+        ),
     ):
         with pytest.raises(FustalError, match=needle):
             check_config(compose_train(tmp_path, *overrides))
-    check_config(compose_train(tmp_path, "fusion=generator", "student.module.class_agnostic=true"))
+    for fusion in ("fusion=generator", "fusion=generator_detections"):
+        check_config(compose_train(tmp_path, fusion, "student.module.class_agnostic=true"))

@@ -154,8 +154,8 @@ SMALL_ACTIVITYNET = [
 
 @pytest.mark.slow
 def test_fusion_lifts_the_activitynet_student_above_its_generator(tmp_path: Path) -> None:
-    """On ActivityNet-shaped data the class-agnostic student with the generator's video-level
-    scores fused in ends above the generator, and its EMA copy at least 3 points above."""
+    """On ActivityNet-shaped data the class-agnostic student with the generator's detections
+    fused in ends above the generator, and its EMA copy at least 3 points above."""
     metrics = run_pipeline(compose_train(tmp_path, *SMALL_ACTIVITYNET, debug=False))
     generator = metrics["generator"]["test"]["avg"]
     student = metrics["student"]["test"]["avg"]

@@ -153,8 +153,9 @@ def test_the_split_and_the_choice_are_part_of_the_stage_keys_and_the_modes_share
 def test_validation_holds_out_videos_on_both_dataset_shapes(
     tmp_path: Path, data: str, mode: str
 ) -> None:
-    """ActivityNet-shaped data (class-agnostic student, fusion=generator) and the synthetic
-    default: the held-out videos reach no training batch; ``video_labels`` scores no segment."""
+    """ActivityNet-shaped data (class-agnostic student, fusion=generator_detections) and the
+    synthetic default: the held-out videos reach no training batch; ``video_labels`` scores no
+    segment."""
     for seen in probes.SEEN.values():
         seen.clear()
     dataset, debug = (ANET_TINY, False) if data == "activitynet" else ([], True)

@@ -23,7 +23,7 @@ from fustal.config.schema import SELECT_CHOICES, FilterSchema, GeneratorModuleSc
 from fustal.data.features import LAYOUTS
 from fustal.data.module_arguments import MODULE_ARGUMENTS
 from fustal.errors import FustalError
-from fustal.fusion import fusion_keywords
+from fustal.fusion import KEYS, LEVELS, fusion_keywords
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "stage": ("data", "generator", "filter", "student", "all"),
@@ -35,6 +35,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "features.student.layout": LAYOUTS,
     "fusion.source": (None, "generator", "file"),
     "fusion.rule": ("sqrt", "product"),
+    "fusion.level": LEVELS,
     "validation.mode": ("test", "heldout", "video_labels"),
     "generator.select": SELECT_CHOICES,
     "student.select": SELECT_CHOICES,
@@ -217,16 +218,29 @@ def check_filter(plain: Mapping[str, Any]) -> None:
 
 def check_fusion(plain: Mapping[str, Any]) -> None:
     """``fusion`` settings that fit together: a score file for ``fusion=file``, a positive
-    ``topk`` and a known ``rule`` (:func:`~fustal.fusion.fusion_keywords`), and fusion for a
-    class-agnostic student (it predicts no classes of its own)."""
+    ``topk``, a known ``rule`` and ``level``, a ``vote_tiou`` in (0, 1]
+    (:func:`~fustal.fusion.fusion_keywords`), fusion for a class-agnostic student (it predicts
+    no classes of its own), and detection-level fusion only of the generator's detections into
+    a class-agnostic student."""
     fusion = plain.get("fusion") or {}
     if fusion.get("source") == "file" and not fusion.get("score_file"):
         raise FustalError(
             "fusion.score_file: fusion=file needs a score file (fusion.score_file=PATH, JSON"
             ' {"results": {video_id: [class scores]}})'
         )
-    fusion_keywords({k: fusion[k] for k in ("topk", "rule") if fusion.get(k) is not None})
+    fusion_keywords({k: fusion[k] for k in KEYS if fusion.get(k) is not None})
     module = (plain.get("student") or {}).get("module") or {}
+    if fusion.get("level") == "detections":
+        if fusion.get("source") != "generator":
+            raise FustalError(
+                "fusion.level: detections fuses the generator's detections; it needs"
+                f" fusion.source=generator (got {fusion.get('source')!r})"
+            )
+        if not module.get("class_agnostic"):
+            raise FustalError(
+                "fusion.level: detections gives classes to a class-agnostic student"
+                " (student.module.class_agnostic=true)"
+            )
     if module.get("class_agnostic") and not fusion.get("source"):
         raise FustalError(
             "student.module.class_agnostic: a class-agnostic student predicts no classes; fuse"

@@ -257,6 +257,8 @@ class FusionSchema:
     score_file: str | None = None
     topk: int = 2
     rule: str = "sqrt"
+    level: str = "video"
+    vote_tiou: float = 0.6
 
 
 @dataclass

@@ -63,7 +63,8 @@ class StudentVideos(Dataset):
     not clamped at 0 before cropping. (The input noise is the model's first training step,
     :class:`fustal.student.model.TriDet`.)
 
-    With ``video_scores`` every item also carries its video's ``class_scores [C]``.
+    With ``video_scores`` every item also carries its video's ``class_scores [C]``, with
+    ``video_detections`` its ``class_detections [P, 4]`` (what fusion fuses).
     """
 
     data: StageData
@@ -76,6 +77,9 @@ class StudentVideos(Dataset):
     crop_min_keep: float = 0.5
     seed: int = 0
     video_scores: VideoScores | None = None
+    # a classifier's detections per video, ``[P, 4]`` rows ``(class, score, start_s, end_s)``
+    # (the generator's; fused at ``fusion.level=detections``)
+    video_detections: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.videos = list(self.videos)
@@ -134,6 +138,10 @@ class StudentVideos(Dataset):
             if video.id not in self.video_scores:
                 raise FustalError(f"video {video.id}: no video-level class scores to fuse")
             item["class_scores"] = torch.as_tensor(self.video_scores[video.id], dtype=torch.float64)
+        if self.video_detections is not None:
+            if video.id not in self.video_detections:
+                raise FustalError(f"video {video.id}: no detections of the generator to fuse")
+            item["class_detections"] = self.video_detections[video.id]
         return item
 
 
@@ -174,6 +182,8 @@ def make_collate(pad_to: int | None, stride: int):
         }
         if "class_scores" in items[0]:
             batch["class_scores"] = torch.stack([item["class_scores"] for item in items])
+        if "class_detections" in items[0]:
+            batch["class_detections"] = [item["class_detections"] for item in items]
         return batch
 
     return collate
@@ -185,8 +195,9 @@ class PseudoLabelDataModule(ResumableDataModule):
     validation and testing; :meth:`loader` serves either subset for prediction. ``max_seq_len``
     and ``max_stride`` come from the network (clips are cropped to and padded to at least
     ``max_seq_len``, rounded up to a multiple of ``max_stride``). ``video_scores`` (video-level
-    class scores of the evaluated videos) go into the evaluation batches as ``class_scores`` for
-    fusion."""
+    class scores of the evaluated videos) and ``video_detections`` (the generator's detections
+    of them, in seconds) go into the evaluation batches as ``class_scores`` and
+    ``class_detections`` for fusion."""
 
     batch_size_key = "student.data.batch_size"
 
@@ -202,26 +213,34 @@ class PseudoLabelDataModule(ResumableDataModule):
         augment: Mapping | None = None,
         seed: int = 0,
         video_scores: VideoScores | None = None,
+        video_detections: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__(data, batch_size, eval_batch_size, num_workers, seed)
         self.targets = targets
         self.video_scores = video_scores
+        self.video_detections = video_detections
         self.max_seq_len = max_seq_len
         self.max_stride = max_stride
         self.augment = dict(augment or {})
 
-    def loader(self, subset: str, train: bool = False) -> DataLoader:
-        """A loader over the ``train``, ``val`` (held out) or ``test`` videos (``train=True``:
-        training crops and targets; else whole videos)."""
-        dataset = StudentVideos(
+    def dataset(self, videos: Sequence[Video], train: bool = False) -> StudentVideos:
+        """``videos`` as student items: training crops and targets (``train=True``), else whole
+        videos with what fusion fuses."""
+        return StudentVideos(
             self.data,
-            self.videos[subset],
+            videos,
             self.targets if train else None,
             train,
             self.max_seq_len,
             **self.augment,
             seed=self.seed,
             video_scores=None if train else self.video_scores,
+            video_detections=None if train else self.video_detections,
         )
+
+    def loader(self, subset: str, train: bool = False) -> DataLoader:
+        """A loader over the ``train``, ``val`` (held out) or ``test`` videos (``train=True``:
+        training crops and targets; else whole videos)."""
+        dataset = self.dataset(self.videos[subset], train)
         collate = make_collate(self.max_seq_len, self.max_stride)
         return self.make_loader(dataset, subset, train, collate)

@@ -10,9 +10,10 @@ turn them into dicts).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from hydra.utils import instantiate
 
 from fustal.config import target_node
@@ -44,11 +45,13 @@ def student_datamodule(
     seed: int = 0,
     targets: Targets | None = None,
     video_scores: VideoScores | None = None,
+    video_detections: Mapping[str, np.ndarray] | None = None,
     **overrides: Any,
 ) -> PseudoLabelDataModule:
     """The student's DataModule (``student.data``) on ``data`` for the network ``model`` (its
     crop/pad length and largest stride), with training ``targets`` (None: the ground truth) and
-    the ``video_scores`` fused into the evaluated videos' detections."""
+    the ``video_scores`` (or the generator's ``video_detections``, at ``fusion.level=detections``)
+    fused into the evaluated videos' detections."""
     node = {**target_node(data_cfg, PseudoLabelDataModule), **overrides}
     return instantiate(node, _partial_=True, _convert_="all")(
         data=data,
@@ -57,4 +60,5 @@ def student_datamodule(
         seed=seed,
         targets=targets,
         video_scores=video_scores,
+        video_detections=video_detections,
     )

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fustal.config.schema import InferenceSchema
 from fustal.data.features import Timing, detections_to_seconds
 from fustal.errors import FustalError
-from fustal.fusion import fuse_video, fusion_keywords
+from fustal.fusion import fuse, fusion_keywords
 from fustal.metrics.detection import THUMOS_TIOU
 from fustal.student.decode import SegmentBatch, teacher_targets
 from fustal.student.ema import ModelEMA, decay_for_share, initial_share
@@ -69,9 +69,10 @@ class StudentModule(EvaluatedModule):
 
     ``class_agnostic``: the network predicts one class, actionness (every target, the EMA
     teacher's included, is class 0; the video-level loss, which needs classes, is off), and the
-    classes come from ``fusion``. ``fusion`` (``{"topk", "rule"}``, :func:`fustal.fusion.
-    fuse_video`) fuses each evaluated video's detections with the video-level class scores its
-    batch carries (``class_scores [B, C]``, e.g. the generator's).
+    classes come from ``fusion``. ``fusion`` (:func:`fustal.fusion.fusion_keywords`) fuses each
+    evaluated video's detections with the video-level class scores its batch carries
+    (``class_scores [B, C]``, e.g. the generator's) or, at ``level=detections``, with the
+    generator's detections of the video (``class_detections``: per video ``[P, 4]``).
     """
 
     def __init__(
@@ -199,8 +200,13 @@ class StudentModule(EvaluatedModule):
             )
             if self.fusion is not None:
                 scores = batch["class_scores"][i].cpu().numpy()
-                rows = fuse_video(
-                    rows, scores, class_agnostic=self.hp.class_agnostic, **self.fusion
+                found = batch.get("class_detections")
+                rows = fuse(
+                    rows,
+                    scores,
+                    None if found is None else found[i],
+                    self.fusion,
+                    self.hp.class_agnostic,
                 )
             out.append(rows)
         return out

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from fustal.config.schema import GeneratorSchema
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
 from fustal.errors import FustalError
-from fustal.fusion import SCORE_FILE, read_score_file, score_file_payload
+from fustal.fusion import DETECTION_FILE, SCORE_FILE, read_score_file, score_file_payload
 from fustal.generator.build import generator_datamodule, generator_module
 from fustal.generator.module import VIDEO_SCORES, GeneratorModule
 from fustal.inference import predict_videos
@@ -61,7 +61,7 @@ def check_contract(module: type, outputs: dict[str, Any]) -> None:
 
 class GeneratorStage(Stage[GeneratorOutputs]):
     name = "generator"
-    exported = ("pseudo_labels.json", "generator_test.json", SCORE_FILE)
+    exported = ("pseudo_labels.json", DETECTION_FILE, SCORE_FILE)
 
     def key_parts(self) -> dict[str, Any]:
         gcfg = self.cfg.generator
@@ -216,7 +216,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
     def save(self, outputs: GeneratorOutputs, folder: Path) -> None:
         classes = self.ctx.data.generator.classes
         write_results(folder / "pseudo_labels.json", outputs.pseudo_labels, classes)
-        write_results(folder / "generator_test.json", outputs.test, classes)
+        write_results(folder / DETECTION_FILE, outputs.test, classes)
         write_json(folder / SCORE_FILE, score_file_payload(outputs.video_scores, classes))
         write_results(folder / VAL_FILE, outputs.val, classes)
         write_json(folder / "metrics.json", without_val(outputs.metrics))
@@ -226,7 +226,7 @@ class GeneratorStage(Stage[GeneratorOutputs]):
         data = self.ctx.data.generator
         classes = data.classes
         pseudo = read_rows(folder / "pseudo_labels.json", classes, "cache")
-        test = read_rows(folder / "generator_test.json", classes, "cache")
+        test = read_rows(folder / DETECTION_FILE, classes, "cache")
         val = read_rows(folder / VAL_FILE, classes, "cache")
         videos = [v.id for v in data.train_videos() + data.val_videos() + data.test_videos()]
         outputs = GeneratorOutputs(

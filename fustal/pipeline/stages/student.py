@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from fustal.config import to_plain
-from fustal.data.student_datamodule import PseudoLabelDataModule, StudentVideos, make_collate
+from fustal.data.student_datamodule import PseudoLabelDataModule, make_collate
+from fustal.fusion import config_fusion
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.results import VideoDetections, read_rows, score_rows, write_results
@@ -29,7 +30,7 @@ from fustal.pipeline.stages.common import (
     picture_videos,
     seed_stage,
 )
-from fustal.pipeline.stages.outputs import FilterOutputs, VideoScoreSource
+from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, VideoScoreSource
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
@@ -85,11 +86,21 @@ class StudentStage(Stage[StudentOutputs]):
         return None
 
     @property
+    def video_detections(self) -> VideoDetections | None:
+        """What ``fusion.level=detections`` fuses: the generator's detections of the training,
+        held-out and test videos (seconds); None at ``level=video``."""
+        fusion = self.fusion
+        if fusion is None or fusion["level"] != "detections" or "generator" not in self.upstream:
+            return None
+        outputs = self.input("generator", GeneratorOutputs)
+        return {**outputs.pseudo_labels, **outputs.val, **outputs.test}
+
+    @property
     def fusion(self) -> dict[str, Any] | None:
         """The module's ``fusion`` keywords (None: off)."""
         if self.video_scores is None:
             return None
-        return {"topk": self.cfg.fusion.topk, "rule": self.cfg.fusion.rule}
+        return config_fusion(self.cfg.fusion)
 
     @property
     def full(self) -> bool:
@@ -170,6 +181,7 @@ class StudentStage(Stage[StudentOutputs]):
             cfg.seed,
             targets=self.targets,
             video_scores=None if scores is None else scores[0],
+            video_detections=self.video_detections,
             num_workers=cfg.num_workers,
         )
         return module, dm
@@ -184,10 +196,14 @@ class StudentStage(Stage[StudentOutputs]):
             plan += f", then {max_epochs - epochs_pseudo} of EMA distillation"
         if scfg.module.get("class_agnostic"):
             plan += "; class-agnostic"
-        if self.fusion is not None and self.video_scores is not None:
+        fusion = self.fusion
+        if fusion is not None and self.video_scores is not None:
             plan += (
                 f"; classes fused from {self.video_scores[1]}'s video-level scores"
-                f" (top {self.fusion['topk']}, {self.fusion['rule']})"
+                f" (top {fusion['topk']}, {fusion['rule']})"
+                if fusion["level"] == "video"
+                else f"; classes, scores and boundary votes (tIoU >= {fusion['vote_tiou']}) fused"
+                f" from {self.video_scores[1]}'s detections ({fusion['rule']})"
             )
         if self.selects_best:
             plan += f"; the best held-out evaluation (every {scfg.val_every}) is used"
@@ -283,12 +299,12 @@ class StudentStage(Stage[StudentOutputs]):
     ) -> VideoDetections:
         """Detections on the first training videos (what the pictures show), from the module in
         memory: the EMA weights when there are some."""
-        scored = dm.video_scores
-        videos = [v for v in picture_videos(dm.videos["train"]) if scored is None or v.id in scored]
+        fused = [m for m in (dm.video_scores, dm.video_detections) if m is not None]
+        videos = [v for v in picture_videos(dm.videos["train"]) if all(v.id in m for m in fused)]
         if not videos:  # a score file without these training videos: nothing to fuse them with
             return {}
         loader = DataLoader(
-            StudentVideos(dm.data, videos, None, False, dm.max_seq_len, video_scores=scored),
+            dm.dataset(videos),
             batch_size=dm.eval_batch_size,
             collate_fn=make_collate(dm.max_seq_len, dm.max_stride),
         )
