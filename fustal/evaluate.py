@@ -29,12 +29,10 @@ from fustal.errors import FustalError, exit_on_error
 if TYPE_CHECKING:
     from fustal.checkpoints import Checkpoint
     from fustal.data.dataset import StageData
+    from fustal.fusion import FusionInputs
     from fustal.student.model import TriDet
 
 register_resolvers()
-
-# what fusion fuses: the video-level class scores and the generator's detections of each video
-FusionInputs = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
 @dataclass

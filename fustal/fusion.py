@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
+from fustal.config.schema import FusionSchema
 from fustal.errors import FustalError
 from fustal.io import read_json
 from fustal.segments import tiou_matrix
@@ -37,6 +38,9 @@ LEVELS = ("video", "detections")
 KEYS = ("topk", "rule", "level", "vote_tiou")
 # the generator stage's detections of the test videos (what ``level=detections`` fuses)
 DETECTION_FILE = "generator_test.json"
+# what a fusion fuses into a student's detections: video-level class scores ``{video: [C]}``
+# and the generator's detections ``{video: [P, 4]}`` (None: not fused)
+FusionInputs = tuple[Mapping[str, np.ndarray] | None, Mapping[str, np.ndarray] | None]
 # the generator stage's video-level class scores (training and test videos), ActionFormer schema
 SCORE_FILE = "generator_video_scores.json"
 # videos named in an error about missing scores
@@ -62,6 +66,10 @@ def config_fusion(fusion_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return fusion_keywords({k: fusion_cfg[k] for k in KEYS if fusion_cfg.get(k) is not None})
 
 
+@overload
+def fusion_keywords(fusion: None) -> None: ...
+@overload
+def fusion_keywords(fusion: Mapping[str, Any]) -> dict[str, Any]: ...
 def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The fusion settings, checked and completed (the one check of them, for configs, modules
     and checkpoints): ``level`` (``video``: :func:`fuse_video` with ``topk``; ``detections``:
@@ -71,8 +79,10 @@ def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     unknown = sorted(set(fusion) - set(KEYS))
     if unknown:
         raise FustalError(f"fusion: unknown keys {unknown} (expected {', '.join(KEYS)})")
-    topk, rule = int(fusion.get("topk", 2)), str(fusion.get("rule", "sqrt"))
-    level, vote_tiou = str(fusion.get("level", "video")), float(fusion.get("vote_tiou", 0.6))
+    default = FusionSchema()
+    topk, rule = int(fusion.get("topk", default.topk)), str(fusion.get("rule", default.rule))
+    level = str(fusion.get("level", default.level))
+    vote_tiou = float(fusion.get("vote_tiou", default.vote_tiou))
     if topk < 1:
         raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
     if rule not in RULES:
@@ -82,6 +92,16 @@ def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not 0 < vote_tiou <= 1:
         raise FustalError(f"fusion.vote_tiou: must be in (0, 1], got {vote_tiou}")
     return {"topk": topk, "rule": rule, "level": level, "vote_tiou": vote_tiou}
+
+
+def check_source(fusion: Mapping[str, Any], source: str | None) -> None:
+    """Detection-level fusion needs detections to fuse: the generator's (a score file holds
+    video-level scores only)."""
+    if fusion["level"] == "detections" and source != "generator":
+        raise FustalError(
+            "fusion.level: detections fuses the generator's detections; it needs"
+            f" fusion.source=generator (got {source!r})"
+        )
 
 
 def fuse(

@@ -38,6 +38,7 @@ from fustal.errors import FustalError, exit_on_error
 if TYPE_CHECKING:
     from fustal.checkpoints import Checkpoint
     from fustal.data.dataset import StageData
+    from fustal.fusion import FusionInputs
     from fustal.student.model import TriDet
 
 register_resolvers()
@@ -125,7 +126,7 @@ def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict
     config's where set, else the checkpoint's, else the defaults; None without
     ``fusion.source``. A class-agnostic student without a score source is a
     :class:`FustalError` (it predicts no classes)."""
-    from fustal.fusion import KEYS, fusion_keywords
+    from fustal.fusion import KEYS, check_source, fusion_keywords
 
     fcfg, stored = cfg.fusion, dict(ckpt.hparams.get("fusion") or {})
     if fcfg.source is None:
@@ -147,17 +148,13 @@ def fusion_settings(cfg: DictConfig, ckpt: Checkpoint, console: Console) -> dict
         raise FustalError(f"fusion.source: fusion applies to student checkpoints ({ckpt.path})")
     chosen = {k: fcfg[k] if fcfg[k] is not None else stored.get(k) for k in KEYS}
     fusion = fusion_keywords({k: v for k, v in chosen.items() if v is not None})
-    if fusion is not None and fusion["level"] == "detections" and fcfg.source != "generator":
-        raise FustalError(
-            "fusion.level: detections fuses a generator's detections; it needs"
-            " fusion.source=generator fusion.generator_ckpt=GENERATOR.ckpt"
-        )
+    check_source(fusion, fcfg.source)
     return fusion
 
 
 def fusion_inputs(
     cfg: DictConfig, classes: list[str], data: StageData, durations: Mapping[str, float]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+) -> FusionInputs:
     """The video-level class scores of the videos to predict on: of ``fusion.score_file``, or
     of ``fusion.generator_ckpt`` run on ``fusion.generator_features`` (default: ``features``),
     with that generator's detections of them (none from a score file)."""
@@ -170,7 +167,7 @@ def fusion_inputs(
     if fcfg[key] is None:
         raise FustalError(f"fusion.{key}: fusion.source={fcfg.source} needs fusion.{key}=PATH")
     if fcfg.source == "file":
-        return read_score_file(str(fcfg.score_file), classes, videos), {}
+        return read_score_file(str(fcfg.score_file), classes, videos), None
     gen = load_checkpoint(str(fcfg.generator_ckpt))
     if gen.kind != "generator" or (gen.classes is not None and gen.classes != classes):
         raise FustalError(
@@ -194,7 +191,7 @@ def predict_detections(
     cfg: DictConfig,
     ckpt: Checkpoint,
     data: StageData,
-    fusion: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] | None = None,
+    fusion: FusionInputs = (None, None),
 ) -> dict[str, dict[str, np.ndarray]]:
     """Through ``Trainer.predict``: ``{"detections": {video: [K, 4]}}`` (class, score,
     start_s, end_s): the student's EMA weights when ``use_ema`` and the checkpoint has them,
@@ -212,9 +209,9 @@ def predict_detections(
     loading = {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     if ckpt.kind == "student":
         net = cast("TriDet", module.model)
-        scores, found = fusion if fusion is not None else (None, None)
+        scores, found = fusion
         dm = student_datamodule(
-            None, data, net, video_scores=scores, video_detections=found or None, **loading
+            None, data, net, video_scores=scores, video_detections=found, **loading
         )
         out = predict_videos(trainer, module, dm.loader("test"))
         variant = "student_ema" if cfg.use_ema and "student_ema" in out else "student"
@@ -287,7 +284,7 @@ def run(cfg: DictConfig) -> dict:
         files = feature_files(folder)
         known = {**durations, **given}
         data = prediction_data(folder, files, classes, timing, ckpt, known)
-        inputs = None if fusion is None else fusion_inputs(cfg, classes, data, known)
+        inputs = (None, None) if fusion is None else fusion_inputs(cfg, classes, data, known)
         if fusion is not None:
             console.print(
                 f"predict: classes fused from {cfg.fusion.source} video-level scores"

@@ -31,10 +31,13 @@ sys.path.insert(0, str(ROOT))
 from fustal.data.views import load_pipeline_data  # noqa: E402
 from fustal.fusion import DETECTION_FILE, SCORE_FILE, fuse_detections, read_score_file  # noqa: E402
 from fustal.metrics.results import read_rows, score_rows  # noqa: E402
+from fustal.pipeline.stages.generator import VAL_FILE  # noqa: E402
 
 RECORD = ROOT / "docs" / "benchmarks" / "fusion_choice.json"
 VOTE_TIOUS = (0.5, 0.6, 0.7, 1.0)
 MODEL = "student_ema"
+# the generator stage's detections of the held-out and test videos
+GENERATOR_FILES = {"val": VAL_FILE, "test": DETECTION_FILE}
 
 
 def cache_entry(cache: Path, name: str, reference: Path) -> Path:
@@ -75,7 +78,7 @@ def variant_scores(run: Path, cache: Path) -> dict[str, dict[str, float]]:
         videos = data.val_videos() if split == "val" else data.test_videos()
         ids = [v.id for v in videos]
         scores = read_score_file(generator / SCORE_FILE, classes, ids)
-        found = read_rows(generator / f"generator_{split}.json", classes, str(generator))
+        found = read_rows(generator / GENERATOR_FILES[split], classes, str(generator))
         fused = read_rows(student / f"{MODEL}_{split}.json", classes, str(student))
         own = {v: class_agnostic(fused[v], scores[v]) for v in ids}
 

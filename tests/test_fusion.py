@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from fustal.errors import FustalError
 from fustal.fusion import (
@@ -25,7 +26,7 @@ from fustal.fusion import (
 )
 from fustal.student.decode import Levels, SegmentBatch, segment_voting
 from fustal.student.losses import detection_losses
-from tests.conftest import ANET_TINY, compose_train
+from tests.conftest import ANET_TINY, CONF_DIR, compose_train
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -141,6 +142,11 @@ def test_fusion_keywords_are_checked() -> None:
         "level": "video",
         "vote_tiou": 0.6,
     }
+    # the defaults are the schema's, and the fusion group files list them
+    defaults = fusion_keywords({})
+    for name in ("none", "file", "generator"):
+        listed = OmegaConf.load(CONF_DIR / "fusion" / f"{name}.yaml")
+        assert {k: listed[k] for k in defaults} == defaults, name
     for bad, needle in (
         ({"level": "segment"}, "fusion.level"),
         ({"vote_tiou": 0}, "fusion.vote_tiou"),

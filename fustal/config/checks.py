@@ -23,7 +23,7 @@ from fustal.config.schema import SELECT_CHOICES, FilterSchema, GeneratorModuleSc
 from fustal.data.features import LAYOUTS
 from fustal.data.module_arguments import MODULE_ARGUMENTS
 from fustal.errors import FustalError
-from fustal.fusion import KEYS, LEVELS, fusion_keywords
+from fustal.fusion import KEYS, check_source, fusion_keywords
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "stage": ("data", "generator", "filter", "student", "all"),
@@ -35,7 +35,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "features.student.layout": LAYOUTS,
     "fusion.source": (None, "generator", "file"),
     "fusion.rule": ("sqrt", "product"),
-    "fusion.level": LEVELS,
     "validation.mode": ("test", "heldout", "video_labels"),
     "generator.select": SELECT_CHOICES,
     "student.select": SELECT_CHOICES,
@@ -228,19 +227,14 @@ def check_fusion(plain: Mapping[str, Any]) -> None:
             "fusion.score_file: fusion=file needs a score file (fusion.score_file=PATH, JSON"
             ' {"results": {video_id: [class scores]}})'
         )
-    fusion_keywords({k: fusion[k] for k in KEYS if fusion.get(k) is not None})
+    settings = fusion_keywords({k: fusion[k] for k in KEYS if fusion.get(k) is not None})
+    check_source(settings, fusion.get("source"))
     module = (plain.get("student") or {}).get("module") or {}
-    if fusion.get("level") == "detections":
-        if fusion.get("source") != "generator":
-            raise FustalError(
-                "fusion.level: detections fuses the generator's detections; it needs"
-                f" fusion.source=generator (got {fusion.get('source')!r})"
-            )
-        if not module.get("class_agnostic"):
-            raise FustalError(
-                "fusion.level: detections gives classes to a class-agnostic student"
-                " (student.module.class_agnostic=true)"
-            )
+    if settings["level"] == "detections" and not module.get("class_agnostic"):
+        raise FustalError(
+            "fusion.level: detections gives classes to a class-agnostic student"
+            " (student.module.class_agnostic=true)"
+        )
     if module.get("class_agnostic") and not fusion.get("source"):
         raise FustalError(
             "student.module.class_agnostic: a class-agnostic student predicts no classes; fuse"
