@@ -35,7 +35,7 @@ RULES = ("sqrt", "product")
 # what the classes come from: the video-level scores, or the classifier's detections
 LEVELS = ("video", "detections")
 # the settings of a fusion (:func:`fusion_keywords`), as in the ``fusion`` config node
-KEYS = ("topk", "rule", "level", "vote_tiou")
+KEYS = ("topk", "rule", "level", "vote_tiou", "class_weight")
 # the generator stage's detections of the test videos (what ``level=detections`` fuses)
 DETECTION_FILE = "generator_test.json"
 # what a fusion fuses into a student's detections: video-level class scores ``{video: [C]}``
@@ -47,12 +47,17 @@ SCORE_FILE = "generator_video_scores.json"
 SHOWN_MISSING = 3
 
 
-def combine(class_scores: np.ndarray, scores: np.ndarray, rule: str) -> np.ndarray:
+def combine(
+    class_scores: np.ndarray, scores: np.ndarray, rule: str, class_weight: float = 0.5
+) -> np.ndarray:
     """The fused score of a detection scoring ``scores`` for a class scoring ``class_scores``
-    (broadcast): ``sqrt(class * detection)`` (ActionFormer, TriDet) or ``class * detection``
-    (OpenTAD)."""
+    (broadcast): ``sqrt``, the geometric mean ``class ** w * detection ** (1 - w)`` with
+    ``w = class_weight`` (0.5: ``sqrt(class * detection)``, ActionFormer, TriDet), or
+    ``product``, ``class * detection`` (OpenTAD)."""
+    if rule == "sqrt" and class_weight == 0.5:
+        return np.sqrt(class_scores * scores)  # the detectors' rule, bit for bit
     if rule == "sqrt":
-        return np.sqrt(class_scores * scores)
+        return class_scores**class_weight * scores ** (1.0 - class_weight)
     if rule == "product":
         return class_scores * scores
     raise FustalError(f"fusion.rule: expected one of {', '.join(RULES)}, got {rule!r}")
@@ -73,7 +78,8 @@ def fusion_keywords(fusion: Mapping[str, Any]) -> dict[str, Any]: ...
 def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The fusion settings, checked and completed (the one check of them, for configs, modules
     and checkpoints): ``level`` (``video``: :func:`fuse_video` with ``topk``; ``detections``:
-    :func:`fuse_detections` with ``vote_tiou``) and ``rule``; None: no fusion."""
+    :func:`fuse_detections` with ``vote_tiou``), ``rule`` and ``class_weight``; None: no
+    fusion."""
     if fusion is None:
         return None
     unknown = sorted(set(fusion) - set(KEYS))
@@ -83,6 +89,7 @@ def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     topk, rule = int(fusion.get("topk", default.topk)), str(fusion.get("rule", default.rule))
     level = str(fusion.get("level", default.level))
     vote_tiou = float(fusion.get("vote_tiou", default.vote_tiou))
+    class_weight = float(fusion.get("class_weight", default.class_weight))
     if topk < 1:
         raise FustalError(f"fusion.topk: must be at least 1, got {topk}")
     if rule not in RULES:
@@ -91,7 +98,29 @@ def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
         raise FustalError(f"fusion.level: expected one of {', '.join(LEVELS)}, got {level!r}")
     if not 0 < vote_tiou <= 1:
         raise FustalError(f"fusion.vote_tiou: must be in (0, 1], got {vote_tiou}")
-    return {"topk": topk, "rule": rule, "level": level, "vote_tiou": vote_tiou}
+    if not 0 < class_weight < 1:
+        raise FustalError(f"fusion.class_weight: must be in (0, 1), got {class_weight}")
+    if rule == "product" and class_weight != default.class_weight:
+        raise FustalError(
+            f"fusion.class_weight: weighs the sqrt rule's geometric mean; rule=product"
+            f" multiplies the scores (leave class_weight at {default.class_weight})"
+        )
+    return {
+        "topk": topk,
+        "rule": rule,
+        "level": level,
+        "vote_tiou": vote_tiou,
+        "class_weight": class_weight,
+    }
+
+
+def fusion_rule(fusion: Mapping[str, Any]) -> str:
+    """The checked settings' scoring rule in words, for the logs (``sqrt``, ``product``,
+    ``class^0.75 * detection^0.25``)."""
+    weight = fusion["class_weight"]
+    if fusion["rule"] == "sqrt" and weight != 0.5:
+        return f"class^{weight:g} * detection^{1 - weight:g}"
+    return str(fusion["rule"])
 
 
 def check_source(fusion: Mapping[str, Any], source: str | None) -> None:
@@ -116,12 +145,21 @@ def fuse(
     with the classifier's detections ``class_detections [P, 4]`` (``level=detections``, for a
     class-agnostic detector only)."""
     if fusion["level"] == "video":
-        return fuse_video(rows, class_scores, fusion["topk"], fusion["rule"], class_agnostic)
+        return fuse_video(
+            rows,
+            class_scores,
+            fusion["topk"],
+            fusion["rule"],
+            class_agnostic,
+            fusion["class_weight"],
+        )
     if not class_agnostic:
         raise FustalError("fusion.level=detections: fuses a class-agnostic student only")
     if class_detections is None:
         raise FustalError("fusion.level=detections: no detections of the classifier to fuse")
-    return fuse_detections(rows, class_detections, fusion["vote_tiou"], fusion["rule"])
+    return fuse_detections(
+        rows, class_detections, fusion["vote_tiou"], fusion["rule"], fusion["class_weight"]
+    )
 
 
 def fuse_video(
@@ -130,6 +168,7 @@ def fuse_video(
     topk: int = 2,
     rule: str = "sqrt",
     class_agnostic: bool = True,
+    class_weight: float = 0.5,
 ) -> np.ndarray:
     """Fuse one video's detections with its video-level class scores.
 
@@ -151,12 +190,16 @@ def fuse_video(
         labels = base[:, 0].astype(np.int64)
     fused = base.copy()
     fused[:, 0] = labels
-    fused[:, 1] = combine(class_scores[labels], base[:, 1], rule)
+    fused[:, 1] = combine(class_scores[labels], base[:, 1], rule, class_weight)
     return fused[np.argsort(-fused[:, 1], kind="stable")]
 
 
 def fuse_detections(
-    rows: np.ndarray, detections: np.ndarray, vote_tiou: float = 0.6, rule: str = "sqrt"
+    rows: np.ndarray,
+    detections: np.ndarray,
+    vote_tiou: float = 0.6,
+    rule: str = "sqrt",
+    class_weight: float = 0.5,
 ) -> np.ndarray:
     """Fuse one video's class-agnostic detections with another detector's class-aware ones.
 
@@ -165,9 +208,10 @@ def fuse_detections(
     fused rows ``[K', 4]`` sorted by fused score (descending, stable). For each class ``c`` of
     ``detections`` and each row ``s``: the class score ``q = max_p tIoU(s, p) * score_p`` over
     the detections ``p`` of ``c``; a row with ``q > 0`` is emitted for ``c`` with score
-    :func:`combine` ``(q, score_s)``, its boundaries the weighted mean of its own (weight ``q``)
-    and those of the detections of ``c`` that overlap it by ``tIoU >= vote_tiou`` (weight
-    ``tIoU * score_p``). A row overlapping no detection is dropped.
+    :func:`combine` ``(q, score_s, rule, class_weight)``, its boundaries the weighted mean of its
+    own (weight ``q``) and those of the detections of ``c`` that overlap it by
+    ``tIoU >= vote_tiou`` (weight ``tIoU * score_p``). A row overlapping no detection is
+    dropped.
     """
     rows = np.asarray(rows, np.float64).reshape(-1, 4)
     detections = np.asarray(detections, np.float64).reshape(-1, 4)
@@ -183,7 +227,7 @@ def fuse_detections(
     bounds += q[:, :, None] * rows[:, None, 2:4]
     k, c = np.nonzero(q > 0)
     bounds = bounds[k, c] / total[k, c, None]
-    fused = np.column_stack([classes[c], combine(q[k, c], rows[k, 1], rule), bounds])
+    fused = np.column_stack([classes[c], combine(q[k, c], rows[k, 1], rule, class_weight), bounds])
     return fused[np.argsort(-fused[:, 1], kind="stable")]
 
 

@@ -254,7 +254,7 @@ def detections_table(data: StageData, detections: Mapping[str, np.ndarray], out:
 def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
     from fustal.checkpoints import load_checkpoint
-    from fustal.fusion import fusion_keywords
+    from fustal.fusion import fusion_keywords, fusion_rule
     from fustal.metrics.results import write_results
     from fustal.student.module import StudentModule
     from fustal.training.quiet import quiet_libraries
@@ -288,10 +288,10 @@ def run(cfg: DictConfig) -> dict:
         if fusion is not None:
             console.print(
                 f"predict: classes fused from {cfg.fusion.source} video-level scores"
-                f" (top {fusion['topk']}, {fusion['rule']})"
+                f" (top {fusion['topk']}, {fusion_rule(fusion)})"
                 if fusion["level"] == "video"
                 else f"predict: classes, scores and boundary votes fused from the generator's"
-                f" detections (tIoU >= {fusion['vote_tiou']}, {fusion['rule']})"
+                f" detections (tIoU >= {fusion['vote_tiou']}, {fusion_rule(fusion)})"
             )
         detections = predict_detections(cfg, ckpt, data, inputs)[DETECTIONS]
     results = write_results(out, detections, classes)

@@ -1,7 +1,8 @@
 """How the ActivityNet recipe's detection-level fusion was chosen: the held-out (and, to confirm,
 test) avg mAP of the student + EMA fused with the generator at the video level (the recipe's
 earlier ``fusion=generator``) and at the detection level (``fusion=generator_detections``) for
-several ``fusion.vote_tiou``, re-fused from the detections that runs of the video-level recipe
+several ``fusion.vote_tiou`` (at ``class_weight`` 0.5), then for several ``fusion.class_weight``
+(at the chosen ``vote_tiou``), re-fused from the detections that runs of the video-level recipe
 saved. No model runs again: the numbers come from files.
 
     python scripts/activitynet_variants.py --kinds weak --extra fusion=generator \\
@@ -35,6 +36,9 @@ from fustal.pipeline.stages.generator import VAL_FILE  # noqa: E402
 
 RECORD = ROOT / "docs" / "benchmarks" / "fusion_choice.json"
 VOTE_TIOUS = (0.5, 0.6, 0.7, 1.0)
+# the class weights tried at the chosen vote (0.6)
+CLASS_WEIGHTS = (0.3, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+VOTE = 0.6
 MODEL = "student_ema"
 # the generator stage's detections of the held-out and test videos
 GENERATOR_FILES = {"val": VAL_FILE, "test": DETECTION_FILE}
@@ -57,6 +61,11 @@ def class_agnostic(rows: np.ndarray, class_scores: np.ndarray) -> np.ndarray:
     _, first = np.unique(np.round(rows[:, 2:4], 6), axis=0, return_index=True)
     first = np.sort(first)
     return np.column_stack([np.zeros(len(first)), detection[first], rows[first, 2:4]])
+
+
+def with_classes(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Class-agnostic ``rows [K, 4]`` emitted once per class of ``classes`` (scores kept)."""
+    return np.concatenate([np.column_stack([np.full(len(rows), c), rows[:, 1:]]) for c in classes])
 
 
 def variant_scores(run: Path, cache: Path) -> dict[str, dict[str, float]]:
@@ -87,6 +96,19 @@ def variant_scores(run: Path, cache: Path) -> dict[str, dict[str, float]]:
             settings[f"detections {vote}"] = {
                 v: fuse_detections(own[v], found[v], vote) for v in ids
             }
+        for weight in CLASS_WEIGHTS:
+            settings[f"detections {VOTE}, class weight {weight}"] = {
+                v: fuse_detections(own[v], found[v], VOTE, class_weight=weight) for v in ids
+            }
+        # diagnostics on the videos' own labels (nothing is chosen on them): each video's true
+        # classes given to every student segment, and the generator's detections of them only
+        true = {v.id: np.unique(v.labels) for v in videos}
+        settings["diagnostic: student segments, true classes"] = {
+            v: with_classes(own[v], true[v]) for v in ids
+        }
+        settings["diagnostic: generator, true classes only"] = {
+            v: found[v][np.isin(found[v][:, 0], true[v])] for v in ids
+        }
         for name, rows in settings.items():
             scored = score_rows(rows, videos, data.num_classes, tiou)
             out.setdefault(name, {})[split] = 100 * scored["avg"]

@@ -56,3 +56,28 @@ class ScriptedCurve(pl.Callback):
             return results
 
         pl_module.evaluation_results = scripted  # type: ignore[method-assign]
+
+
+# the student's weights (``model.`` and ``ema.module.`` tensors) recorded by
+# :class:`StudentWeights`: ``"end <e>"`` after training epoch ``e`` (0-based, what the held-out
+# evaluation of epoch ``e + 1`` scores), ``"start <e>"`` at the first batch of epoch ``e``
+WEIGHTS: dict[str, dict[str, torch.Tensor]] = {}
+
+
+class StudentWeights(pl.Callback):
+    """Record a student's weights in :data:`WEIGHTS` at the end of every training epoch and at
+    the first batch of every epoch (after every epoch-start hook has run)."""
+
+    @staticmethod
+    def snapshot(pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx == 0 and not isinstance(pl_module, GeneratorModule):
+            WEIGHTS[f"start {trainer.current_epoch}"] = self.snapshot(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module, GeneratorModule):
+            WEIGHTS[f"end {trainer.current_epoch}"] = self.snapshot(pl_module)

@@ -212,7 +212,12 @@ GROUP_OPTIONS = [
     ),
     (
         "fusion=generator_detections",
-        {"fusion.source": "generator", "fusion.level": "detections", "fusion.vote_tiou": 0.6},
+        {
+            "fusion.source": "generator",
+            "fusion.level": "detections",
+            "fusion.vote_tiou": 0.6,
+            "fusion.class_weight": 0.5,
+        },
     ),
     ("fusion=file", {"fusion.source": "file", "fusion.score_file": None, "fusion.topk": 2}),
     ("student=tridet", {"student.module.net.num_bins": 16}),

@@ -72,9 +72,12 @@ def test_fusion_rule_is_checked() -> None:
         fuse_video(np.ones((1, 4)), np.ones(2), rule="max")
 
 
-def fuse_detections_loop(rows: np.ndarray, dets: np.ndarray, vote_tiou: float) -> list:
+def fuse_detections_loop(
+    rows: np.ndarray, dets: np.ndarray, vote_tiou: float, class_weight: float = 0.5
+) -> list:
     """Detection-level fusion as loops: per class of ``dets`` and per row, the best overlap
-    times score, and the boundary vote of the row and the detections overlapping it."""
+    times score, and the boundary vote of the row and the detections overlapping it; the fused
+    score ``q ** class_weight * score ** (1 - class_weight)``."""
     out = []
     for c in sorted({int(d[0]) for d in dets}):
         for _, score, start, end in rows:
@@ -91,14 +94,13 @@ def fuse_detections_loop(rows: np.ndarray, dets: np.ndarray, vote_tiou: float) -
                     num_s, num_e, den = num_s + w * d0, num_e + w * d1, den + w
             if q > 0:
                 den += q
-                out.append(
-                    (c, math.sqrt(q * score), (num_s + q * start) / den, (num_e + q * end) / den)
-                )
+                fused = math.exp(class_weight * math.log(q) + (1 - class_weight) * math.log(score))
+                out.append((c, fused, (num_s + q * start) / den, (num_e + q * end) / den))
     return sorted(out, key=lambda r: -r[1])
 
 
-@pytest.mark.parametrize("vote_tiou", [0.3, 0.6, 1.0])
-def test_detection_fusion_against_loops(vote_tiou: float) -> None:
+@pytest.mark.parametrize(("vote_tiou", "class_weight"), [(0.3, 0.5), (0.6, 0.75), (1.0, 0.2)])
+def test_detection_fusion_against_loops(vote_tiou: float, class_weight: float) -> None:
     rng = np.random.default_rng(int(10 * vote_tiou))
     starts = 30.0 * np.arange(12) + rng.uniform(0, 5, 12)  # disjoint rows
     rows = np.column_stack(
@@ -108,8 +110,8 @@ def test_detection_fusion_against_loops(vote_tiou: float) -> None:
     near = rows[rng.integers(0, 8, 15), 2:4] + rng.normal(0, 2, (15, 2))
     near[:, 1] = np.maximum(near[:, 1], near[:, 0] + 0.5)
     dets = np.column_stack([rng.integers(0, 2, 15) * 3, rng.uniform(-0.2, 0.9, 15), near])
-    got = fuse_detections(rows, dets, vote_tiou)
-    want = np.array(fuse_detections_loop(rows, dets, vote_tiou))
+    got = fuse_detections(rows, dets, vote_tiou, class_weight=class_weight)
+    want = np.array(fuse_detections_loop(rows, dets, vote_tiou, class_weight))
     assert 0 < len(got) <= 2 * 8  # rows that overlap nothing of a class are dropped
     np.testing.assert_allclose(got, want, atol=1e-12)
     assert set(got[:, 0].astype(int)) <= {0, 3}
@@ -131,6 +133,11 @@ def test_detection_fusion_votes_boundaries_and_classes() -> None:
     # above every overlap: the rows keep their own boundaries
     kept = fuse_detections(rows, dets, vote_tiou=1.0)
     np.testing.assert_allclose(kept[:, 2:4], [[0.0, 10.0], [20.0, 30.0]])
+    # the generator's class evidence weighted 0.75: 0.45^0.75 * 0.8^0.25 < 0.81^0.75 * 0.4^0.25,
+    # so the order of the two rows flips
+    weighted = fuse_detections(rows, dets, vote_tiou=1.0, class_weight=0.75)
+    np.testing.assert_allclose(weighted[:, 0], [5, 3])
+    np.testing.assert_allclose(weighted[:, 1], [0.81**0.75 * 0.4**0.25, 0.45**0.75 * 0.8**0.25])
     assert fuse_detections(rows, np.zeros((0, 4))).shape == (0, 4)
     assert fuse_detections(np.zeros((0, 4)), dets).shape == (0, 4)
 
@@ -141,6 +148,7 @@ def test_fusion_keywords_are_checked() -> None:
         "rule": "sqrt",
         "level": "video",
         "vote_tiou": 0.6,
+        "class_weight": 0.5,
     }
     # the defaults are the schema's, and the fusion group files list them
     defaults = fusion_keywords({})
@@ -151,6 +159,8 @@ def test_fusion_keywords_are_checked() -> None:
         ({"level": "segment"}, "fusion.level"),
         ({"vote_tiou": 0}, "fusion.vote_tiou"),
         ({"vote_tiou": 1.5}, "fusion.vote_tiou"),
+        ({"class_weight": 1.0}, "fusion.class_weight: must be in"),
+        ({"rule": "product", "class_weight": 0.75}, "rule=product multiplies"),
         ({"top": 2}, "unknown keys"),
     ):
         with pytest.raises(FustalError, match=needle):
@@ -472,6 +482,7 @@ def test_fusion_settings_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         (["fusion=generator", "fusion.topk=0"], "fusion.topk"),
         (["fusion=generator", "fusion.rule=max"], "fusion.rule"),
         (["fusion=generator", "fusion.vote_tiou=0"], "fusion.vote_tiou"),
+        (["fusion=generator", "fusion.class_weight=0"], "fusion.class_weight"),
         (["fusion=generator", "fusion.level=frame"], "fusion.level"),
         (["fusion=generator_detections"], "class-agnostic student"),
         (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
@@ -201,6 +202,12 @@ def test_an_objective_the_run_cannot_score_is_a_one_line_error(
     [
         (["generator.select=best"], "generator.select=best: needs held-out videos"),
         (["student.select=best"], "student.select=best: needs held-out videos"),
+        (["student.distill_from=best"], "student.distill_from=best: distillation starts"),
+        (
+            ["validation=heldout", "student.select=last", "student.distill_from=best"],
+            "student.distill_from=best",
+        ),
+        (["student.distill_from=first"], "student.distill_from: expected one of last, best"),
         (
             ["validation=heldout", "student.select=best", "student.val_every=0"],
             "student.val_every=0 evaluates nothing",
@@ -379,6 +386,38 @@ def test_the_best_held_out_evaluation_is_restored_before_any_test_video_is_score
         assert best.read_bytes() == last.read_bytes(), name
 
 
+def test_distillation_starts_from_the_chosen_student(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``student.distill_from=best`` the student and its EMA teacher enter distillation
+    with the weights of the student's best held-out evaluation (a scripted curve: epoch 1 of
+    3), not with those of the last pseudo-label epoch."""
+    probes.WEIGHTS.clear()
+    curve = (
+        "+callbacks.curve={_target_:tests.probes.ScriptedCurve,every:10,curves:{"
+        "student:[0.7,0.2,0.1,0.3],student_ema:[0.1,0.1,0.1,0.1]}}"
+    )
+    weights = "+callbacks.weights._target_=tests.probes.StudentWeights"
+    train(
+        tmp_path,
+        *CHOOSING,
+        "generator.max_steps=10",
+        "student.epochs_pseudo=3",
+        "student.epochs_distill=1",
+        "student.distill_from=best",
+        curve,
+        weights,
+    )
+    assert "distillation starts from the student of epoch 1 (val 70.0)" in capsys.readouterr().out
+    chosen, last, start = (probes.WEIGHTS[k] for k in ("end 0", "end 2", "start 3"))
+    model = [k for k in chosen if k.startswith("model.")]
+    assert model and any(not torch.equal(chosen[k], last[k]) for k in model)
+    for name in model:
+        torch.testing.assert_close(start[name], chosen[name], rtol=0, atol=0)
+        teacher = "ema.module." + name.removeprefix("model.")
+        torch.testing.assert_close(start[teacher], chosen[name], rtol=0, atol=0)
+
+
 def test_the_generator_stops_after_patience_evaluations_without_improvement(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -472,7 +511,7 @@ def test_filter_choice_takes_the_best_f1_at_tiou_half() -> None:
 def test_activitynet_experiments_choose_on_held_out_videos_and_thumos_stays_research_exact(
     tmp_path: Path, experiment: str, mode: str
 ) -> None:
-    from fustal.training.selection import selects_best
+    from fustal.config import selects_best
 
     cfg = compose_train(tmp_path, f"+experiment={experiment}", debug=False)
     check_config(cfg)
@@ -480,3 +519,4 @@ def test_activitynet_experiments_choose_on_held_out_videos_and_thumos_stays_rese
     chooses = mode != "test"
     assert selects_best(cfg.generator.select, mode) is chooses
     assert (selects_best(cfg.student.select, mode) and cfg.student.val_every == 1) is chooses
+    assert (cfg.student.distill_from == "best") is chooses

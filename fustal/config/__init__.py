@@ -47,6 +47,12 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+def selects_best(select: str, mode: str) -> bool:
+    """Whether ``select`` chooses the best held-out evaluation under ``validation.mode`` =
+    ``mode`` (``auto``: whenever there are held-out videos)."""
+    return select == "best" or (select == "auto" and mode != "test")
+
+
 def chosen_option(group: str) -> str | None:
     """The option a Hydra app chose for config ``group`` (Hydra's record; None outside one)."""
     from hydra.core.hydra_config import HydraConfig

@@ -19,6 +19,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from fustal.config import selects_best
 from fustal.config.schema import SELECT_CHOICES, FilterSchema, GeneratorModuleSchema, TrainSchema
 from fustal.data.features import LAYOUTS
 from fustal.data.module_arguments import MODULE_ARGUMENTS
@@ -38,6 +39,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "validation.mode": ("test", "heldout", "video_labels"),
     "generator.select": SELECT_CHOICES,
     "student.select": SELECT_CHOICES,
+    "student.distill_from": ("last", "best"),
 }
 # the pictures show at most this many training and test videos
 MAX_PLOT_VIDEOS = 8
@@ -119,6 +121,15 @@ def check_choices(plain: Mapping[str, Any]) -> None:
                 " validation=video_labels); choosing on the test videos tunes on test labels"
             )
     student = plain.get("student") or {}
+    mode = validation.get("mode", "test")
+    if student.get("distill_from") == "best" and not selects_best(
+        student.get("select", "auto"), mode
+    ):
+        raise FustalError(
+            "student.distill_from=best: distillation starts from the student's best held-out"
+            " evaluation; it needs held-out videos (validation=heldout or validation=video_labels)"
+            " and student.select=auto or best"
+        )
     if student.get("select") == "best" and not student.get("val_every", 1):
         raise FustalError(
             "student.select=best: student.val_every=0 evaluates nothing during training to"
@@ -217,10 +228,10 @@ def check_filter(plain: Mapping[str, Any]) -> None:
 
 def check_fusion(plain: Mapping[str, Any]) -> None:
     """``fusion`` settings that fit together: a score file for ``fusion=file``, a positive
-    ``topk``, a known ``rule`` and ``level``, a ``vote_tiou`` in (0, 1]
-    (:func:`~fustal.fusion.fusion_keywords`), fusion for a class-agnostic student (it predicts
-    no classes of its own), and detection-level fusion only of the generator's detections into
-    a class-agnostic student."""
+    ``topk``, a known ``rule`` and ``level``, a ``vote_tiou`` in (0, 1], a ``class_weight`` in
+    (0, 1) (:func:`~fustal.fusion.fusion_keywords`), fusion for a class-agnostic student (it
+    predicts no classes of its own), and detection-level fusion only of the generator's
+    detections into a class-agnostic student."""
     fusion = plain.get("fusion") or {}
     if fusion.get("source") == "file" and not fusion.get("score_file"):
         raise FustalError(

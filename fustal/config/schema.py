@@ -239,6 +239,7 @@ class StudentSchema:
     gradient_clip_val: float | None = 1.0
     val_every: int = 10
     select: str = "auto"
+    distill_from: str = "last"
     module: StudentModuleSchema = field(default_factory=StudentModuleSchema)
     data: StudentDataSchema = field(default_factory=StudentDataSchema)
 
@@ -259,6 +260,7 @@ class FusionSchema:
     rule: str = "sqrt"
     level: str = "video"
     vote_tiou: float = 0.6
+    class_weight: float = 0.5
 
 
 @dataclass

@@ -23,12 +23,6 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from fustal.metrics.shape import VIDEO_MAP
 
 
-def selects_best(select: str, mode: str) -> bool:
-    """Whether ``select`` chooses the best held-out evaluation under ``validation.mode`` =
-    ``mode`` (``auto``: whenever there are held-out videos)."""
-    return select == "best" or (select == "auto" and mode != "test")
-
-
 def selection_metric(mode: str) -> str:
     """The held-out metric a choice maximizes: the detection ``avg`` mAP (``heldout``), the
     video-level ``video_map`` (``video_labels``)."""

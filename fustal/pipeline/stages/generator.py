@@ -11,6 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from fustal.config import selects_best
 from fustal.config.schema import GeneratorSchema
 from fustal.data.generator_datamodule import GeneratorDataModule, GeneratorVideos, collate_videos
 from fustal.errors import FustalError
@@ -33,7 +34,7 @@ from fustal.pipeline.stages.common import (
     seed_stage,
 )
 from fustal.pipeline.stages.outputs import GeneratorOutputs
-from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
+from fustal.training.selection import chosen, selection_callbacks, selection_metric
 from fustal.training.trainer import make_trainer
 from fustal.viz.pictures import RunPictures
 from fustal.viz.rundir import read_cas, write_cas

@@ -4,6 +4,7 @@ the EMA weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -13,9 +14,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from fustal.config import to_plain
+from fustal.config import selects_best, to_plain
 from fustal.data.student_datamodule import PseudoLabelDataModule, make_collate
-from fustal.fusion import config_fusion
+from fustal.fusion import config_fusion, fusion_rule
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.results import VideoDetections, read_rows, score_rows, write_results
@@ -34,13 +35,42 @@ from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, Vide
 from fustal.pipeline.stages.sources import ScoreFile
 from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
-from fustal.training.selection import chosen, selection_callbacks, selection_metric, selects_best
+from fustal.training.selection import chosen, selection_callbacks, selection_metric
 from fustal.training.trainer import make_trainer
 from fustal.viz.pictures import RunPictures
 
 VARIANTS = ("student", "student_ema")
 PICTURES_FILE = "pictures_train.json"
 CHECKPOINT = "student.ckpt"
+
+
+class DistillFromChoice(pl.Callback):
+    """``student.distill_from=best``: when distillation starts (training epoch ``epoch``), the
+    student and its EMA teacher both take the student's weights of its best held-out evaluation
+    so far (its :class:`~fustal.training.selection.BestCheckpoint`), so that distillation
+    refines the chosen student, not the last one (a student trained on noisy pseudo labels often
+    peaks early, then fits their noise). A resumed run restores the same weights: the choice
+    is part of the resume checkpoint."""
+
+    def __init__(self, epoch: int, say: Callable[[str], None]) -> None:
+        self.epoch = epoch
+        self.say = say
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        choice = chosen(trainer).get("student") if trainer.current_epoch == self.epoch else None
+        if choice is None or not isinstance(pl_module, StudentModule):
+            return
+        prefix = "model."
+        weights = {
+            k[len(prefix) :]: v for k, v in choice.state_dict.items() if k.startswith(prefix)
+        }
+        pl_module.model.load_state_dict(weights)
+        if pl_module.ema is not None:
+            pl_module.ema.module.load_state_dict(weights)
+        self.say(
+            f"student: distillation starts from the student of epoch {choice.epoch + 1}"
+            f" (val {100 * choice.value:.1f})"
+        )
 
 
 @dataclass
@@ -137,6 +167,7 @@ class StudentStage(Stage[StudentOutputs]):
             "epochs": [max_epochs, epochs_pseudo],
             "gradient_clip_val": scfg.gradient_clip_val,
             "val_every": scfg.val_every,
+            "distill_from": "best" if self.distills_from_best else "last",
             "supervision": self.cfg.supervision,
             "fusion": self.fusion,
             **selection_identity(self.cfg, self.selects_best),
@@ -149,6 +180,17 @@ class StudentStage(Stage[StudentOutputs]):
         keeps the last ones when ``student.val_every=0`` evaluates nothing during training)."""
         scfg = self.cfg.student
         return bool(scfg.val_every) and selects_best(scfg.select, self.cfg.validation.mode)
+
+    @property
+    def distills_from_best(self) -> bool:
+        """Whether distillation starts from the chosen student (``student.distill_from=best``,
+        with held-out choices and a distillation phase)."""
+        max_epochs, epochs_pseudo, _ = self.schedule()
+        return (
+            self.cfg.student.distill_from == "best"
+            and self.selects_best
+            and max_epochs > epochs_pseudo
+        )
 
     def chosen_variants(self, module: StudentModule) -> dict[str, int]:
         """The variants whose weights are chosen, with the first epoch each may be chosen at:
@@ -194,16 +236,17 @@ class StudentStage(Stage[StudentOutputs]):
         plan = f"stage 3/3 student: {epochs_pseudo} epochs on {what}"
         if max_epochs > epochs_pseudo:
             plan += f", then {max_epochs - epochs_pseudo} of EMA distillation"
+            plan += " from the best student so far" if self.distills_from_best else ""
         if scfg.module.get("class_agnostic"):
             plan += "; class-agnostic"
         fusion = self.fusion
         if fusion is not None and self.video_scores is not None:
             plan += (
                 f"; classes fused from {self.video_scores[1]}'s video-level scores"
-                f" (top {fusion['topk']}, {fusion['rule']})"
+                f" (top {fusion['topk']}, {fusion_rule(fusion)})"
                 if fusion["level"] == "video"
                 else f"; classes, scores and boundary votes (tIoU >= {fusion['vote_tiou']}) fused"
-                f" from {self.video_scores[1]}'s detections ({fusion['rule']})"
+                f" from {self.video_scores[1]}'s detections ({fusion_rule(fusion)})"
             )
         if self.selects_best:
             plan += f"; the best held-out evaluation (every {scfg.val_every}) is used"
@@ -214,6 +257,8 @@ class StudentStage(Stage[StudentOutputs]):
             if self.selects_best
             else []
         )
+        if self.distills_from_best:
+            chooser.append(DistillFromChoice(epochs_pseudo, ctx.say))
         trainer = make_trainer(
             cfg,
             "student",
