@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fustal.config.schema import FusionSchema  # noqa: E402
 from fustal.data.views import load_pipeline_data  # noqa: E402
 from fustal.fusion import DETECTION_FILE, SCORE_FILE, fuse_detections, read_score_file  # noqa: E402
 from fustal.metrics.results import read_rows, score_rows  # noqa: E402
@@ -36,9 +37,9 @@ from fustal.pipeline.stages.generator import VAL_FILE  # noqa: E402
 
 RECORD = ROOT / "docs" / "benchmarks" / "fusion_choice.json"
 VOTE_TIOUS = (0.5, 0.6, 0.7, 1.0)
-# the class weights tried at the chosen vote (0.6)
+# the class weights tried at the chosen vote (the recipe's fusion.vote_tiou)
 CLASS_WEIGHTS = (0.3, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
-VOTE = 0.6
+VOTE = FusionSchema().vote_tiou
 MODEL = "student_ema"
 # the generator stage's detections of the held-out and test videos
 GENERATOR_FILES = {"val": VAL_FILE, "test": DETECTION_FILE}
