@@ -81,3 +81,23 @@ class StudentWeights(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, GeneratorModule):
             WEIGHTS[f"end {trainer.current_epoch}"] = self.snapshot(pl_module)
+
+
+# what :class:`IgnoredRegions` saw of the student's training: ``"rows"``, the DataModule's ignored
+# rows per video; ``"batches"``, whether each training batch carried ``ignore_segments``
+IGNORED: dict[str, Any] = {}
+
+
+class IgnoredRegions(pl.Callback):
+    """Record in :data:`IGNORED` the student DataModule's ignored rows (``student.data
+    .ignore_score``) and whether its training batches carry them."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module, GeneratorModule):
+            IGNORED["rows"] = trainer.datamodule.ignore  # type: ignore[attr-defined]
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any
+    ) -> None:
+        if not isinstance(pl_module, GeneratorModule):
+            IGNORED.setdefault("batches", set()).add("ignore_segments" in batch)

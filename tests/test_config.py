@@ -605,6 +605,7 @@ def test_sweep_launchers_compose(hydra_context: None, launcher: str, target: str
         ("stage=nope", "stage: expected one of data, generator, filter, student, all"),
         ("cache=maybe", "cache: expected one of true, false, refresh"),
         ("plot_videos=20", "plot_videos: expected an integer in [0, 8]"),
+        ("student.data.ignore_score=1.5", "student.data.ignore_score: expected null or a score"),
         ("+trainer.max_epochs=5", "trainer.max_epochs: set per stage by fustal; use student"),
         ("+trainer.max_steps=5", "trainer.max_steps: set per stage by fustal; use generator"),
         ("+trainer.no_such_argument=1", "trainer.no_such_argument: not an argument of"),

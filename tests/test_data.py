@@ -783,6 +783,53 @@ def test_student_crop_of_a_long_video_is_exactly_max_seq_len(student_view: Stage
         np.testing.assert_array_equal(item["features"].numpy(), clean[offset : offset + max_len].T)
 
 
+def test_student_items_carry_the_ignored_regions_cropped_with_the_clip(
+    student_view: StageData,
+) -> None:
+    """With ``ignore_score`` every training item carries the unfiltered pseudo labels scoring
+    above it as ``ignore_segments`` (grid units, clipped to the crop, empty ones dropped),
+    padded per batch with ``ignore_valid``; evaluation items carry none."""
+    videos = student_view.train_videos()
+    unfiltered = {
+        v.id: np.array([[0, 0.9, 1.0, 0.6 * v.duration], [0, 0.3, 4.0, 6.0], [1, 0.7, 2.0, 2.0]])
+        for v in videos
+    }
+    unfiltered[videos[0].id] = np.zeros((0, 4))
+    dm = PseudoLabelDataModule(
+        student_view,
+        max_seq_len=4096,
+        max_stride=32,
+        targets=gt_targets(student_view),
+        batch_size=len(videos),
+        seed=3,
+        ignore_score=0.5,
+        unfiltered=unfiltered,
+    )
+    (batch,) = list(dm.train_dataloader())
+    assert batch["ignore_segments"].shape == (len(videos), 1, 2)
+    for row, vid in enumerate(batch["video_id"]):
+        video = student_view.annotations.videos[vid]
+        timing = student_view.features.timing(video, student_view.features.load(video).shape[0])
+        offset, crop = int(batch["offset"][row]), int(batch["mask"][row].sum())
+        if vid == videos[0].id:
+            assert not batch["ignore_valid"][row].any()
+            continue
+        # the 0.9 row only: the 0.3 row scores under ignore_score, the 0.7 row has no length
+        span = (
+            np.clip(
+                seconds_to_grid(np.array([1.0, 0.6 * video.duration]), timing),
+                offset,
+                offset + crop,
+            )
+            - offset
+        )
+        assert batch["ignore_valid"][row].tolist() == [True]
+        np.testing.assert_allclose(batch["ignore_segments"][row, 0].numpy(), span, rtol=1e-5)
+    assert "ignore_segments" not in next(iter(dm.val_dataloader()))
+    plain = PseudoLabelDataModule(student_view, 4096, 32, gt_targets(student_view), seed=3)
+    assert "ignore_segments" not in next(iter(plain.train_dataloader()))
+
+
 def test_student_video_without_targets(student_view: StageData) -> None:
     victim = student_view.train_videos()[1].id
     targets = gt_targets(student_view, drop=victim)

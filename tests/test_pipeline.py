@@ -13,6 +13,7 @@ import pytest
 
 from fustal.errors import FustalError
 from fustal.metrics.shape import nest
+from tests import probes
 from tests.conftest import DebugRun, compose_train, train
 
 MAP_KEYS = [f"mAP@{t}" for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)] + ["avg"]
@@ -154,6 +155,33 @@ def test_pseudo_label_file_for_the_student_stage(tmp_path: Path, debug_run: Debu
     assert "generator" not in metrics
     check_map(metrics["student_ema"]["test"])
     assert metrics["pseudo_labels"]["raw"]["count"] > metrics["pseudo_labels"]["filtered"]["count"]
+
+
+def test_the_student_ignores_the_regions_of_unfiltered_labels_above_ignore_score(
+    tmp_path: Path, debug_run: DebugRun
+) -> None:
+    """``student.data.ignore_score``: the student's DataModule gets the pseudo labels the filter
+    received (here a pseudo-label file's) that score above it, and every training batch
+    carries them as regions to leave out."""
+    probes.IGNORED.clear()
+    pseudo = debug_run.run / "pseudo_labels.json"
+    train(
+        tmp_path,
+        f"paths.data_dir={debug_run.data}",
+        "stage=student",
+        f"pseudo_labels={pseudo}",
+        "student.data.ignore_score=0.5",
+        "+callbacks.ignored._target_=tests.probes.IgnoredRegions",
+    )
+    raw = json.loads(pseudo.read_text())["results"]
+    got = probes.IGNORED["rows"]
+    assert got.keys() == raw.keys()
+    for vid, rows in raw.items():
+        above = [[r["score"], *r["segment"]] for r in rows if r["score"] > 0.5]
+        np.testing.assert_allclose(got[vid][:, 1:], np.reshape(above, (-1, 3)), rtol=1e-6)
+    kept = sum(len(rows) for rows in got.values())
+    assert 0 < kept < sum(len(rows) for rows in raw.values())
+    assert probes.IGNORED["batches"] == {True}
 
 
 def test_bad_pseudo_label_file_names_the_video(tmp_path: Path) -> None:

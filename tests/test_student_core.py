@@ -11,7 +11,7 @@ import torch
 from fustal.config.schema import InferenceSchema
 from fustal.data.student_datamodule import make_collate
 from fustal.errors import FustalError
-from fustal.student.assign import assign_batch, make_points, pad_segments
+from fustal.student.assign import assign_batch, ignored_points, make_points, pad_segments
 from fustal.student.decode import (
     DECODING,
     Levels,
@@ -236,6 +236,25 @@ def _softmax(values: list[float]) -> list[float]:
     return [e / sum(exps) for e in exps]
 
 
+def test_ignored_points_lie_in_an_ignored_region_and_in_no_target() -> None:
+    # level 0: t = 0..7 (stride 1); level 1: t = 0, 2, 4, 6 (stride 2)
+    points, _ = make_points([8, 4], [1, 2], [[0, 4], [4, 100]])
+    ignore = torch.tensor([[[2.0, 5.0], [0.0, 7.0]], [[0.0, 1.0], [6.5, 9.0]]])
+    ignore_valid = torch.tensor([[True, False], [True, True]])  # row 0's second: padding
+    segments = torch.tensor([[[4.0, 6.0]], [[0.0, 0.0]]])
+    valid = torch.tensor([[True], [False]])
+    got = ignored_points(points, ignore, ignore_valid, segments, valid)
+    t = points[:, 0]
+    assert got.shape == (2, 12)
+    # t = 4, 5 lie in the target [4, 6]: a target keeps its points
+    assert t[got[0]].tolist() == [2.0, 3.0, 2.0]
+    assert t[got[1]].tolist() == [0.0, 1.0, 7.0, 0.0]
+    nothing = ignored_points(
+        points, torch.zeros(2, 0, 2), torch.zeros(2, 0, dtype=torch.bool), segments, valid
+    )
+    assert not nothing.any()
+
+
 def test_trident_decoding_hand_built() -> None:
     start = torch.tensor([[[0.0], [1.0], [2.0], [3.0]]])
     end = torch.tensor([[[0.5], [-1.0], [2.0], [0.0]]])
@@ -310,6 +329,11 @@ def test_detection_losses_weighting_and_normalizer() -> None:
     torch.testing.assert_close(out["cls"], focal[0, :5].sum() / 7.0)
     torch.testing.assert_close(out["reg"], center_diou_loss(pred, reg_t[0, 2][None]).sum() / 7.0)
     levels = Levels(cls, start, end, offsets, masks)
+    # ignored points leave the classification loss, not the regression of a positive
+    ignore = torch.tensor([[True, False, False, True, False, False]])
+    out_ignored = detection_losses(levels, cls_t, reg_t, 7.0, num_bins, ignore=ignore)
+    torch.testing.assert_close(out_ignored["cls"], focal[0, [1, 2, 4]].sum() / 7.0)
+    torch.testing.assert_close(out_ignored["reg"], out["reg"])
     empty = detection_losses(levels, torch.zeros_like(cls_t), reg_t, 7.0, num_bins)
     assert empty["reg"].item() == 0.0
     torch.testing.assert_close(

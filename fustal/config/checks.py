@@ -135,6 +135,11 @@ def check_choices(plain: Mapping[str, Any]) -> None:
             "student.select=best: student.val_every=0 evaluates nothing during training to"
             " choose from; set student.val_every (e.g. 1: every epoch)"
         )
+    ignore_score = (student.get("data") or {}).get("ignore_score")
+    if ignore_score is not None and not 0 <= ignore_score < 1:
+        raise FustalError(
+            f"student.data.ignore_score: expected null or a score in [0, 1), got {ignore_score!r}"
+        )
     patience = (plain.get("generator") or {}).get("patience")
     if patience is not None and patience < 1:
         raise FustalError(f"generator.patience: expected null or at least 1, got {patience!r}")

@@ -228,6 +228,7 @@ class StudentDataSchema:
     batch_size: int = 8
     eval_batch_size: int = 1
     augment: AugmentSchema = field(default_factory=AugmentSchema)
+    ignore_score: float | None = None
 
 
 @dataclass

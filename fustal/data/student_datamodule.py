@@ -64,7 +64,9 @@ class StudentVideos(Dataset):
     :class:`fustal.student.model.TriDet`.)
 
     With ``video_scores`` every item also carries its video's ``class_scores [C]``, with
-    ``video_detections`` its ``class_detections [P, 4]`` (what fusion fuses).
+    ``video_detections`` its ``class_detections [P, 4]`` (what fusion fuses); with ``ignore``
+    (rows in seconds per video, like ``targets``) its ``ignore_segments [K, 2]`` (grid units,
+    cropped with the clip), the regions its classification loss leaves out.
     """
 
     data: StageData
@@ -80,6 +82,8 @@ class StudentVideos(Dataset):
     # a classifier's detections per video, ``[P, 4]`` rows ``(class, score, start_s, end_s)``
     # (the generator's; fused at ``fusion.level=detections``)
     video_detections: Mapping[str, np.ndarray] | None = None
+    # regions neither action nor background per video, rows like the targets' (training only)
+    ignore: Targets | None = None
 
     def __post_init__(self) -> None:
         self.videos = list(self.videos)
@@ -104,6 +108,10 @@ class StudentVideos(Dataset):
         positive = segs_s[:, 1] > segs_s[:, 0]
         segs = seconds_to_grid(segs_s[positive], timing)
         labels = labels[positive]
+        ignore = None
+        if self.ignore is not None:
+            rows = np.asarray(self.ignore.get(video.id, np.zeros((0, 4))), np.float64)
+            ignore = seconds_to_grid(rows.reshape(-1, 4)[:, 2:4], timing)
         start = 0
         if self.train:
             rng = item_rng(self.seed, epoch, index)
@@ -120,6 +128,8 @@ class StudentVideos(Dataset):
                 segs = np.clip(segs[keep], start, start + crop_len) - start
                 labels = labels[keep]
                 feats = feats[start : start + crop_len]
+                if ignore is not None:
+                    ignore = np.clip(ignore, start, start + crop_len) - start
         item = {
             "features": torch.from_numpy(np.ascontiguousarray(feats.T)),
             "segments": torch.from_numpy(segs.astype(np.float32)).reshape(-1, 2),
@@ -134,6 +144,9 @@ class StudentVideos(Dataset):
             "gt_segments": video.segments,
             "gt_labels": video.labels,
         }
+        if ignore is not None:
+            ignore = ignore[ignore[:, 1] > ignore[:, 0]]
+            item["ignore_segments"] = torch.from_numpy(ignore.astype(np.float32)).reshape(-1, 2)
         if self.video_scores is not None:
             if video.id not in self.video_scores:
                 raise FustalError(f"video {video.id}: no video-level class scores to fuse")
@@ -143,6 +156,15 @@ class StudentVideos(Dataset):
                 raise FustalError(f"video {video.id}: no detections of the generator to fuse")
             item["class_detections"] = self.video_detections[video.id]
         return item
+
+
+def ignored_rows(unfiltered: Targets | None, score: float | None) -> dict[str, np.ndarray] | None:
+    """The rows of ``unfiltered`` (per video ``[K, 4]``: class, score, start, end) scoring above
+    ``score``; None when either is None."""
+    if unfiltered is None or score is None:
+        return None
+    rows = {vid: np.asarray(r, np.float64).reshape(-1, 4) for vid, r in unfiltered.items()}
+    return {vid: r[r[:, 1] > score] for vid, r in rows.items()}
 
 
 def make_collate(pad_to: int | None, stride: int):
@@ -180,6 +202,10 @@ def make_collate(pad_to: int | None, stride: int):
             "gt_segments": [item["gt_segments"] for item in items],
             "gt_labels": [item["gt_labels"] for item in items],
         }
+        if "ignore_segments" in items[0]:
+            spans = [item["ignore_segments"] for item in items]
+            none = [torch.zeros(len(span), dtype=torch.long) for span in spans]
+            batch["ignore_segments"], _, batch["ignore_valid"] = pad_segments(spans, none)
         if "class_scores" in items[0]:
             batch["class_scores"] = torch.stack([item["class_scores"] for item in items])
         if "class_detections" in items[0]:
@@ -197,7 +223,10 @@ class PseudoLabelDataModule(ResumableDataModule):
     ``max_seq_len``, rounded up to a multiple of ``max_stride``). ``video_scores`` (video-level
     class scores of the evaluated videos) and ``video_detections`` (the generator's detections
     of them, in seconds) go into the evaluation batches as ``class_scores`` and
-    ``class_detections`` for fusion."""
+    ``class_detections`` for fusion. With ``ignore_score``, the ``unfiltered`` pseudo labels
+    (what the filter received) scoring above it mark regions that the training loss leaves out
+    of the classification, where no kept target lies (a filter that removes a true action would
+    otherwise teach it as background); None: every step outside the targets is background."""
 
     batch_size_key = "student.data.batch_size"
 
@@ -214,9 +243,12 @@ class PseudoLabelDataModule(ResumableDataModule):
         seed: int = 0,
         video_scores: VideoScores | None = None,
         video_detections: Mapping[str, np.ndarray] | None = None,
+        ignore_score: float | None = None,
+        unfiltered: Targets | None = None,
     ) -> None:
         super().__init__(data, batch_size, eval_batch_size, num_workers, seed)
         self.targets = targets
+        self.ignore = ignored_rows(unfiltered, ignore_score)
         self.video_scores = video_scores
         self.video_detections = video_detections
         self.max_seq_len = max_seq_len
@@ -236,6 +268,7 @@ class PseudoLabelDataModule(ResumableDataModule):
             seed=self.seed,
             video_scores=None if train else self.video_scores,
             video_detections=None if train else self.video_detections,
+            ignore=self.ignore if train else None,
         )
 
     def loader(self, subset: str, train: bool = False) -> DataLoader:

@@ -109,3 +109,23 @@ def pad_segments(
         labs[i, : len(lab)] = lab.to(device)
         valid[i, : len(s)] = True
     return segs, labs, valid
+
+
+def ignored_points(
+    points: Tensor, ignore: Tensor, ignore_valid: Tensor, segments: Tensor, valid: Tensor
+) -> Tensor:
+    """Points whose classification the loss leaves out: ``[B, P]`` bool, true where a point's
+    time ``t`` lies in one of its video's ``ignore`` segments and in none of its target
+    ``segments`` (both closed intervals; a target keeps its own points, positive or not).
+
+    ``points [P, 2]`` (t, stride), ``ignore [B, K, 2]`` with ``ignore_valid [B, K]``,
+    ``segments [B, M, 2]`` with ``valid [B, M]`` (grid units; False on padding). No host
+    synchronisation."""
+    t = points[None, :, 0, None]  # [1, P, 1]
+
+    def covered(spans: Tensor, usable: Tensor) -> Tensor:
+        spans = spans.to(device=points.device, dtype=points.dtype)
+        inside = (t >= spans[:, None, :, 0]) & (t <= spans[:, None, :, 1])  # [B, P, N]
+        return (inside & usable.to(points.device)[:, None, :]).any(dim=2)
+
+    return covered(ignore, ignore_valid) & ~covered(segments, valid)

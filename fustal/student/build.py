@@ -46,12 +46,14 @@ def student_datamodule(
     targets: Targets | None = None,
     video_scores: VideoScores | None = None,
     video_detections: Mapping[str, np.ndarray] | None = None,
+    unfiltered: Targets | None = None,
     **overrides: Any,
 ) -> PseudoLabelDataModule:
     """The student's DataModule (``student.data``) on ``data`` for the network ``model`` (its
-    crop/pad length and largest stride), with training ``targets`` (None: the ground truth) and
+    crop/pad length and largest stride), with training ``targets`` (None: the ground truth),
     the ``video_scores`` (or the generator's ``video_detections``, at ``fusion.level=detections``)
-    fused into the evaluated videos' detections."""
+    fused into the evaluated videos' detections, and the ``unfiltered`` pseudo labels that
+    ``student.data.ignore_score`` reads."""
     node = {**target_node(data_cfg, PseudoLabelDataModule), **overrides}
     return instantiate(node, _partial_=True, _convert_="all")(
         data=data,
@@ -61,4 +63,5 @@ def student_datamodule(
         targets=targets,
         video_scores=video_scores,
         video_detections=video_detections,
+        unfiltered=unfiltered,
     )

@@ -59,6 +59,7 @@ def detection_losses(
     focal_gamma: float = 2.0,
     iou_weight_power: float = 0.2,
     label_smoothing: float = 0.0,
+    ignore: Tensor | None = None,
     eps: float = 1e-6,
 ) -> dict[str, Tensor]:
     """TriDet classification and regression losses of a batch (float32).
@@ -73,6 +74,8 @@ def detection_losses(
     (IoU clamped at ``eps`` so that its power keeps a finite gradient); each positive adds a DIoU
     term. Both sums are divided by ``normalizer``. ``label_smoothing`` (ActionFormer/TriDet on
     ActivityNet) turns every valid point's focal targets into ``t * (1 - ls) + ls / (C + 1)``.
+    ``ignore [B, P]`` (bool) leaves points out of the classification loss (neither action nor
+    background: regions of pseudo labels the filter removed, ``student.data.ignore_score``).
     Returns ``{"cls", "reg"}`` (scalars).
     """
     valid = torch.cat(list(output.masks), dim=1)
@@ -93,7 +96,8 @@ def detection_losses(
     logits = torch.cat(list(output.cls_logits), 1)
     focal = sigmoid_focal_loss(logits, targets, focal_alpha, focal_gamma)
     zero = focal.new_zeros(())
-    cls_loss = torch.where(valid[..., None], focal * weight, zero).sum() / normalizer
+    counted = valid if ignore is None else valid & ~ignore
+    cls_loss = torch.where(counted[..., None], focal * weight, zero).sum() / normalizer
     reg = torch.where(positive, center_diou_loss(pred, gt), zero)
     return {"cls": cls_loss, "reg": reg.sum() / normalizer}
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from fustal.config.schema import InferenceSchema
 from fustal.errors import FustalError
-from fustal.student.assign import assign_batch, make_points
+from fustal.student.assign import assign_batch, ignored_points, make_points
 from fustal.student.backbone import IdentityNeck, SGPBackbone
 from fustal.student.decode import (
     DECODING,
@@ -247,6 +247,19 @@ class TriDet(nn.Module):
             points, segments, labels, valid, self.num_classes, ranges, self.center_sample_radius
         )
         return cls, reg
+
+    def ignored(
+        self,
+        output: TriDetOutput,
+        ignore: Tensor,
+        ignore_valid: Tensor,
+        segments: Tensor,
+        valid: Tensor,
+    ) -> Tensor:
+        """``[B, P]`` bool: the points in an ``ignore`` segment ``[B, K, 2]`` (``ignore_valid
+        [B, K]``) and in no target segment (:func:`~fustal.student.assign.ignored_points`)."""
+        points, _ = self.points(output.video_logits.shape[1], output.video_logits.device)
+        return ignored_points(points, ignore, ignore_valid, segments, valid)
 
     def candidates(
         self, output: TriDetOutput, settings: InferenceSchema = DECODING

@@ -232,6 +232,13 @@ class StudentModule(EvaluatedModule):
             cls_targets, reg_targets = self.model.targets(output, segments, labels, valid)
             points_valid = torch.cat(output.masks, dim=1)
             num_pos = ((cls_targets.sum(-1) > 0) & points_valid).sum()
+            # regions the filter removed (student.data.ignore_score): while the pseudo labels
+            # are the targets, neither action nor background
+            ignore = None
+            if "ignore_segments" in batch and not self.distilling():
+                ignore = self.model.ignored(
+                    output, batch["ignore_segments"], batch["ignore_valid"], segments, valid
+                )
             norm = update_loss_normalizer(self.loss_normalizer, num_pos, hp.loss_norm_momentum)
             self.loss_normalizer.copy_(norm)
             losses = detection_losses(
@@ -244,6 +251,7 @@ class StudentModule(EvaluatedModule):
                 hp.focal_gamma,
                 hp.iou_weight_power,
                 hp.label_smoothing,
+                ignore,
             )
             # one actionness class: a softmax over it is constant, so no video-level loss
             video = norm.new_zeros(())

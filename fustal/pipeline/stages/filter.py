@@ -19,7 +19,7 @@ from fustal.metrics.results import VideoDetections, count_rows, write_results
 from fustal.metrics.shape import flatten, sections
 from fustal.pipeline.stage import Stage
 from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, PseudoLabelSource
-from fustal.pipeline.stages.sources import PseudoLabelFile
+from fustal.pipeline.stages.sources import pseudo_label_source
 from fustal.pseudo.filters import RowFilter, filter_rows, prior_filter
 from fustal.viz.pictures import RunPictures
 
@@ -33,7 +33,7 @@ class FilterStage(Stage[FilterOutputs]):
     @classmethod
     def inputs(cls, cfg: DictConfig) -> tuple[str, ...]:
         """The pseudo labels: of a file (``pseudo_labels=PATH``) or of the generator."""
-        return (PseudoLabelFile.name,) if cfg.pseudo_labels else ("generator",)
+        return (pseudo_label_source(cfg),)
 
     def key_parts(self) -> dict[str, Any]:
         """The filter function and its parameters: the ``filter`` group."""

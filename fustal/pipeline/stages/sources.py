@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fustal.errors import FustalError
 from fustal.fusion import read_score_file
@@ -67,6 +67,12 @@ class PseudoLabelFile(FileStage[PseudoLabels]):
 
     def show(self, outputs: PseudoLabels, shown: RunPictures) -> None:
         shown.pseudo["raw"] = shown.train_tracks["pseudo labels (raw)"] = outputs.pseudo_labels
+
+
+def pseudo_label_source(cfg: DictConfig) -> str:
+    """The stage whose pseudo labels the filter receives: a file's (``pseudo_labels=PATH``)
+    or the generator's."""
+    return PseudoLabelFile.name if cfg.pseudo_labels else "generator"
 
 
 class ScoreFile(FileStage[ScoreFileOutputs]):

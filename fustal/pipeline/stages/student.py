@@ -31,8 +31,13 @@ from fustal.pipeline.stages.common import (
     picture_videos,
     seed_stage,
 )
-from fustal.pipeline.stages.outputs import FilterOutputs, GeneratorOutputs, VideoScoreSource
-from fustal.pipeline.stages.sources import ScoreFile
+from fustal.pipeline.stages.outputs import (
+    FilterOutputs,
+    GeneratorOutputs,
+    PseudoLabelSource,
+    VideoScoreSource,
+)
+from fustal.pipeline.stages.sources import ScoreFile, pseudo_label_source
 from fustal.student.build import student_datamodule, student_module
 from fustal.student.module import StudentModule
 from fustal.training.selection import chosen, selection_callbacks, selection_metric
@@ -93,11 +98,22 @@ class StudentStage(Stage[StudentOutputs]):
 
     @classmethod
     def inputs(cls, cfg: DictConfig) -> tuple[str, ...]:
-        """The filtered pseudo labels (weak supervision) and the video-level scores that
+        """The filtered pseudo labels (weak supervision), the unfiltered ones with
+        ``student.data.ignore_score`` (the filter's source), and the video-level scores that
         ``fusion`` fuses: the generator's or a score file's."""
-        targets = ("filter",) if cfg.supervision == "weak" else ()
+        targets: tuple[str, ...] = ("filter",) if cfg.supervision == "weak" else ()
+        if targets and cfg.student.data.get("ignore_score") is not None:
+            targets += (pseudo_label_source(cfg),)
         scores = {"generator": ("generator",), "file": (ScoreFile.name,)}
-        return targets + scores.get(cfg.fusion.source, ())
+        return tuple(dict.fromkeys(targets + scores.get(cfg.fusion.source, ())))
+
+    @property
+    def unfiltered(self) -> VideoDetections | None:
+        """The pseudo labels the filter received, when ``student.data.ignore_score`` reads
+        them (else None)."""
+        if "filter" not in self.upstream or self.cfg.student.data.get("ignore_score") is None:
+            return None
+        return self.input(pseudo_label_source(self.cfg), PseudoLabelSource).pseudo_labels
 
     @property
     def targets(self) -> VideoDetections | None:
@@ -224,6 +240,7 @@ class StudentStage(Stage[StudentOutputs]):
             targets=self.targets,
             video_scores=None if scores is None else scores[0],
             video_detections=self.video_detections,
+            unfiltered=self.unfiltered,
             num_workers=cfg.num_workers,
         )
         return module, dm
