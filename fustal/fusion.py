@@ -45,16 +45,18 @@ FusionInputs = tuple[Mapping[str, np.ndarray] | None, Mapping[str, np.ndarray] |
 SCORE_FILE = "generator_video_scores.json"
 # videos named in an error about missing scores
 SHOWN_MISSING = 3
+# the class weight at which the sqrt rule is the square root sqrt(class * detection)
+SQUARE_ROOT = 0.5
 
 
 def combine(
-    class_scores: np.ndarray, scores: np.ndarray, rule: str, class_weight: float = 0.5
+    class_scores: np.ndarray, scores: np.ndarray, rule: str, class_weight: float = SQUARE_ROOT
 ) -> np.ndarray:
     """The fused score of a detection scoring ``scores`` for a class scoring ``class_scores``
     (broadcast): ``sqrt``, the geometric mean ``class ** w * detection ** (1 - w)`` with
     ``w = class_weight`` (0.5: ``sqrt(class * detection)``, ActionFormer, TriDet), or
     ``product``, ``class * detection`` (OpenTAD)."""
-    if rule == "sqrt" and class_weight == 0.5:
+    if rule == "sqrt" and class_weight == SQUARE_ROOT:
         return np.sqrt(class_scores * scores)  # the detectors' rule, bit for bit
     if rule == "sqrt":
         return class_scores**class_weight * scores ** (1.0 - class_weight)
@@ -114,13 +116,18 @@ def fusion_keywords(fusion: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def fusion_rule(fusion: Mapping[str, Any]) -> str:
-    """The checked settings' scoring rule in words, for the logs (``sqrt``, ``product``,
-    ``class^0.75 * detection^0.25``)."""
-    weight = fusion["class_weight"]
-    if fusion["rule"] == "sqrt" and weight != 0.5:
-        return f"class^{weight:g} * detection^{1 - weight:g}"
-    return str(fusion["rule"])
+def fusion_described(fusion: Mapping[str, Any], source: str) -> str:
+    """The checked settings in words, for the logs (``source``: where the class evidence comes
+    from, e.g. ``the generator``)."""
+    weight, rule = fusion["class_weight"], str(fusion["rule"])
+    if rule == "sqrt" and weight != SQUARE_ROOT:
+        rule = f"class^{weight:g} * detection^{1 - weight:g}"
+    if fusion["level"] == "video":
+        return f"classes fused from {source}'s video-level scores (top {fusion['topk']}, {rule})"
+    return (
+        f"classes, scores and boundary votes (tIoU >= {fusion['vote_tiou']}) fused from"
+        f" {source}'s detections ({rule})"
+    )
 
 
 def check_source(fusion: Mapping[str, Any], source: str | None) -> None:
@@ -168,7 +175,7 @@ def fuse_video(
     topk: int = 2,
     rule: str = "sqrt",
     class_agnostic: bool = True,
-    class_weight: float = 0.5,
+    class_weight: float = SQUARE_ROOT,
 ) -> np.ndarray:
     """Fuse one video's detections with its video-level class scores.
 
@@ -199,7 +206,7 @@ def fuse_detections(
     detections: np.ndarray,
     vote_tiou: float = 0.6,
     rule: str = "sqrt",
-    class_weight: float = 0.5,
+    class_weight: float = SQUARE_ROOT,
 ) -> np.ndarray:
     """Fuse one video's class-agnostic detections with another detector's class-aware ones.
 

@@ -254,7 +254,7 @@ def detections_table(data: StageData, detections: Mapping[str, np.ndarray], out:
 def run(cfg: DictConfig) -> dict:
     """Check the inputs, predict, write ``out``; return the results dict."""
     from fustal.checkpoints import load_checkpoint
-    from fustal.fusion import fusion_keywords, fusion_rule
+    from fustal.fusion import fusion_described, fusion_keywords
     from fustal.metrics.results import write_results
     from fustal.student.module import StudentModule
     from fustal.training.quiet import quiet_libraries
@@ -286,13 +286,8 @@ def run(cfg: DictConfig) -> dict:
         data = prediction_data(folder, files, classes, timing, ckpt, known)
         inputs = (None, None) if fusion is None else fusion_inputs(cfg, classes, data, known)
         if fusion is not None:
-            console.print(
-                f"predict: classes fused from {cfg.fusion.source} video-level scores"
-                f" (top {fusion['topk']}, {fusion_rule(fusion)})"
-                if fusion["level"] == "video"
-                else f"predict: classes, scores and boundary votes fused from the generator's"
-                f" detections (tIoU >= {fusion['vote_tiou']}, {fusion_rule(fusion)})"
-            )
+            source = "the generator" if cfg.fusion.source == "generator" else "the score file"
+            console.print(f"predict: {fusion_described(fusion, source)}")
         detections = predict_detections(cfg, ckpt, data, inputs)[DETECTIONS]
     results = write_results(out, detections, classes)
     console.print(detections_table(data, detections, out))

@@ -26,6 +26,11 @@ Targets = Mapping[str, np.ndarray]
 VideoScores = Mapping[str, np.ndarray]
 
 
+def video_rows(rows: Targets, video_id: str) -> np.ndarray:
+    """``video_id``'s rows of ``rows`` as ``[K, 4]`` float64 (``[0, 4]`` when it has none)."""
+    return np.asarray(rows.get(video_id, np.zeros((0, 4))), np.float64).reshape(-1, 4)
+
+
 def random_crop(
     length: int,
     segments: np.ndarray,
@@ -95,7 +100,7 @@ class StudentVideos(Dataset):
     def _targets(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
         if self.targets is None:
             return video.segments, video.labels
-        rows = np.asarray(self.targets.get(video.id, np.zeros((0, 4))), np.float64).reshape(-1, 4)
+        rows = video_rows(self.targets, video.id)
         return rows[:, 2:4], rows[:, 0].astype(np.int64)
 
     def __getitem__(self, key: int) -> dict:
@@ -110,8 +115,7 @@ class StudentVideos(Dataset):
         labels = labels[positive]
         ignore = None
         if self.ignore is not None:
-            rows = np.asarray(self.ignore.get(video.id, np.zeros((0, 4))), np.float64)
-            ignore = seconds_to_grid(rows.reshape(-1, 4)[:, 2:4], timing)
+            ignore = seconds_to_grid(video_rows(self.ignore, video.id)[:, 2:4], timing)
         start = 0
         if self.train:
             rng = item_rng(self.seed, epoch, index)
@@ -163,7 +167,7 @@ def ignored_rows(unfiltered: Targets | None, score: float | None) -> dict[str, n
     ``score``; None when either is None."""
     if unfiltered is None or score is None:
         return None
-    rows = {vid: np.asarray(r, np.float64).reshape(-1, 4) for vid, r in unfiltered.items()}
+    rows = {vid: video_rows(unfiltered, vid) for vid in unfiltered}
     return {vid: r[r[:, 1] > score] for vid, r in rows.items()}
 
 

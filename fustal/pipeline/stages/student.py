@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from fustal.config import selects_best, to_plain
 from fustal.data.student_datamodule import PseudoLabelDataModule, make_collate
-from fustal.fusion import config_fusion, fusion_rule
+from fustal.fusion import config_fusion, fusion_described
 from fustal.inference import predict_videos
 from fustal.io import read_json, write_json
 from fustal.metrics.results import VideoDetections, read_rows, score_rows, write_results
@@ -258,13 +258,7 @@ class StudentStage(Stage[StudentOutputs]):
             plan += "; class-agnostic"
         fusion = self.fusion
         if fusion is not None and self.video_scores is not None:
-            plan += (
-                f"; classes fused from {self.video_scores[1]}'s video-level scores"
-                f" (top {fusion['topk']}, {fusion_rule(fusion)})"
-                if fusion["level"] == "video"
-                else f"; classes, scores and boundary votes (tIoU >= {fusion['vote_tiou']}) fused"
-                f" from {self.video_scores[1]}'s detections ({fusion_rule(fusion)})"
-            )
+            plan += f"; {fusion_described(fusion, self.video_scores[1])}"
         if self.selects_best:
             plan += f"; the best held-out evaluation (every {scfg.val_every}) is used"
         ctx.say(plan)
